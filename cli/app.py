@@ -1,0 +1,63 @@
+"""The `numrnn` command group: error handling, exit codes, `--debug`."""
+
+import os
+
+import click
+
+from numrnn import __version__
+from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.gradcheck import gradcheck
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _debug_wanted(ctx):
+    return bool(ctx.find_root().params.get("debug")) or os.environ.get("NUMRNN_DEBUG", "") not in ("", "0")
+
+
+class NumrnnGroup(click.Group):
+    """Turns the library's errors into one `error:` line and an exit code."""
+
+    def invoke(self, ctx):
+        from numrnn.errors import NumrnnError
+
+        try:
+            return super().invoke(ctx)
+        except NumrnnError as exc:
+            if _debug_wanted(ctx):
+                raise
+            from numrnn_cli.console import err_console
+
+            err_console().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            ctx.exit(ExitCode.ERROR)
+        except KeyboardInterrupt:
+            if _debug_wanted(ctx):
+                raise
+            click.echo("interrupted", err=True)
+            ctx.exit(ExitCode.INTERRUPTED)
+
+
+@click.group(cls=NumrnnGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="numrnn")
+@click.option("--debug", is_flag=True, help="Show a full traceback on errors (also NUMRNN_DEBUG=1).")
+def cli(debug):
+    """numrnn: fast character-level recurrent networks (RNN, LSTM, GRU) on numba.
+
+    Exact backpropagation through time, checked against finite differences, with
+    PyTorch's weight layout.
+
+    \b
+    Examples:
+      numrnn gradcheck              # every cell's gradients against finite differences
+      numrnn gradcheck --cell lstm --json
+
+    Exit codes: 0 ok, 1 error, 2 usage error, 3 gradient mismatch, 130 interrupted.
+    """
+
+
+cli.add_command(gradcheck)
+
+
+def main():
+    """Console-script entry point."""
+    cli(prog_name="numrnn")

@@ -1,0 +1,400 @@
+"""CPU kernels (``@njit``): paired forward/backward functions over explicit buffers.
+
+Dimension letters: T time, B batch, D input width, H hidden, G gate width (H rnn, 3H gru,
+4H lstm), V vocabulary, K output width, N rows (= T*B).
+
+Conventions (shared/DESIGN.md section 2):
+- time-major and C-contiguous; arguments are outputs, then inputs, then parameters, then
+  workspaces; sizes come from shapes;
+- a layer's state buffers hold T+1 rows: ``hs[0]`` is the initial state and ``hs[t+1]`` is
+  ``h_t``, so ``hs[:T]`` are the previous states of all steps, one contiguous block for the
+  weight-gradient GEMM;
+- the cell kernels take the input projection ``xg = x Wx + bx`` of all T steps, computed
+  before them by one GEMM (``linear_forward``) or one row lookup (``embed_forward``), and
+  their backward returns its gradient ``dxg`` for ``linear_backward``/``embed_backward``;
+- backward accumulates (``+=``) into parameter gradients and overwrites the rest; the
+  gradient reaching the last state from a later chunk (``dhT``, ``dcT``) is an input and the
+  gradient of the initial state (``dh0``, ``dc0``) an output, so truncated BPTT is repeated
+  calls;
+- no allocation: the caller passes workspaces (``hw``, ``scratch``).
+No explicit signatures: each kernel specialises to float32 and float64 from the same source.
+"""
+
+import numba
+import numpy as np
+
+from numrnn import config
+from numrnn.kernels import pointwise
+
+_CACHE = config.configure_numba()
+_JIT = config.jit_options(_CACHE)
+_DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
+
+_cell = pointwise.build(lambda f: numba.njit(**_DEVICE_JIT)(f))
+rnn_cell = _cell.rnn_cell
+rnn_cell_backward = _cell.rnn_cell_backward
+lstm_cell = _cell.lstm_cell
+lstm_cell_backward = _cell.lstm_cell_backward
+gru_cell = _cell.gru_cell
+gru_cell_backward = _cell.gru_cell_backward
+
+kernel = numba.njit(**_JIT)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@kernel
+def _rows(a):
+    # a (T, B, X) contiguous -> (T*B, X) view
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
+@kernel
+def _accumulate_tn(dW, db, A, dY, scratch):
+    # dW (X, K) += A.T @ dY;  db (K) += column sums of dY
+    # A (N, X), dY (N, K); scratch (>= X*K) workspace
+    X = A.shape[1]
+    K = dY.shape[1]
+    tmp = scratch[: X * K].reshape((X, K))
+    np.dot(A.T, dY, tmp)
+    for x in range(X):
+        dW_x = dW[x]
+        tmp_x = tmp[x]
+        for k in range(K):
+            dW_x[k] += tmp_x[k]
+    for n in range(dY.shape[0]):
+        dY_n = dY[n]
+        for k in range(K):
+            db[k] += dY_n[k]
+
+
+# --------------------------------------------------------------------------- dense and lookup layers
+
+
+@kernel
+def linear_forward(y, x, W, b):
+    # y (N, K) out = x @ W + b
+    # x (N, D); W (D, K); b (K)
+    np.dot(x, W, y)
+    for n in range(y.shape[0]):
+        y_n = y[n]
+        for k in range(y.shape[1]):
+            y_n[k] += b[k]
+
+
+@kernel
+def linear_backward(dx, dW, db, dy, x, W, scratch):
+    # dx (N, D) out = dy @ W.T, skipped when dx has no rows (input needs no gradient)
+    # dW (D, K) += x.T @ dy;  db (K) += column sums of dy
+    # dy (N, K); x (N, D); W (D, K); scratch (>= D*K) workspace
+    _accumulate_tn(dW, db, x, dy, scratch)
+    if dx.shape[0] > 0:
+        np.dot(dy, W.T, dx)
+
+
+@kernel
+def embed_forward(out, tokens, W):
+    # out (N, E) out: row tokens[n] of W; tokens (N) integer ids; W (V, E)
+    # With W = Wx of a layer fed one-hot vectors this is the input projection x @ Wx, exactly.
+    for n in range(tokens.shape[0]):
+        row = W[tokens[n]]
+        out_n = out[n]
+        for e in range(W.shape[1]):
+            out_n[e] = row[e]
+
+
+@kernel
+def embed_backward(dW, dout, tokens):
+    # dW (V, E) += dout scattered to the rows tokens[n]
+    # dout (N, E); tokens (N)
+    for n in range(tokens.shape[0]):
+        row = dW[tokens[n]]
+        dout_n = dout[n]
+        for e in range(dW.shape[1]):
+            row[e] += dout_n[e]
+
+
+@kernel
+def bias_forward(y, b):
+    # y (N, K) += b (K)
+    for n in range(y.shape[0]):
+        y_n = y[n]
+        for k in range(y.shape[1]):
+            y_n[k] += b[k]
+
+
+@kernel
+def bias_backward(db, dy):
+    # db (K) += column sums of dy (N, K)
+    for n in range(dy.shape[0]):
+        dy_n = dy[n]
+        for k in range(dy.shape[1]):
+            db[k] += dy_n[k]
+
+
+# --------------------------------------------------------------------------- vanilla RNN
+
+
+@kernel
+def rnn_forward(hs, xg, Wh, bh, hw):
+    # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = tanh(xg[t] + hs[t] @ Wh + bh)
+    # xg (T, B, H) in: x_t @ Wx + bx
+    # Wh (H, H); bh (H); hw (B, H) workspace
+    T, B, H = xg.shape
+    for t in range(T):
+        np.dot(hs[t], Wh, hw)
+        xg_t = xg[t]
+        h_t = hs[t + 1]
+        for b in range(B):
+            xg_b = xg_t[b]
+            hw_b = hw[b]
+            h_b = h_t[b]
+            for j in range(H):
+                h_b[j] = rnn_cell(xg_b[j] + hw_b[j] + bh[j])
+
+
+@kernel
+def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, Wh, scratch):
+    # dxg (T, B, H) out: gradient of the pre-activations (= of xg)
+    # dh0 (B, H) out: gradient of the initial state hs[0]; also the running carry dh_{t-1}
+    # dWh (H, H), dbh (H) accumulate
+    # dhs (T, B, H) in: gradient reaching h_t from above; dhT (B, H) in: from a later chunk
+    # hs (T+1, B, H) in: states of the forward; Wh (H, H); scratch (>= H*H) workspace
+    T, B, H = dhs.shape
+    dh0[:] = dhT
+    for t in range(T - 1, -1, -1):
+        h_t = hs[t + 1]
+        dhs_t = dhs[t]
+        dxg_t = dxg[t]
+        for b in range(B):
+            h_b = h_t[b]
+            dhs_b = dhs_t[b]
+            carry_b = dh0[b]
+            dxg_b = dxg_t[b]
+            for j in range(H):
+                dxg_b[j] = rnn_cell_backward(h_b[j], dhs_b[j] + carry_b[j])
+        np.dot(dxg_t, Wh.T, dh0)
+    _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dxg), scratch)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+
+@kernel
+def lstm_forward(hs, cs, gates, Wh, bh, hw):
+    # hs, cs (T+1, B, H) in/out: row 0 the initial hidden and cell state in, row t+1 step t out
+    # gates (T, B, 4H) in/out: in, x_t @ Wx + bx; out, the activated gates i, f, g, o, which
+    #   backward needs (it recomputes tanh(c) instead of caching it)
+    # Wh (H, 4H); bh (4H); hw (B, 4H) workspace
+    T, B, G = gates.shape
+    H = G // 4
+    for t in range(T):
+        np.dot(hs[t], Wh, hw)
+        for b in range(B):
+            a = gates[t, b]
+            hw_b = hw[b]
+            c_prev = cs[t, b]
+            c_next = cs[t + 1, b]
+            h_next = hs[t + 1, b]
+            for j in range(H):
+                i, f, g, o, c, h = lstm_cell(
+                    a[j] + hw_b[j] + bh[j],
+                    a[H + j] + hw_b[H + j] + bh[H + j],
+                    a[2 * H + j] + hw_b[2 * H + j] + bh[2 * H + j],
+                    a[3 * H + j] + hw_b[3 * H + j] + bh[3 * H + j],
+                    c_prev[j],
+                )
+                a[j] = i
+                a[H + j] = f
+                a[2 * H + j] = g
+                a[3 * H + j] = o
+                c_next[j] = c
+                h_next[j] = h
+
+
+@kernel
+def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, scratch):
+    # dgates (T, B, 4H) out: gradient of the pre-activations (= of xg)
+    # dh0, dc0 (B, H) out: gradients of the initial states; also the running carries
+    # dWh (H, 4H), dbh (4H) accumulate
+    # dhs (T, B, H) in: gradient reaching h_t from above; dhT, dcT (B, H) in: from a later chunk
+    # hs, cs (T+1, B, H), gates (T, B, 4H) in: the forward's states and activated gates
+    # Wh (H, 4H); scratch (>= 4H*H) workspace
+    T, B, G = gates.shape
+    H = G // 4
+    dh0[:] = dhT
+    dc0[:] = dcT
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            a = gates[t, b]
+            da = dgates[t, b]
+            c_prev = cs[t, b]
+            c_t = cs[t + 1, b]
+            dhs_b = dhs[t, b]
+            dh_carry = dh0[b]
+            dc_carry = dc0[b]
+            for j in range(H):
+                da_i, da_f, da_g, da_o, dc_prev = lstm_cell_backward(
+                    a[j], a[H + j], a[2 * H + j], a[3 * H + j],
+                    c_prev[j], c_t[j], dhs_b[j] + dh_carry[j], dc_carry[j],
+                )
+                da[j] = da_i
+                da[H + j] = da_f
+                da[2 * H + j] = da_g
+                da[3 * H + j] = da_o
+                dc_carry[j] = dc_prev
+        np.dot(dgates[t], Wh.T, dh0)
+    _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dgates), scratch)
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+@kernel
+def gru_forward(hs, gates, hn, Wh, bh, hw):
+    # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = h_t out
+    # gates (T, B, 3H) in/out: in, x_t @ Wx + bx; out, the activated gates r, z, n
+    # hn (T, B, H) out: h_{t-1} @ Wh_n + bh_n, the part the reset gate scales (backward needs it)
+    # Wh (H, 3H); bh (3H); hw (B, 3H) workspace
+    T, B, G = gates.shape
+    H = G // 3
+    for t in range(T):
+        np.dot(hs[t], Wh, hw)
+        for b in range(B):
+            a = gates[t, b]
+            hw_b = hw[b]
+            h_prev = hs[t, b]
+            h_next = hs[t + 1, b]
+            hn_b = hn[t, b]
+            for j in range(H):
+                h_n = hw_b[2 * H + j] + bh[2 * H + j]
+                r, z, n, h = gru_cell(
+                    a[j], a[H + j], a[2 * H + j],
+                    hw_b[j] + bh[j], hw_b[H + j] + bh[H + j], h_n,
+                    h_prev[j],
+                )
+                a[j] = r
+                a[H + j] = z
+                a[2 * H + j] = n
+                hn_b[j] = h_n
+                h_next[j] = h
+
+
+@kernel
+def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, Wh, dhg, scratch):
+    # dxg (T, B, 3H) out: gradient of xg (input part of the pre-activations)
+    # dh0 (B, H) out: gradient of the initial state; also the running carry
+    # dWh (H, 3H), dbh (3H) accumulate
+    # dhs (T, B, H) in: gradient reaching h_t from above; dhT (B, H) in: from a later chunk
+    # hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) in: the forward's states and caches
+    # Wh (H, 3H)
+    # dhg (T, B, 3H) workspace: gradient of h_{t-1} @ Wh + bh (differs from dxg in the n part)
+    # scratch (>= max(3H*H, B*H)) workspace
+    T, B, G = gates.shape
+    H = G // 3
+    recurrent = scratch[: B * H].reshape((B, H))
+    dh0[:] = dhT
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            a = gates[t, b]
+            dx_b = dxg[t, b]
+            dhg_b = dhg[t, b]
+            h_prev = hs[t, b]
+            hn_b = hn[t, b]
+            dhs_b = dhs[t, b]
+            carry = dh0[b]
+            for j in range(H):
+                da_r, da_z, da_n, dh_n, dh_prev = gru_cell_backward(
+                    a[j], a[H + j], a[2 * H + j], hn_b[j], h_prev[j], dhs_b[j] + carry[j]
+                )
+                dx_b[j] = da_r
+                dx_b[H + j] = da_z
+                dx_b[2 * H + j] = da_n
+                dhg_b[j] = da_r
+                dhg_b[H + j] = da_z
+                dhg_b[2 * H + j] = dh_n
+                carry[j] = dh_prev
+        np.dot(dhg[t], Wh.T, recurrent)
+        for b in range(B):
+            carry = dh0[b]
+            rec_b = recurrent[b]
+            for j in range(H):
+                carry[j] += rec_b[j]
+    _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dhg), scratch)
+
+
+# --------------------------------------------------------------------------- loss and gradient norm
+
+
+@kernel
+def softmax_xent_forward(losses, logits, targets):
+    # losses (N) out: -log softmax(logits[n])[targets[n]]; 0 where targets[n] < 0 (ignored)
+    # logits (N, V); targets (N) integer ids
+    N, V = logits.shape
+    for n in range(N):
+        target = targets[n]
+        if target < 0:
+            losses[n] = 0.0
+            continue
+        row = logits[n]
+        peak = row[0]
+        for v in range(1, V):
+            peak = max(peak, row[v])
+        total = 0.0
+        for v in range(V):
+            total += np.exp(row[v] - peak)
+        losses[n] = np.log(total) + peak - row[target]
+
+
+@kernel
+def softmax_xent_fused(losses, dlogits, logits, targets, scale):
+    # Forward and backward in one pass over the logits.
+    # losses (N) out: as softmax_xent_forward
+    # dlogits (N, V) out: scale * (softmax(logits[n]) - onehot(targets[n])); zero rows where
+    #   targets[n] < 0. May be the same array as logits (computed in place).
+    # logits (N, V); targets (N); scale: d(total loss)/d(sum of per-row losses), e.g. 1/N
+    N, V = logits.shape
+    for n in range(N):
+        target = targets[n]
+        row = logits[n]
+        drow = dlogits[n]
+        if target < 0:
+            losses[n] = 0.0
+            for v in range(V):
+                drow[v] = 0.0
+            continue
+        target_logit = row[target]  # read before drow (maybe row itself) is written
+        peak = row[0]
+        for v in range(1, V):
+            peak = max(peak, row[v])
+        total = 0.0
+        for v in range(V):
+            e = np.exp(row[v] - peak)
+            drow[v] = e
+            total += e
+        losses[n] = np.log(total) + peak - target_logit
+        inv = scale / total
+        for v in range(V):
+            drow[v] *= inv
+        drow[target] -= scale
+
+
+@kernel
+def global_norm(grads):
+    # grads (P) in: the flat gradient buffer; returns its Euclidean norm
+    total = 0.0
+    for p in range(grads.shape[0]):
+        total += grads[p] * grads[p]
+    return np.sqrt(total)
+
+
+@kernel
+def clip_global_norm(grads, max_norm):
+    # grads (P) in/out: scaled so that their norm is at most max_norm; returns the norm before
+    norm = global_norm(grads)
+    if norm > max_norm:
+        factor = max_norm / (norm + 1e-6)
+        for p in range(grads.shape[0]):
+            grads[p] *= factor
+    return norm

@@ -1,0 +1,93 @@
+"""One flat buffer per model, with named views; gradients share the layout.
+
+Because every parameter lives in one contiguous array, clipping and the optimizers are one
+loop over one array. Names are PyTorch's state_dict names (``rnn.weight_ih_l0``, ...), but
+the kernels' layouts are (D, G) for weights (``x @ W``), where PyTorch stores (G, D):
+``to_torch``/``from_torch`` transpose the 2-D layer and head weights.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    shape: tuple
+    offset: int
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+
+class ParamLayout:
+    """Where each named tensor sits in the flat buffer."""
+
+    def __init__(self, entries):
+        self.slots = {}
+        offset = 0
+        for name, shape in entries:
+            shape = tuple(int(s) for s in shape)
+            self.slots[name] = Slot(name, shape, offset)
+            offset += self.slots[name].size
+        self.size = offset
+
+    def __iter__(self):
+        return iter(self.slots.values())
+
+    def names(self):
+        return list(self.slots)
+
+    def views(self, flat):
+        """Named views into ``flat`` (no copies): writing to a view writes the buffer."""
+        if flat.shape != (self.size,):
+            raise ValueError(f"flat buffer has shape {flat.shape}, layout needs ({self.size},)")
+        return {
+            slot.name: flat[slot.offset : slot.offset + slot.size].reshape(slot.shape)
+            for slot in self
+        }
+
+    def zeros(self, dtype):
+        return np.zeros(self.size, dtype=dtype)
+
+
+def model_layout(config):
+    """The parameter layout of a stacked model described by a ``ModelConfig``."""
+    entries = []
+    if config.embed:
+        entries.append(("embed.weight", (config.vocab_size, config.embed)))
+    for layer in range(config.layers):
+        width = config.layer_input_width(layer)
+        entries += [
+            (f"rnn.weight_ih_l{layer}", (width, config.gate_width)),
+            (f"rnn.weight_hh_l{layer}", (config.hidden, config.gate_width)),
+            (f"rnn.bias_ih_l{layer}", (config.gate_width,)),
+            (f"rnn.bias_hh_l{layer}", (config.gate_width,)),
+        ]
+    entries += [
+        ("head.weight", (config.hidden, config.outputs)),
+        ("head.bias", (config.outputs,)),
+    ]
+    return ParamLayout(entries)
+
+
+def _is_transposed(name):
+    # Layer and head weight matrices are stored (in, out) here and (out, in) in PyTorch.
+    return name.startswith("rnn.weight_") or name == "head.weight"
+
+
+def to_torch(views):
+    """Tensors in PyTorch's layout (C-contiguous copies), keyed by state_dict name."""
+    return {
+        name: np.ascontiguousarray(value.T if _is_transposed(name) else value)
+        for name, value in views.items()
+    }
+
+
+def from_torch(views, tensors):
+    """Copy tensors in PyTorch's layout into ``views`` (a model's named views)."""
+    for name, target in views.items():
+        source = np.asarray(tensors[name])
+        target[...] = source.T if _is_transposed(name) else source
