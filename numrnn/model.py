@@ -217,6 +217,7 @@ class Model:
     def _forward(self, ws, tokens, state, use_dropout, rng):
         cfg, k, w = self.config, self.kernels, self.weights
         T, B = ws.dhs.shape[:2]
+        ws.used_dropout = use_dropout
         for layer in range(cfg.layers):
             gates = ws.gates[layer]
             gate_rows = gates.reshape(T * B, cfg.gate_width)
@@ -247,7 +248,6 @@ class Model:
                 mask = ws.masks[layer]
                 mask[...] = (rng.random(mask.shape) < keep) / keep
                 np.multiply(hs[1:], mask, out=ws.dropped[layer])
-        ws.used_dropout = use_dropout
 
     def _layer_input(self, ws, layer):
         """The (T, B, H) input of layer >= 1: the layer below's outputs, after dropout."""

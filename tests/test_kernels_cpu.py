@@ -1,0 +1,248 @@
+"""Level 2 and 4: the CPU kernels against the numpy reference, and chained equals batched."""
+
+import numpy as np
+import pytest
+
+from numrnn import reference as ref
+from numrnn.cells import GATES_PER_CELL
+from numrnn.kernels import cpu
+from tests.helpers import cell_case
+
+F64_RTOL = 1e-10
+F64_ATOL = 1e-12
+F32_RTOL = 1e-4
+F32_ATOL = 1e-5
+CELLS = ["rnn", "lstm", "gru"]
+
+
+class LayerRun:
+    """One cell layer driven through the kernels exactly as model.py drives it."""
+
+    def __init__(self, cell, case, dtype):
+        self.cell = cell
+        self.c = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in case.items()}
+        self.dtype = dtype
+        T, B, _ = self.c["x"].shape
+        H = self.c["h0"].shape[1]
+        self.T, self.B, self.H, self.G = T, B, H, GATES_PER_CELL[cell] * H
+        self.scratch = np.zeros(4096, dtype)
+
+    def forward(self, h0=None, c0=None):
+        c, T, B, H, G = self.c, self.T, self.B, self.H, self.G
+        self.hs = np.zeros((T + 1, B, H), self.dtype)
+        self.hs[0] = c["h0"] if h0 is None else h0
+        self.gates = np.zeros((T, B, G), self.dtype)
+        cpu.linear_forward(self.gates.reshape(T * B, G), c["x"].reshape(T * B, -1), c["Wx"], c["bx"])
+        self.xg = self.gates.copy()
+        hw = np.zeros((B, G), self.dtype)
+        if self.cell == "rnn":
+            cpu.rnn_forward(self.hs, self.xg, c["Wh"], c["bh"], hw)
+        elif self.cell == "lstm":
+            self.cs = np.zeros((T + 1, B, H), self.dtype)
+            self.cs[0] = c["c0"] if c0 is None else c0
+            cpu.lstm_forward(self.hs, self.cs, self.gates, c["Wh"], c["bh"], hw)
+        else:
+            self.hn = np.zeros((T, B, H), self.dtype)
+            cpu.gru_forward(self.hs, self.gates, self.hn, c["Wh"], c["bh"], hw)
+        return self
+
+    def backward(self, dhs, dhT, dcT):
+        c, T, B, H, G = self.c, self.T, self.B, self.H, self.G
+        dhs, dhT, dcT = (np.ascontiguousarray(a, self.dtype) for a in (dhs, dhT, dcT))
+        g = {name: np.zeros_like(c[name]) for name in ("Wx", "Wh", "bx", "bh")}
+        dxg = np.zeros((T, B, G), self.dtype)
+        g["h0"] = np.zeros((B, H), self.dtype)
+        if self.cell == "rnn":
+            cpu.rnn_backward(dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, c["Wh"], self.scratch)
+        elif self.cell == "lstm":
+            g["c0"] = np.zeros((B, H), self.dtype)
+            cpu.lstm_backward(dxg, g["h0"], g["c0"], g["Wh"], g["bh"], dhs, dhT, dcT, self.hs,
+                              self.cs, self.gates, c["Wh"], self.scratch)
+        else:
+            cpu.gru_backward(dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, self.gates,
+                             self.hn, c["Wh"], np.zeros((T, B, G), self.dtype), self.scratch)
+        g["x"] = np.zeros_like(c["x"])
+        cpu.linear_backward(g["x"].reshape(T * B, -1), g["Wx"], g["bx"], dxg.reshape(T * B, G),
+                            c["x"].reshape(T * B, -1), c["Wx"], self.scratch)
+        g["dxg"] = dxg
+        return g
+
+
+def _reference(cell, case, dhs, dhT, dcT):
+    args = (case["Wx"], case["Wh"], case["bx"], case["bh"])
+    if cell == "lstm":
+        hs, cs, cache = ref.lstm_forward(case["x"], case["h0"], case["c0"], *args)
+        return hs, cs, cache, ref.lstm_backward(dhs, dhT, dcT, cache)
+    hs, cache = ref.FORWARD[cell](case["x"], case["h0"], *args)
+    backward = {"rnn": ref.rnn_backward, "gru": ref.gru_backward}[cell]
+    return hs, None, cache, backward(dhs, dhT, cache)
+
+
+def _grads_of_outputs(rng, T, B, H):
+    return rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [1, 5])
+def test_float64_matches_reference(cell, T, rng):
+    case = cell_case(cell, rng, T=T)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, 3, 4)
+    hs, cs, cache, grads = _reference(cell, case, dhs, dhT, dcT)
+    run = LayerRun(cell, case, np.float64).forward()
+    got = run.backward(dhs, dhT, dcT)
+    np.testing.assert_allclose(run.hs[1:], hs, rtol=F64_RTOL, atol=F64_ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(run.cs[1:], cs, rtol=F64_RTOL, atol=F64_ATOL)
+        acts = np.stack([np.concatenate(a, axis=1) for a in cache[7]])
+        np.testing.assert_allclose(run.gates, acts, rtol=F64_RTOL, atol=F64_ATOL)
+    if cell == "gru":
+        steps = cache[5]
+        np.testing.assert_allclose(run.gates, np.stack([np.concatenate(s[:3], axis=1) for s in steps]),
+                                   rtol=F64_RTOL, atol=F64_ATOL)
+        np.testing.assert_allclose(run.hn, np.stack([s[3] for s in steps]), rtol=F64_RTOL, atol=F64_ATOL)
+    for name in grads:
+        np.testing.assert_allclose(got[name], grads[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_matches_reference(cell, rng):
+    case = cell_case(cell, rng, T=6)
+    dhs, dhT, dcT = _grads_of_outputs(rng, 6, 3, 4)
+    hs, cs, _, grads = _reference(cell, case, dhs, dhT, dcT)
+    run = LayerRun(cell, case, np.float32).forward()
+    got = run.backward(dhs, dhT, dcT)
+    assert run.hs.dtype == np.float32 and got["Wh"].dtype == np.float32
+    np.testing.assert_allclose(run.hs[1:], hs, rtol=F32_RTOL, atol=F32_ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(run.cs[1:], cs, rtol=F32_RTOL, atol=F32_ATOL)
+    for name in grads:
+        np.testing.assert_allclose(got[name], grads[name], rtol=F32_RTOL, atol=F32_ATOL, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("chunks", [[1] * 6, [2, 4], [3, 1, 2]])
+def test_chained_calls_equal_one_call(cell, chunks, rng):
+    """Truncated BPTT is repeated calls: chunks with carried state and dh/dc equal one call."""
+    T = sum(chunks)
+    case = cell_case(cell, rng, T=T)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, 3, 4)
+    whole = LayerRun(cell, case, np.float64).forward()
+    whole_grads = whole.backward(dhs, dhT, dcT)
+
+    runs, start = [], 0
+    h, c = case["h0"], case["c0"]
+    for length in chunks:
+        part = dict(case, x=case["x"][start : start + length])
+        run = LayerRun(cell, part, np.float64).forward(h, c)
+        h = run.hs[-1]
+        c = run.cs[-1] if cell == "lstm" else c
+        runs.append((start, length, run))
+        start += length
+    chained_hs = np.concatenate([run.hs[1:] for _, _, run in runs])
+    np.testing.assert_array_equal(chained_hs, whole.hs[1:])
+
+    carried_h, carried_c = dhT, dcT
+    totals = {name: 0.0 for name in ("Wx", "Wh", "bx", "bh")}
+    dx = np.zeros_like(case["x"])
+    for start, length, run in reversed(runs):
+        g = run.backward(dhs[start : start + length], carried_h, carried_c)
+        carried_h, carried_c = g["h0"], g.get("c0", carried_c)
+        for name in totals:
+            totals[name] = totals[name] + g[name]
+        dx[start : start + length] = g["x"]
+    np.testing.assert_allclose(carried_h, whole_grads["h0"], rtol=F64_RTOL, atol=F64_ATOL)
+    if cell == "lstm":
+        np.testing.assert_allclose(carried_c, whole_grads["c0"], rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(dx, whole_grads["x"], rtol=F64_RTOL, atol=F64_ATOL)
+    for name, total in totals.items():
+        np.testing.assert_allclose(total, whole_grads[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+
+
+def test_backward_accumulates_into_parameter_gradients(rng):
+    case = cell_case("lstm", rng)
+    dhs, dhT, dcT = _grads_of_outputs(rng, 4, 3, 4)
+    run = LayerRun("lstm", case, np.float64).forward()
+    once = run.backward(dhs, dhT, dcT)
+    dWh = once["Wh"].copy()
+    dbh = once["bh"].copy()
+    dxg = np.zeros_like(run.gates)
+    cpu.lstm_backward(dxg, np.zeros((3, 4)), np.zeros((3, 4)), dWh, dbh, dhs, dhT, dcT, run.hs,
+                      run.cs, run.gates, run.c["Wh"], run.scratch)
+    np.testing.assert_allclose(dWh, 2 * once["Wh"], rtol=F64_RTOL)
+    np.testing.assert_allclose(dbh, 2 * once["bh"], rtol=F64_RTOL)
+
+
+# --------------------------------------------------------------------------- the other kernels
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, F64_RTOL), (np.float32, F32_RTOL)])
+def test_linear_matches_reference(dtype, rtol, rng):
+    x, W, b, dy = (rng.standard_normal(s).astype(dtype) for s in [(7, 5), (5, 3), (3,), (7, 3)])
+    y = np.zeros((7, 3), dtype)
+    cpu.linear_forward(y, x, W, b)
+    np.testing.assert_allclose(y, ref.linear_forward(x, W, b), rtol=rtol, atol=rtol)
+    dx, dW, db = np.zeros_like(x), np.ones_like(W), np.ones_like(b)  # ones: backward accumulates
+    cpu.linear_backward(dx, dW, db, dy, x, W, np.zeros(64, dtype))
+    expected = ref.linear_backward(dy.astype(np.float64), x, W)
+    np.testing.assert_allclose(dx, expected["x"], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dW, expected["W"] + 1, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(db, expected["b"] + 1, rtol=rtol, atol=rtol)
+
+
+def test_embedding_and_onehot_projection_match_reference(rng):
+    V, E, N = 6, 4, 9
+    W = rng.standard_normal((V, E))
+    tokens = rng.integers(0, V, N)
+    out = np.zeros((N, E))
+    cpu.embed_forward(out, tokens, W)
+    np.testing.assert_array_equal(out, ref.embed_forward(tokens, W))
+    np.testing.assert_allclose(out, ref.onehot(tokens, V) @ W, rtol=F64_RTOL)
+    dout = rng.standard_normal((N, E))
+    dW = np.zeros((V, E))
+    cpu.embed_backward(dW, dout, tokens)
+    np.testing.assert_allclose(dW, ref.embed_backward(dout, tokens, V), rtol=F64_RTOL)
+    b, db = rng.standard_normal(E), np.zeros(E)
+    shifted = out.copy()
+    cpu.bias_forward(shifted, b)
+    np.testing.assert_allclose(shifted, out + b, rtol=F64_RTOL)
+    cpu.bias_backward(db, dout)
+    np.testing.assert_allclose(db, dout.sum(axis=0), rtol=F64_RTOL)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, F64_RTOL), (np.float32, F32_RTOL)])
+def test_softmax_xent_matches_reference(dtype, rtol, rng):
+    logits = (rng.standard_normal((6, 5)) * 4).astype(dtype)
+    targets = np.array([0, 4, -1, 2, 2, 1])
+    expected_loss, expected_grad = ref.softmax_xent(logits.astype(np.float64), targets)
+    losses = np.zeros(6, dtype)
+    cpu.softmax_xent_forward(losses, logits, targets)
+    assert losses[2] == 0.0
+    assert losses.sum() / 5 == pytest.approx(expected_loss, rel=rtol)
+    fused_losses, dlogits = np.zeros(6, dtype), np.zeros_like(logits)
+    cpu.softmax_xent_fused(fused_losses, dlogits, logits, targets, 1.0 / 5)
+    np.testing.assert_allclose(fused_losses, losses, rtol=rtol)
+    np.testing.assert_allclose(dlogits, expected_grad, rtol=rtol, atol=rtol)
+    in_place = logits.copy()
+    cpu.softmax_xent_fused(fused_losses, in_place, in_place, targets, 1.0 / 5)
+    np.testing.assert_allclose(in_place, expected_grad, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(fused_losses, losses, rtol=rtol)
+
+
+def test_softmax_xent_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0]])
+    losses = np.zeros(1)
+    cpu.softmax_xent_forward(losses, logits, np.array([1]))
+    assert losses[0] == pytest.approx(1000.0)
+
+
+def test_clip_global_norm(rng):
+    grads = rng.standard_normal(50)
+    norm = float(np.linalg.norm(grads))
+    assert cpu.global_norm(grads) == pytest.approx(norm, rel=F64_RTOL)
+    small = grads.copy()
+    assert cpu.clip_global_norm(small, norm * 2) == pytest.approx(norm, rel=F64_RTOL)
+    np.testing.assert_array_equal(small, grads)  # under the limit: untouched
+    clipped = grads.copy()
+    cpu.clip_global_norm(clipped, 1.0)
+    assert np.linalg.norm(clipped) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(clipped / np.linalg.norm(clipped), grads / norm, rtol=F64_RTOL)
