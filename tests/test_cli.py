@@ -1,0 +1,118 @@
+"""Level 7: the command line through click's CliRunner (and one real subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from numrnn.errors import DataError
+from numrnn_cli import cli
+from numrnn_cli.app import NumrnnGroup
+from numrnn_cli.exit_codes import ExitCode
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_commands_and_exit_codes(runner, flag):
+    result = runner.invoke(cli, [flag])
+    assert result.exit_code == 0
+    assert "gradcheck" in result.output
+    assert "Exit codes" in result.output
+
+
+def test_gradcheck_help_has_examples_and_defaults(runner):
+    result = runner.invoke(cli, ["gradcheck", "-h"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert "default: 0" in result.output and "default: 1e-06" in result.output
+
+
+def test_version(runner):
+    from numrnn import __version__
+
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_help_does_not_import_numba_or_numpy():
+    code = ("import sys\nfrom numrnn_cli import cli\n"
+            "try:\n    cli(['--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numba', 'numpy', 'rich') if m in sys.modules]\n"
+            "print('HEAVY', heavy, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stderr
+
+
+def test_gradcheck_json_reports_every_cell_and_passes(runner):
+    result = runner.invoke(cli, ["gradcheck", "--json"])
+    assert result.exit_code == ExitCode.OK, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert {(r["cell"], r["layers"]) for r in data["rows"]} == {
+        (c, l) for c in ("rnn", "lstm", "gru") for l in (1, 2)}
+    assert all(r["max_rel_error"] < 1e-6 and r["ok"] for r in data["rows"])
+
+
+def test_gradcheck_table(runner):
+    result = runner.invoke(cli, ["gradcheck", "--cell", "gru", "--cell", "rnn", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "rnn.weight_hh_l1" in result.stdout and "gru" in result.stdout and "lstm" not in result.stdout
+    assert "within 1e-06" in result.stdout
+
+
+def test_gradcheck_mismatch_exits_3(runner):
+    result = runner.invoke(cli, ["gradcheck", "--cell", "rnn", "--tolerance", "1e-300", "--json"])
+    assert result.exit_code == ExitCode.GRADCHECK_MISMATCH
+    assert json.loads(result.stdout)["ok"] is False
+
+
+@pytest.mark.parametrize("args", [["gradcheck", "--cell", "transformer"], ["gradcheck", "--tolerance", "0"],
+                                  ["gradcheck", "--seed", "x"], ["nonsense"]])
+def test_usage_errors_exit_2(runner, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == ExitCode.USAGE
+    assert "Usage" in result.stderr or "Error" in result.stderr
+
+
+def _group_raising(exc):
+    @click.group(cls=NumrnnGroup)
+    @click.option("--debug", is_flag=True)
+    def group(debug):
+        pass
+
+    @group.command()
+    def boom():
+        raise exc
+
+    return group
+
+
+def test_library_errors_are_one_line_on_stderr(runner, monkeypatch):
+    monkeypatch.delenv("NUMRNN_DEBUG", raising=False)
+    result = runner.invoke(_group_raising(DataError("corpus.txt is empty; give a text file")), ["boom"])
+    assert result.exit_code == ExitCode.ERROR
+    assert result.stderr.strip() == "error: corpus.txt is empty; give a text file"
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_exception(runner):
+    result = runner.invoke(_group_raising(DataError("bad")), ["--debug", "boom"])
+    assert isinstance(result.exception, DataError)
+
+
+def test_ctrl_c_exits_130(runner):
+    result = runner.invoke(_group_raising(KeyboardInterrupt()), ["boom"])
+    assert result.exit_code == ExitCode.INTERRUPTED
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "numrnn_cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "gradcheck" in proc.stdout
