@@ -45,6 +45,24 @@ kernel = numba.njit(**_JIT)
 
 
 @kernel
+def bias_forward(y, b):
+    # y (N, K) += b (K)
+    for n in range(y.shape[0]):
+        y_n = y[n]
+        for k in range(y.shape[1]):
+            y_n[k] += b[k]
+
+
+@kernel
+def bias_backward(db, dy):
+    # db (K) += column sums of dy (N, K)
+    for n in range(dy.shape[0]):
+        dy_n = dy[n]
+        for k in range(dy.shape[1]):
+            db[k] += dy_n[k]
+
+
+@kernel
 def _rows(a):
     # a (T, B, X) contiguous -> (T*B, X) view
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
@@ -63,10 +81,7 @@ def _accumulate_tn(dW, db, A, dY, scratch):
         tmp_x = tmp[x]
         for k in range(K):
             dW_x[k] += tmp_x[k]
-    for n in range(dY.shape[0]):
-        dY_n = dY[n]
-        for k in range(K):
-            db[k] += dY_n[k]
+    bias_backward(db, dY)
 
 
 # --------------------------------------------------------------------------- dense and lookup layers
@@ -77,10 +92,7 @@ def linear_forward(y, x, W, b):
     # y (N, K) out = x @ W + b
     # x (N, D); W (D, K); b (K)
     np.dot(x, W, y)
-    for n in range(y.shape[0]):
-        y_n = y[n]
-        for k in range(y.shape[1]):
-            y_n[k] += b[k]
+    bias_forward(y, b)
 
 
 @kernel
@@ -113,24 +125,6 @@ def embed_backward(dW, dout, tokens):
         dout_n = dout[n]
         for e in range(dW.shape[1]):
             row[e] += dout_n[e]
-
-
-@kernel
-def bias_forward(y, b):
-    # y (N, K) += b (K)
-    for n in range(y.shape[0]):
-        y_n = y[n]
-        for k in range(y.shape[1]):
-            y_n[k] += b[k]
-
-
-@kernel
-def bias_backward(db, dy):
-    # db (K) += column sums of dy (N, K)
-    for n in range(dy.shape[0]):
-        dy_n = dy[n]
-        for k in range(dy.shape[1]):
-            db[k] += dy_n[k]
 
 
 # --------------------------------------------------------------------------- vanilla RNN
