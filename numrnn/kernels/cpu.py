@@ -392,3 +392,48 @@ def clip_global_norm(grads, max_norm):
         for p in range(grads.shape[0]):
             grads[p] *= factor
     return norm
+
+
+# --------------------------------------------------------------------------- optimizers
+# One loop over the flat parameter buffer each, with torch.optim's update rules (no weight
+# decay), so a model trained here follows the same trajectory as one trained with torch.
+# params, grads and the state buffers are all (P).
+
+
+@kernel
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, step):
+    # m, v (P) in/out: first and second moment estimates; step: 1 on the first update
+    bias1 = 1.0 - beta1**step
+    bias2_sqrt = np.sqrt(1.0 - beta2**step)
+    step_size = lr / bias1
+    for p in range(params.shape[0]):
+        g = grads[p]
+        m[p] = beta1 * m[p] + (1.0 - beta1) * g
+        v[p] = beta2 * v[p] + (1.0 - beta2) * g * g
+        params[p] -= step_size * m[p] / (np.sqrt(v[p]) / bias2_sqrt + eps)
+
+
+@kernel
+def adagrad_update(params, grads, sum_sq, lr, eps):
+    # sum_sq (P) in/out: running sum of squared gradients
+    for p in range(params.shape[0]):
+        g = grads[p]
+        sum_sq[p] += g * g
+        params[p] -= lr * g / (np.sqrt(sum_sq[p]) + eps)
+
+
+@kernel
+def rmsprop_update(params, grads, mean_sq, lr, alpha, eps):
+    # mean_sq (P) in/out: exponential average of squared gradients
+    for p in range(params.shape[0]):
+        g = grads[p]
+        mean_sq[p] = alpha * mean_sq[p] + (1.0 - alpha) * g * g
+        params[p] -= lr * g / (np.sqrt(mean_sq[p]) + eps)
+
+
+@kernel
+def sgd_update(params, grads, velocity, lr, momentum):
+    # velocity (P) in/out: momentum buffer (zeros at the start, so its first value is the gradient)
+    for p in range(params.shape[0]):
+        velocity[p] = momentum * velocity[p] + grads[p]
+        params[p] -= lr * velocity[p]
