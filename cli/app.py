@@ -7,6 +7,9 @@ import click
 from numrnn import __version__
 from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.gradcheck import gradcheck
+from numrnn_cli.evaluate import evaluate
+from numrnn_cli.info import info
+from numrnn_cli.train import train
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -55,6 +58,9 @@ def cli(debug):
     """
 
 
+cli.add_command(train)
+cli.add_command(evaluate)
+cli.add_command(info)
 cli.add_command(gradcheck)
 
 

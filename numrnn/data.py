@@ -109,3 +109,42 @@ def split_by_position(ids, val_frac):
         raise DataError(f"the text has only {len(ids)} characters: too short to split off "
                         f"{val_frac:.0%} for validation")
     return ids[:-n_val], ids[-n_val:]
+
+
+class TextStreams:
+    """Time-major batches for truncated BPTT: ``batch`` contiguous streams read in step.
+
+    The ids are cut into ``batch`` equal streams (the tail that does not fill a stream is
+    dropped); step ``pos`` of an epoch reads columns ``pos .. pos+seq_len`` of every stream, so
+    stream b's next batch continues where its last one stopped and the hidden state can be
+    carried across batches.
+    """
+
+    def __init__(self, ids, batch, seq_len, *, what="the training text"):
+        if batch < 1 or seq_len < 1:
+            raise ConfigError("batch_size and seq_len must be at least 1")
+        length = len(ids) // batch
+        if length < seq_len + 1:
+            need = batch * (seq_len + 1)
+            raise DataError(
+                f"{what} has {len(ids)} characters, fewer than one batch needs "
+                f"(batch size {batch} x (sequence length {seq_len} + 1) = {need}); "
+                f"use a smaller --batch-size or --seq-len, or a longer text")
+        self.streams = np.ascontiguousarray(np.asarray(ids, dtype=np.int64)[: batch * length]
+                                            .reshape(batch, length))
+        self.batch = batch
+        self.seq_len = seq_len
+        # The last column is only ever a target.
+        self.steps_per_epoch = (length - 1) // seq_len
+
+    @property
+    def stream_length(self):
+        return self.streams.shape[1]
+
+    def batch_at(self, pos, seq_len=None):
+        """tokens (T, B) and targets (T, B) starting at column ``pos`` of every stream."""
+        T = seq_len or self.seq_len
+        window = self.streams[:, pos : pos + T + 1]
+        if window.shape[1] != T + 1:
+            raise IndexError(f"position {pos} + {T} runs past the streams' end")
+        return np.ascontiguousarray(window[:, :-1].T), np.ascontiguousarray(window[:, 1:].T)

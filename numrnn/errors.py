@@ -22,3 +22,7 @@ class CheckpointError(NumrnnError):
 
 class DeviceError(NumrnnError):
     """A compute device that was asked for but cannot be used."""
+
+
+class TrainingDiverged(NumrnnError):
+    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""

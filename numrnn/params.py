@@ -73,15 +73,21 @@ def model_layout(config):
     return ParamLayout(entries)
 
 
-def _is_transposed(name):
+def is_transposed(name):
     # Layer and head weight matrices are stored (in, out) here and (out, in) in PyTorch.
     return name.startswith("rnn.weight_") or name == "head.weight"
+
+
+def torch_shapes(layout):
+    """Each tensor's shape in PyTorch's layout, keyed by state_dict name."""
+    return {slot.name: slot.shape[::-1] if is_transposed(slot.name) else slot.shape
+            for slot in layout}
 
 
 def to_torch(views):
     """Tensors in PyTorch's layout (C-contiguous copies), keyed by state_dict name."""
     return {
-        name: np.ascontiguousarray(value.T if _is_transposed(name) else value)
+        name: np.ascontiguousarray(value.T if is_transposed(name) else value)
         for name, value in views.items()
     }
 
@@ -90,4 +96,4 @@ def from_torch(views, tensors):
     """Copy tensors in PyTorch's layout into ``views`` (a model's named views)."""
     for name, target in views.items():
         source = np.asarray(tensors[name])
-        target[...] = source.T if _is_transposed(name) else source
+        target[...] = source.T if is_transposed(name) else source

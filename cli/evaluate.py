@@ -1,0 +1,64 @@
+"""`numrnn eval`: a model's loss on a text file."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="The model's checkpoint (.safetensors).")
+@click.argument("text_file", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"loss", "bpc", "perplexity", "chars", "unknown_chars"}.')
+def evaluate(checkpoint, text_file, as_json):
+    """Score a UTF-8 text: loss (nats/char), bits/char and perplexity.
+
+    The model reads FILE as one stream from a zero state, carrying its state through the
+    whole text, so the figure is exactly its sequential next-character loss. Characters
+    the model never saw are dropped from the stream, counted and reported.
+
+    \b
+    Examples:
+      numrnn eval -c shakespeare.safetensors data/shakespeare.txt
+      numrnn eval -c model.best.safetensors held_out.txt --json
+    """
+    from numrnn.checkpoint import load_checkpoint
+    from numrnn.data import read_text
+    from numrnn.tasks.lm import score_text
+    from numrnn_cli.console import err_console
+
+    loaded = load_checkpoint(checkpoint)
+    text = read_text(text_file)
+    model = loaded.build_model()
+    console = err_console()
+    status = console.status("scoring...", spinner="dots") if console.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+        score = score_text(model, loaded.vocab, text, what=str(text_file))
+    finally:
+        if status is not None:
+            status.stop()
+    if score.unknown_chars:
+        console.print(f"[yellow]warning:[/] dropped {score.unknown_chars:,} character(s) of "
+                      f"{text_file} that the model never saw", highlight=False)
+    if as_json:
+        json.dump(score.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return
+    from rich.table import Table
+
+    from numrnn_cli.console import out_console
+
+    table = Table(title=f"{text_file} under {checkpoint}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("loss (nats/char)", f"{score.loss:.4f}")
+    table.add_row("bits/char", f"{score.bpc:.4f}")
+    table.add_row("perplexity", f"{score.perplexity:.3f}")
+    table.add_row("characters scored", f"{score.chars:,}")
+    table.add_row("unknown characters dropped", f"{score.unknown_chars:,}")
+    out_console().print(table)

@@ -1,0 +1,65 @@
+"""`numrnn info`: what a checkpoint holds."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("info")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the checkpoint's metadata as JSON.")
+def info(checkpoint, as_json):
+    """Show a checkpoint's model, training state and file format.
+
+    \b
+    Examples:
+      numrnn info shakespeare.safetensors
+      numrnn info shakespeare.safetensors --json | python -m json.tool
+    """
+    from numrnn.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    meta = loaded.meta
+    if as_json:
+        summary = {key: value for key, value in meta.items() if key != "rng"}
+        summary["parameters"] = loaded.parameter_count
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    from rich.table import Table
+
+    from numrnn_cli.console import out_console
+
+    config = loaded.model_config
+    progress = meta.get("progress", {})
+    train = meta.get("train", {})
+    best = progress.get("best_val_loss")
+    table = Table(title=str(checkpoint), title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows = [
+        ("model", f"{config.cell}, {config.layers} x {config.hidden} hidden, "
+                  + (f"embedding {config.embed}" if config.embed else "one-hot input")
+                  + (f", dropout {config.dropout:g}" if config.dropout else "")),
+        ("parameters", f"{loaded.parameter_count:,} ({meta['dtype']})"),
+        ("vocabulary", f"{len(loaded.vocab)} characters: {_preview(loaded.vocab.chars)}"),
+        ("step", f"{progress.get('step', 0):,} (epoch {progress.get('epoch', 0)})"),
+        ("best validation loss", "-" if best is None else
+            f"{best:.4f} nats/char ({best / 0.6931471805599453:.4f} bits/char) at step "
+            f"{progress.get('best_step'):,}"),
+        ("training", ", ".join(f"{key} {train[key]}" for key in
+                               ("optimizer", "lr", "lr_decay", "batch_size", "seq_len", "grad_clip")
+                               if key in train) or "-"),
+        ("format", f"numrnn checkpoint v{meta['format_version']}, written by numrnn "
+                   f"{meta.get('numrnn_version', '?')}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    out_console().print(table)
+
+
+def _preview(chars, limit=60):
+    shown = "".join(chars).translate({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+    return shown if len(shown) <= limit else shown[:limit] + "..."

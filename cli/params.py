@@ -1,0 +1,39 @@
+"""Click parameter types shared by the commands."""
+
+import re
+
+import click
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A span of time: 90s, 10m, 2h, 1h30m, or plain seconds (45)."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+                seconds = float(text)
+            elif re.fullmatch(r"([0-9]+(\.[0-9]+)?[smhd])+", text):
+                seconds = sum(float(number) * _UNITS[unit]
+                              for number, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)([smhd])", text))
+            else:
+                self.fail(f"{value!r} is not a duration; write e.g. 90s, 10m, 2h or 1h30m", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+def format_duration(seconds):
+    """1h02m03s, 4m05s, 12.3s."""
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,138 @@
+"""Renders the trainer's events: a rich progress bar on a terminal, plain lines otherwise,
+and JSON lines for --metrics."""
+
+import json
+import math
+
+import click
+
+from numrnn_cli.params import format_duration
+
+
+def _loss(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+class TrainView:
+    """The trainer's ``on_event`` callback for the CLI; use as a context manager."""
+
+    def __init__(self, console, *, quiet=False, metrics=None):
+        self.console = console
+        self.quiet = quiet
+        self.metrics = metrics        # an open text file or None
+        self.live = console.is_terminal and not quiet
+        self.bar = None
+        self.task = None
+        self.last_train = None
+        self.last_val = None
+        self.chars_per_s = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=self.console, transient=False)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def say(self, message):
+        """A status line that stays (above the bar on a terminal)."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.console.print(message, highlight=False)
+        else:
+            click.echo(click.unstyle(_plain(message)), err=True)
+
+    def warn(self, message):
+        text = f"[yellow]warning:[/] {message}"
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+        else:
+            click.echo(f"warning: {message}", err=True)
+
+    # ------------------------------------------------------------------ events
+
+    def __call__(self, event):
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_TrainStarted(self, event):
+        what = "resuming at step" if event.resumed else "training from step"
+        total = f" of {event.total_steps:,}" if event.total_steps else ""
+        self.say(f"{what} {event.step:,}{total}: {event.parameters:,} parameters, "
+                 f"{event.train_chars:,} training and {event.val_chars:,} validation characters, "
+                 f"{event.steps_per_epoch:,} steps per epoch of {event.chars_per_step:,} characters")
+        if self.bar is not None:
+            self.task = self.bar.add_task("compiling (first run only)" if event.step == 0 else "training",
+                                          total=event.total_steps, completed=event.step, stats="")
+
+    def _on_StepDone(self, event):
+        if self.bar is not None:
+            self.last_train = event.loss if self.last_train is None else 0.9 * self.last_train + 0.1 * event.loss
+            self.bar.update(self.task, completed=event.step, description="training",
+                            stats=self._stats())
+
+    def _on_StepReport(self, event):
+        self.chars_per_s = event.chars_per_s
+        self.last_train = event.train_loss
+        self._record({"event": "train", "step": event.step, "epoch": round(event.epoch, 4),
+                      "elapsed_s": round(event.elapsed_s, 3), "train_loss": event.train_loss,
+                      "val_loss": event.val_loss, "chars_per_s": round(event.chars_per_s, 1),
+                      "lr": event.lr})
+        if self.bar is not None:
+            self.bar.update(self.task, stats=self._stats())
+        elif not self.quiet:
+            click.echo(f"step {event.step:>7,}  epoch {event.epoch:6.2f}  loss {event.train_loss:.4f}"
+                       f"  val {_loss(event.val_loss)}  {event.chars_per_s:>9,.0f} chars/s"
+                       f"  lr {event.lr:.2e}  {format_duration(event.elapsed_s)}", err=True)
+
+    def _on_EvalReport(self, event):
+        self.last_val = event.val_loss
+        self._record({"event": "eval", "step": event.step, "epoch": round(event.epoch, 4),
+                      "elapsed_s": round(event.elapsed_s, 3), "val_loss": event.val_loss,
+                      "val_bpc": event.val_bpc, "val_chars": event.chars})
+        mark = " [green](best)[/]" if event.improved else f" (best {event.best_val_loss:.4f})"
+        self.say(f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/char, "
+                 f"{event.val_bpc:.4f} bits/char over {event.chars:,} characters{mark}")
+
+    def _on_CheckpointSaved(self, event):
+        if event.best:
+            return  # the evaluation line already says "(best)"
+        if self.bar is not None:
+            self.bar.update(self.task, stats=self._stats() + f"  saved @{event.step:,}")
+
+    def _on_Notice(self, event):
+        self.warn(event.message)
+
+    def _stats(self):
+        parts = [f"loss {_loss(self.last_train)}", f"val {_loss(self.last_val)}"]
+        if self.chars_per_s:
+            parts.append(f"{self.chars_per_s:,.0f} chars/s")
+        return "  ".join(parts)
+
+    def _record(self, record):
+        if self.metrics is None:
+            return
+        clean = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+                 for key, value in record.items()}
+        self.metrics.write(json.dumps(clean) + "\n")
+        self.metrics.flush()
+
+
+def _plain(message):
+    from rich.text import Text
+
+    return Text.from_markup(message).plain

@@ -1,0 +1,122 @@
+"""Optimizers over the flat parameter buffer, and learning-rate schedules.
+
+Each optimizer is one kernel call per step (``numrnn.kernels``) with torch.optim's update
+rule and defaults, so a run here follows the trajectory torch would. The optimizer's state
+is a few flat arrays with the parameters' layout, saved in checkpoints under ``optim.*``.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from numrnn.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+
+# torch.optim's defaults, except SGD's momentum (torch: 0), which char-level models need.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+ADAGRAD_EPS = 1e-10
+RMSPROP_ALPHA = 0.99
+RMSPROP_EPS = 1e-8
+SGD_MOMENTUM = 0.9
+
+_STATE_NAMES = {
+    "adam": ("exp_avg", "exp_avg_sq"),
+    "adagrad": ("sum_sq",),
+    "rmsprop": ("square_avg",),
+    "sgd": ("momentum_buffer",),
+}
+
+
+class Optimizer:
+    """One of OPTIMIZERS, updating a flat parameter buffer from a flat gradient buffer."""
+
+    def __init__(self, name, size, dtype, kernels):
+        if name not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+        self.name = name
+        self.kernels = kernels
+        self.steps = 0  # updates made so far (Adam's bias correction counts them)
+        self.state = {key: np.zeros(size, dtype=dtype) for key in _STATE_NAMES[name]}
+
+    def update(self, params, grads, lr):
+        """One step: ``params`` (P) move against ``grads`` (P) at learning rate ``lr``."""
+        k, s = self.kernels, self.state
+        self.steps += 1
+        if self.name == "adam":
+            k.adam_update(params, grads, s["exp_avg"], s["exp_avg_sq"], lr, ADAM_BETAS[0],
+                          ADAM_BETAS[1], ADAM_EPS, self.steps)
+        elif self.name == "adagrad":
+            k.adagrad_update(params, grads, s["sum_sq"], lr, ADAGRAD_EPS)
+        elif self.name == "rmsprop":
+            k.rmsprop_update(params, grads, s["square_avg"], lr, RMSPROP_ALPHA, RMSPROP_EPS)
+        else:
+            k.sgd_update(params, grads, s["momentum_buffer"], lr, SGD_MOMENTUM)
+
+    def load_state(self, tensors, steps):
+        """Restore the state arrays (names as in ``self.state``) and the update count."""
+        for key, target in self.state.items():
+            if key not in tensors:
+                raise ConfigError(f"the {self.name} optimizer state lacks {key!r}")
+            source = np.asarray(tensors[key])
+            if source.shape != target.shape:
+                raise ConfigError(f"optimizer state {key!r} has shape {source.shape}, "
+                                  f"expected {target.shape}")
+            target[...] = source
+        self.steps = int(steps)
+
+
+# --------------------------------------------------------------------------- schedules
+
+SCHEDULE_HELP = (
+    "none (constant), cosine[:FLOOR] and linear[:FLOOR] (from --lr down to FLOOR, default 0, "
+    "at the last step, so they need --max-steps or --max-epochs), step:EVERY:FACTOR "
+    "(multiply by FACTOR every EVERY steps, e.g. step:1000:0.5)"
+)
+_NUMBER = r"[0-9.]+(?:[eE][-+]?[0-9]+)?"
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """The learning rate as a pure function of the step, so a resumed run gets the same one."""
+
+    kind: str = "none"
+    floor: float = 0.0
+    every: int = 0
+    factor: float = 1.0
+
+    @classmethod
+    def parse(cls, spec):
+        text = (spec or "none").strip().lower()
+        if text in ("none", "constant"):
+            return cls()
+        match = re.fullmatch(rf"(cosine|linear)(?::({_NUMBER}))?", text)
+        if match:
+            return cls(kind=match[1], floor=float(match[2] or 0.0))
+        match = re.fullmatch(rf"step:([0-9]+):({_NUMBER})", text)
+        if match and int(match[1]) > 0 and 0 < float(match[2]) <= 1:
+            return cls(kind="step", every=int(match[1]), factor=float(match[2]))
+        raise ConfigError(f"lr_decay {spec!r} is not a schedule I know; use {SCHEDULE_HELP}")
+
+    @property
+    def needs_horizon(self):
+        return self.kind in ("cosine", "linear")
+
+    def lr(self, base_lr, step, total_steps=None):
+        """The learning rate of update number ``step`` (0 for the first)."""
+        if self.kind == "none":
+            return base_lr
+        if self.kind == "step":
+            return base_lr * self.factor ** (step // self.every)
+        if not total_steps:
+            raise ConfigError(f"lr_decay {self.kind} needs --max-steps or --max-epochs to know "
+                              f"where it ends")
+        progress = min(step / total_steps, 1.0)
+        if self.kind == "cosine":
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            shape = 1.0 - progress
+        return self.floor + (base_lr - self.floor) * shape

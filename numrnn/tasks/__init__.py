@@ -1,0 +1,1 @@
+"""One module per topology: ``lm`` (many-to-many, a character language model)."""
