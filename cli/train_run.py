@@ -33,6 +33,7 @@ def run_training(corpus, options, explicit):
         dtype = options["dtype"]
         out = options["out"] or Path(Path(corpus).stem + ".safetensors")
         for path in (out, best_path(out)):
+            check_writable(path)
             if path.exists() and not options["force"]:
                 raise CheckpointError(
                     f"{path} already exists; continue it with --resume {path}, or pass --force "

@@ -202,7 +202,7 @@ class Model:
             k.softmax_xent_fused(losses, logits, logits, targets, 1.0 / count)
         else:
             k.softmax_xent_forward(losses, logits, targets)
-        loss = float(losses.sum()) / count
+        loss = float(losses.sum(dtype=np.float64)) / count
         final = State(
             np.stack([hs[T] for hs in ws.hs]),
             None if ws.cs is None else np.stack([cs[T] for cs in ws.cs]),

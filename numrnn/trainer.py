@@ -232,6 +232,7 @@ class Trainer:
         self.rng = rng if rng is not None else np.random.default_rng(config.seed)
         self.progress = Progress()
         self.state = model.zero_state(config.batch_size)
+        self.saved_step = None  # the step of the latest checkpoint in ``out``, if any
         if resume is not None:
             self._restore(resume)
 
@@ -253,6 +254,8 @@ class Trainer:
         fields = {f.name for f in dataclasses.fields(Progress)}
         self.progress = Progress(**{k: v for k, v in meta["progress"].items() if k in fields})
         self.rng.bit_generator.state = meta["rng"]
+        if checkpoint.path is not None and Path(checkpoint.path).resolve() == self.out.resolve():
+            self.saved_step = self.progress.step
         same_text = meta.get("corpus", {}).get("digest") == self.corpus["digest"]
         saved_batch = checkpoint.state["h"].shape[1] if checkpoint.state else None
         if not same_text:
@@ -346,11 +349,12 @@ class Trainer:
         norm = k.clip_global_norm(model.grads, cfg.grad_clip) if cfg.grad_clip else k.global_norm(model.grads)
         if not (math.isfinite(result.loss) and math.isfinite(norm)):
             what = "loss" if not math.isfinite(result.loss) else "gradient norm"
+            kept = (f"the last good checkpoint ({self.out}, step {self.saved_step}) is kept"
+                    if self.saved_step is not None else "no checkpoint was written")
             raise TrainingDiverged(
                 f"the {what} became {result.loss if what == 'loss' else norm} at step "
-                f"{progress.step + 1}; training stopped and the last good checkpoint "
-                f"({self.out}) is kept; try a lower --lr (now {cfg.lr:g}) or a tighter "
-                f"--grad-clip (now {cfg.grad_clip:g})")
+                f"{progress.step + 1}; training stopped and {kept}; try a lower --lr "
+                f"(now {cfg.lr:g}) or a tighter --grad-clip (now {cfg.grad_clip:g})")
         lr = self.schedule.lr(cfg.lr, progress.step, self.total_steps)
         self.optimizer.update(model.params, model.grads, lr)
         self.state = result.state
@@ -416,5 +420,7 @@ class Trainer:
         }
         save_checkpoint(path, self.model, self.vocab, meta=meta, optim=self.optimizer.state,
                         state=self.state)
+        if not best:
+            self.saved_step = self.progress.step
         self.on_event(CheckpointSaved(path=path, step=self.progress.step, best=best))
         return path
