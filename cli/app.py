@@ -9,6 +9,7 @@ from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.evaluate import evaluate
 from numrnn_cli.info import info
+from numrnn_cli.sample import sample
 from numrnn_cli.train import train
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -46,19 +47,24 @@ class NumrnnGroup(click.Group):
 def cli(debug):
     """numrnn: fast character-level recurrent networks (RNN, LSTM, GRU) on numba.
 
+    Train a language model on any UTF-8 text, generate from it, score text with it.
     Exact backpropagation through time, checked against finite differences, with
     PyTorch's weight layout.
 
     \b
     Examples:
+      numrnn train data/shakespeare.txt --max-time 2m -o shakespeare.safetensors
+      numrnn sample -c shakespeare.safetensors --prime "ROMEO:" --length 300
+      numrnn eval -c shakespeare.best.safetensors data/shakespeare.txt
+      numrnn info shakespeare.safetensors
       numrnn gradcheck              # every cell's gradients against finite differences
-      numrnn gradcheck --cell lstm --json
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 gradient mismatch, 130 interrupted.
     """
 
 
 cli.add_command(train)
+cli.add_command(sample)
 cli.add_command(evaluate)
 cli.add_command(info)
 cli.add_command(gradcheck)

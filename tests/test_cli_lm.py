@@ -1,4 +1,4 @@
-"""The language-model commands end to end: `numrnn train`, `eval`, `info`, and bad input."""
+"""The language-model commands end to end: `numrnn train`, `sample`, `eval`, `info`, and bad input."""
 
 import json
 import re
@@ -287,11 +287,109 @@ def _bad_checkpoint(kind, good, tmp_path):
     ("foreign", r"not a numrnn checkpoint"),
     ("newer", r"newer numrnn .*format 7.*upgrade"),
 ])
-@pytest.mark.parametrize("command", ["eval", "info", "resume"])
+@pytest.mark.parametrize("command", ["eval", "info", "resume", "sample"])
 def test_bad_checkpoints_are_one_clear_error(runner, trained, tmp_path, kind, pattern, command):
     _, corpus, good = trained
     path = _bad_checkpoint(kind, good, tmp_path)
     args = {"eval": ["eval", "-c", str(path), str(corpus)],
             "info": ["info", str(path)],
+            "sample": ["sample", "-c", str(path), "--length", "5"],
             "resume": ["train", str(corpus), "--resume", str(path)]}[command]
     assert_clean_error(runner.invoke(cli, args), pattern)
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def sample(runner, checkpoint, *args):
+    return runner.invoke(cli, ["sample", "-c", str(checkpoint), *args])
+
+
+def test_sample_same_seed_same_text_and_prime_first(runner, trained):
+    _, _, out = trained
+    first = sample(runner, out, "--prime", "ROMEO:", "--length", "300", "--seed", "5")
+    again = sample(runner, out, "--prime", "ROMEO:", "--length", "300", "--seed", "5")
+    other = sample(runner, out, "--prime", "ROMEO:", "--length", "300", "--seed", "6")
+    assert first.exit_code == 0, first.output
+    assert first.stdout == again.stdout != other.stdout
+    assert first.stdout.startswith("ROMEO:")
+    assert len(first.stdout) == len("ROMEO:") + 300 + 1 and first.stdout.endswith("\n")
+    assert "seed" not in first.stderr
+
+
+def test_sample_without_a_seed_says_which_it_drew(runner, trained):
+    _, _, out = trained
+    result = sample(runner, out, "--length", "50")
+    assert result.exit_code == 0, result.output
+    seed = re.search(r"--seed (\d+)", result.stderr)[1]
+    assert sample(runner, out, "--length", "50", "--seed", seed).stdout == result.stdout
+
+
+def test_sample_prime_with_an_unknown_character(runner, trained):
+    _, _, out = trained
+    result = sample(runner, out, "--prime", "Wie geht\u2019s", "--length", "10")
+    assert_clean_error(result, r"the prime text has the character '\u2019' \(U\+2019 RIGHT SINGLE "
+                               r"QUOTATION MARK\) at position 8, which the model never saw; .*--drop-unknown")
+    result = sample(runner, out, "--prime", "Wie geht\u2019s", "--length", "10", "--drop-unknown",
+                    "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "dropped 1 prime character" in result.stderr
+    assert result.stdout.startswith("Wie geht\u2019s")
+
+
+def test_sample_prime_file(runner, trained, tmp_path):
+    _, _, out = trained
+    prime = tmp_path / "prime.txt"
+    prime.write_text("First Citizen:\n", encoding="utf-8")
+    by_file = sample(runner, out, "--prime-file", str(prime), "--length", "40", "--seed", "2")
+    by_text = sample(runner, out, "--prime", "First Citizen:\n", "--length", "40", "--seed", "2")
+    assert by_file.exit_code == 0 and by_file.stdout == by_text.stdout
+    both = sample(runner, out, "--prime-file", str(prime), "--prime", "x")
+    assert both.exit_code == ExitCode.USAGE and "not both" in both.output
+    missing = sample(runner, out, "--prime-file", str(tmp_path / "nope.txt"))
+    assert_clean_error(missing, r"no such file")
+
+
+def test_sample_stop_string_ends_the_sample(runner, trained):
+    _, _, out = trained
+    full = sample(runner, out, "--length", "400", "--seed", "3", "--prime", "A").stdout
+    stop = full[150:152]
+    ended = sample(runner, out, "--length", "400", "--seed", "3", "--prime", "A", "--stop", stop).stdout
+    cut = full.index(stop, 1) + len(stop)
+    assert ended == full[:cut] + "\n"
+
+
+def test_sample_several_samples_with_a_separator(runner, trained):
+    _, _, out = trained
+    result = sample(runner, out, "-n", "3", "--length", "20", "--seed", "4", "--prime", "W",
+                    "--separator", "\n~~~\n")
+    assert result.exit_code == 0, result.output
+    parts = result.stdout.rstrip("\n").split("\n~~~\n")
+    assert len(parts) == 3 and all(len(p) == 21 and p.startswith("W") for p in parts)
+    assert len(set(parts)) == 3
+
+
+def test_sample_argmax_is_deterministic_without_a_seed(runner, trained):
+    _, _, out = trained
+    a = sample(runner, out, "--argmax", "--prime", "The ", "--length", "60")
+    b = sample(runner, out, "--argmax", "--prime", "The ", "--length", "60")
+    assert a.exit_code == 0 and a.stdout == b.stdout and "seed" not in a.stderr
+
+
+@pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "0"], ["--top-p", "1.5"],
+                                    ["--top-k", "-1"], ["--length", "-5"], ["-n", "0"]])
+def test_sample_out_of_range_options_are_usage_errors(runner, trained, option):
+    _, _, out = trained
+    result = sample(runner, out, *option)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "Traceback" not in result.output
+
+
+def test_sample_into_a_closed_pipe_exits_quietly(trained):
+    _, _, out = trained
+    command = (f"{sys.executable} -m numrnn_cli sample -c {out} --length 200000 --seed 1 | head -c 10; "
+               f"exit ${{PIPESTATUS[0]}}")
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout) == 10
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

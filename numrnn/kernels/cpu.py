@@ -437,3 +437,227 @@ def sgd_update(params, grads, velocity, lr, momentum):
     for p in range(params.shape[0]):
         velocity[p] = momentum * velocity[p] + grads[p]
         params[p] -= lr * velocity[p]
+
+
+# --------------------------------------------------------------------------- generation (batch 1)
+# One character at a time, every layer, the head and the draw inside one compiled loop, so a
+# whole chunk of text costs one call and no Python runs between characters.
+#
+# The state is (L, H) (batch 1, the batch axis dropped). Weights come as tuples with one array
+# per layer, which numba types as homogeneous tuples it can index with a loop variable:
+#   embed  (V, E), or an empty (0, 0) array when layer 0 reads one-hot vectors
+#   Wxs    L arrays (D_l, G): D_0 = E (or V for one-hot), D_l = H above
+#   Whs    L arrays (H, G);  bxs, bhs  L arrays (G)
+#   Wy (H, K), by (K): the head
+# The arithmetic is the training forward's (``Model._forward``): xg = x @ Wx + bx (a row
+# lookup of Wx for one-hot input), then the cell kernels' pre-activations xg + h @ Wh + bh.
+
+CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}
+_CELL_LSTM = CELL_CODES["lstm"]
+_CELL_GRU = CELL_CODES["gru"]
+
+
+@kernel
+def _input_projection(xg, layer, token, h, embed, Wx, bx):
+    # xg (1, G) out: the input projection of this step's input to ``layer``
+    # token: the step's input id (layer 0); h (L, H): layers below ``layer`` already stepped
+    # embed (V, E) or (0, 0) for one-hot; Wx (D, G); bx (G)
+    xg_row = xg[0]
+    if layer == 0 and embed.shape[0] == 0:
+        # One-hot input: x @ Wx is the row of Wx for the token, exactly as embed_forward.
+        row = Wx[token]
+        for g in range(xg_row.shape[0]):
+            xg_row[g] = row[g]
+    else:
+        x = embed[token : token + 1] if layer == 0 else h[layer - 1 : layer]
+        np.dot(x, Wx, xg)
+    for g in range(xg_row.shape[0]):
+        xg_row[g] += bx[g]
+
+
+@kernel
+def _cell_update(h, c, xg, hw, bh, cell):
+    # h, c (H) in/out: one layer's state (c only for the LSTM); element j reads only its own
+    #   previous value before writing it, so updating in place is safe
+    # xg (G): x @ Wx + bx; hw (G): h_prev @ Wh; bh (G); cell: a CELL_CODES value
+    H = h.shape[0]
+    if cell == _CELL_LSTM:
+        for j in range(H):
+            _, _, _, _, c_j, h_j = lstm_cell(
+                xg[j] + hw[j] + bh[j],
+                xg[H + j] + hw[H + j] + bh[H + j],
+                xg[2 * H + j] + hw[2 * H + j] + bh[2 * H + j],
+                xg[3 * H + j] + hw[3 * H + j] + bh[3 * H + j],
+                c[j],
+            )
+            c[j] = c_j
+            h[j] = h_j
+    elif cell == _CELL_GRU:
+        for j in range(H):
+            _, _, _, h_j = gru_cell(
+                xg[j], xg[H + j], xg[2 * H + j],
+                hw[j] + bh[j], hw[H + j] + bh[H + j], hw[2 * H + j] + bh[2 * H + j],
+                h[j],
+            )
+            h[j] = h_j
+    else:
+        for j in range(H):
+            h[j] = rnn_cell(xg[j] + hw[j] + bh[j])
+
+
+@kernel
+def _advance(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, xg, hw):
+    # h, c (L, H) in/out: the state before and after reading ``token`` (c unused unless LSTM)
+    # token: input id; cell: a CELL_CODES value; embed, Wxs, Whs, bxs, bhs: see section header
+    # xg, hw (1, G) workspaces
+    for layer in range(h.shape[0]):
+        _input_projection(xg, layer, token, h, embed, Wxs[layer], bxs[layer])
+        # The recurrent product reads the layer's old state, before _cell_update overwrites it.
+        np.dot(h[layer : layer + 1], Whs[layer], hw)
+        _cell_update(h[layer], c[layer], xg[0], hw[0], bhs[layer], cell)
+
+
+@kernel
+def _head(logits, h, Wy, by):
+    # logits (K) out = h[top] @ Wy + by
+    # h (L, H); Wy (H, K); by (K)
+    L = h.shape[0]
+    linear_forward(logits.reshape((1, logits.shape[0])), h[L - 1 : L], Wy, by)
+
+
+@kernel
+def feed_tokens(logits, h, c, tokens, cell, weights, xg, hw):
+    # logits (K) out: the head's output after the last token; untouched when tokens is empty
+    # h, c (L, H) in/out: the state, advanced over every token (c unused unless LSTM)
+    # tokens (T) integer ids; cell: a CELL_CODES value
+    # weights: (embed, Wxs, Whs, bxs, bhs, Wy, by), see the section header
+    # xg, hw (1, G) workspaces
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    for t in range(tokens.shape[0]):
+        _advance(h, c, tokens[t], cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
+    if tokens.shape[0] > 0:
+        _head(logits, h, Wy, by)
+
+
+@kernel
+def _argmax(values):
+    # values (K); the index of the largest, the lowest index among ties
+    best = 0
+    for k in range(1, values.shape[0]):
+        if values[k] > values[best]:
+            best = k
+    return best
+
+
+@kernel
+def _softmax_with_temperature(probs, logits, temperature):
+    # probs (K) out = softmax(logits / temperature), shifted by the peak so exp cannot overflow
+    # logits (K)
+    peak = logits[_argmax(logits)]
+    total = 0.0
+    for k in range(logits.shape[0]):
+        e = np.exp((logits[k] - peak) / temperature)
+        probs[k] = e
+        total += e
+    for k in range(probs.shape[0]):
+        probs[k] /= total
+
+
+@kernel
+def _kept_count(ranked, top_k, top_p):
+    # ranked (K): the probabilities sorted in decreasing order. Returns how many of the most
+    # probable tokens survive top-k (0 = off), then top-p on what top-k left (1.0 = off), as
+    # Hugging Face's samplers chain them: the fewest whose sum reaches top_p of the total,
+    # always at least one.
+    K = ranked.shape[0]
+    kept = top_k if 0 < top_k < K else K
+    if top_p < 1.0:
+        total = 0.0
+        for r in range(kept):
+            total += ranked[r]
+        cumulative = 0.0
+        for r in range(kept):
+            cumulative += ranked[r]
+            if cumulative >= top_p * total:
+                return r + 1
+    return kept
+
+
+@kernel
+def _filter_top(probs, ranked, top_k, top_p):
+    # probs (K) in/out: zeroed outside the kept set (top-k, then top-p)
+    # ranked (K) workspace
+    # Which tokens are kept depends only on the sorted values: all above the threshold (the
+    # smallest kept probability), then those equal to it in index order until the count is
+    # reached, so ties are settled towards the lowest index, as in argmax.
+    ranked[:] = probs
+    ranked.sort()  # in place, increasing
+    ranked_down = ranked[::-1]
+    kept = _kept_count(ranked_down, top_k, top_p)
+    threshold = ranked_down[kept - 1]
+    ties_left = 0
+    for r in range(kept):
+        if ranked_down[r] == threshold:
+            ties_left += 1
+    for k in range(probs.shape[0]):
+        if probs[k] > threshold:
+            continue
+        if probs[k] == threshold and ties_left > 0:
+            ties_left -= 1
+            continue
+        probs[k] = 0.0
+
+
+@kernel
+def _inverse_cdf(probs, u):
+    # probs (K): non-negative weights, at least one positive (need not sum to 1)
+    # u in [0, 1); returns the first index whose cumulative weight exceeds u * total
+    total = 0.0
+    for k in range(probs.shape[0]):
+        total += probs[k]
+    target = u * total
+    cumulative = 0.0
+    last = 0
+    for k in range(probs.shape[0]):
+        if probs[k] > 0.0:
+            cumulative += probs[k]
+            last = k
+            if cumulative > target:
+                return k
+    return last  # u * total rounded up to the whole sum: the last token that has weight
+
+
+@kernel
+def draw_token(logits, probs, ranked, u, temperature, top_k, top_p, greedy):
+    # Returns the drawn token id.
+    # logits (K) in; probs (K) out: the distribution drawn from (zeros where filtered out);
+    #   left unwritten when greedy
+    # u: a uniform in [0, 1) that picks the token by inverse CDF over the kept tokens in index
+    #   order; temperature > 0; top_k: 0 = off; top_p in (0, 1]: 1.0 = off
+    # greedy: argmax (lowest index among ties), ignoring the other settings and u
+    # ranked (K) workspace (sorting)
+    if greedy:
+        return _argmax(logits)
+    _softmax_with_temperature(probs, logits, temperature)
+    if 0 < top_k < logits.shape[0] or top_p < 1.0:
+        _filter_top(probs, ranked, top_k, top_p)
+    return _inverse_cdf(probs, u)
+
+
+@kernel
+def generate_tokens(out, logits, h, c, token, uniforms, temperature, top_k, top_p, greedy,
+                    cell, weights, xg, hw, probs, ranked):
+    # out (N) out: the drawn ids; each is fed back as the next step's input
+    # logits (K) out: the last step's logits
+    # h, c (L, H) in/out: the state; on return it has read ``token`` and out[:N-1] but not
+    #   out[N-1], so the next call continues with token = out[N-1]
+    # token: the first step's input id; uniforms (N) in [0, 1): one per drawn token
+    # temperature, top_k, top_p, greedy: see draw_token; cell: a CELL_CODES value
+    # weights: (embed, Wxs, Whs, bxs, bhs, Wy, by), see the section header
+    # xg, hw (1, G), probs, ranked (K) workspaces
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    for n in range(out.shape[0]):
+        _advance(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
+        _head(logits, h, Wy, by)
+        token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
+        out[n] = token

@@ -1,0 +1,169 @@
+"""Text generation at batch 1: a prime text, temperature, top-k, top-p, greedy, a stop string.
+
+The generation loop is compiled (``numrnn.kernels.cpu.generate_tokens``): one call steps the
+model, draws and feeds back a whole chunk of characters. Randomness comes from the caller's
+numpy Generator as one uniform per character, drawn a chunk at a time with ``rng.random(n)``;
+consecutive draws of a Generator concatenate, so the text for a seed does not depend on the
+chunk size.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from numrnn.errors import ConfigError
+from numrnn.kernels import cpu
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to generate. ``argmax`` ignores temperature, top-k and top-p."""
+
+    length: int = 1000          # characters generated after the prime
+    temperature: float = 1.0    # > 0; below 1 sharpens the distribution, above 1 flattens it
+    top_k: int = 0              # keep the k most probable characters; 0 = off
+    top_p: float = 1.0          # keep the fewest most probable whose sum reaches p; 1.0 = off
+    argmax: bool = False        # greedy: always the most probable character
+    stop: str = ""              # end right after this string is generated; "" = never
+    chunk: int = 256            # characters per compiled call (streaming granularity)
+
+    def validate(self):
+        if self.length < 0:
+            raise ConfigError(f"length must be 0 or more, not {self.length}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a number greater than 0, not {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be 0 (off) or more, not {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1] (1 = off), not {self.top_p}")
+        if self.chunk < 1:
+            raise ConfigError(f"chunk must be at least 1, not {self.chunk}")
+        return self
+
+
+def kernel_weights(model):
+    """The model's weights as the generation kernels take them (views, not copies):
+    ``(embed, Wxs, Whs, bxs, bhs, Wy, by)``, with an empty (0, 0) embed for one-hot input."""
+    cfg, w = model.config, model.weights
+    # Views of the flat buffer are contiguous already; this only guarantees the uniform
+    # array types numba needs to index the per-layer tuples with a loop variable.
+    c = np.ascontiguousarray
+    per_layer = lambda name: tuple(c(w[f"rnn.{name}_l{i}"]) for i in range(cfg.layers))  # noqa: E731
+    embed = c(w["embed.weight"]) if cfg.embed else np.zeros((0, 0), model.dtype)
+    return (
+        embed,
+        per_layer("weight_ih"),
+        per_layer("weight_hh"),
+        per_layer("bias_ih"),
+        per_layer("bias_hh"),
+        c(w["head.weight"]),
+        c(w["head.bias"]),
+    )
+
+
+class _StopScanner:
+    """Finds the first occurrence of a stop string in text that arrives in pieces."""
+
+    def __init__(self, stop):
+        self.stop = stop
+        self.tail = ""  # the last len(stop) - 1 characters seen: an occurrence may start there
+
+    def cut(self, piece):
+        """(the part of ``piece`` up to and including the stop string, whether it was found)."""
+        if not self.stop:
+            return piece, False
+        window = self.tail + piece
+        at = window.find(self.stop)
+        if at >= 0:
+            return piece[: at + len(self.stop) - len(self.tail)], True
+        self.tail = window[max(len(window) - (len(self.stop) - 1), 0) :]
+        return piece, False
+
+
+class Sampler:
+    """Generates text from a model, one sample per ``generate`` call.
+
+    The workspaces are allocated once here and reused by every call, so a Sampler runs one
+    generation at a time (finish or drop one generator before starting the next).
+    """
+
+    def __init__(self, model, vocab):
+        cfg = model.config
+        if len(vocab) != cfg.vocab_size:
+            raise ConfigError(f"vocab has {len(vocab)} characters but the model's vocab_size "
+                              f"is {cfg.vocab_size}; use the vocabulary the model was trained with")
+        if cfg.outputs != cfg.vocab_size:
+            raise ConfigError(f"output_size is {cfg.output_size}, not the vocabulary size: "
+                              "this model classifies, it cannot generate text")
+        self.model = model
+        self.vocab = vocab
+        self._cell = cpu.CELL_CODES[cfg.cell]
+        zeros = lambda *shape: np.zeros(shape, model.dtype)  # noqa: E731
+        L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
+        self._h = zeros(L, H)
+        self._c = zeros(L, H)  # read and written only by the LSTM
+        self._logits = zeros(K)
+        self._probs = zeros(K)
+        self._ranked = zeros(K)
+        self._xg = zeros(1, G)
+        self._hw = zeros(1, G)
+
+    def generate(self, prime_ids, config, rng):
+        """Yield the generated text (str) chunk by chunk, prime NOT included.
+
+        prime_ids: 1-D int array (may be empty). rng: numpy Generator.
+        The state starts at zero for each call. With a non-empty prime, the model reads it
+        (all but the last id; the last id is the input to the first generated step). With an
+        empty prime, the first character is drawn uniformly from the vocabulary with rng (it
+        counts toward length and is yielded). Total generated characters == config.length
+        unless the stop string appears: then the text ends right after its first occurrence
+        in the generated text (the prime does not count).
+
+        The arguments are checked here, before the first chunk is asked for.
+        """
+        config = config.validate()
+        prime = np.asarray(prime_ids, dtype=np.int64)
+        if prime.ndim != 1:
+            raise ValueError(f"prime_ids must be 1-D, not of shape {prime.shape}")
+        if prime.size and not (0 <= prime.min() and prime.max() < len(self.vocab)):
+            raise ValueError(f"prime_ids must lie in [0, {len(self.vocab)})")
+        return self._chunks(np.ascontiguousarray(prime), config, rng)
+
+    def _chunks(self, prime, config, rng):
+        self._h[...] = 0.0
+        self._c[...] = 0.0
+        if config.length == 0:
+            return
+        weights = kernel_weights(self.model)
+        ids = np.empty(config.chunk, np.int64)
+        scanner = _StopScanner(config.stop)
+        # ids[:drawn_already] of the first chunk are drawn outside the kernel.
+        if prime.size:
+            cpu.feed_tokens(self._logits, self._h, self._c, prime[:-1], self._cell, weights,
+                            self._xg, self._hw)
+            token, drawn_already = int(prime[-1]), 0
+        else:
+            token, drawn_already = int(rng.integers(len(self.vocab))), 1
+            ids[0] = token
+        done = 0
+        while done < config.length:
+            n = min(config.chunk, config.length - done)
+            self._draw(ids[drawn_already:n], token, rng.random(n - drawn_already), config, weights)
+            drawn_already = 0
+            token = int(ids[n - 1])
+            done += n
+            text, stopped = scanner.cut(self.vocab.decode(ids[:n]))
+            if text:
+                yield text
+            if stopped:
+                return
+
+    def _draw(self, out, token, uniforms, config, weights):
+        """Fill ``out`` with ids generated from the current state, ``token`` the first input."""
+        if out.shape[0] == 0:
+            return
+        cpu.generate_tokens(out, self._logits, self._h, self._c, token, uniforms,
+                            float(config.temperature), int(config.top_k), float(config.top_p),
+                            bool(config.argmax), self._cell, weights,
+                            self._xg, self._hw, self._probs, self._ranked)
