@@ -26,6 +26,7 @@ class TrainView:
         self.last_train = None
         self.last_val = None
         self.chars_per_s = None
+        self.epoch = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -82,6 +83,7 @@ class TrainView:
     def _on_StepDone(self, event):
         if self.bar is not None:
             self.last_train = event.loss if self.last_train is None else 0.9 * self.last_train + 0.1 * event.loss
+            self.epoch = event.epoch
             self.bar.update(self.task, completed=event.step, description="training",
                             stats=self._stats())
 
@@ -118,7 +120,7 @@ class TrainView:
         self.warn(event.message)
 
     def _stats(self):
-        parts = [f"loss {_loss(self.last_train)}", f"val {_loss(self.last_val)}"]
+        parts = [f"epoch {self.epoch:.2f}", f"loss {_loss(self.last_train)}", f"val {_loss(self.last_val)}"]
         if self.chars_per_s:
             parts.append(f"{self.chars_per_s:,.0f} chars/s")
         return "  ".join(parts)

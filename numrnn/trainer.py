@@ -103,6 +103,7 @@ class StepDone:
     """Every step: its loss (nats/char) and learning rate."""
 
     step: int
+    epoch: float
     loss: float
     lr: float
 
@@ -314,7 +315,7 @@ class Trainer:
             progress.elapsed_s += spent
             window_losses.append(loss)
             step = progress.step
-            self.on_event(StepDone(step=step, loss=loss, lr=lr))
+            self.on_event(StepDone(step=step, epoch=self._epoch_float(), loss=loss, lr=lr))
             if step % cfg.log_every == 0:
                 self.on_event(StepReport(
                     step=step, epoch=self._epoch_float(), elapsed_s=progress.elapsed_s,

@@ -393,3 +393,30 @@ def test_sample_into_a_closed_pipe_exits_quietly(trained):
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) == 10
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_terminal_progress_bar_shows_step_epoch_losses_and_speed():
+    import io
+
+    from rich.console import Console
+
+    from numrnn.trainer import CheckpointSaved, EvalReport, StepDone, StepReport, TrainStarted
+    from numrnn_cli.progress import TrainView
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160, color_system=None)
+    with TrainView(console) as view:
+        assert view.live
+        view(TrainStarted(step=0, total_steps=100, steps_per_epoch=40, chars_per_step=64,
+                          train_chars=2560, val_chars=100, parameters=1234, resumed=False))
+        view(StepDone(step=50, epoch=1.25, loss=2.5, lr=1e-3))
+        view(StepReport(step=50, epoch=1.25, elapsed_s=3.0, train_loss=2.4567, chars_per_s=12345.0,
+                        lr=1e-3, val_loss=None))
+        view(EvalReport(step=50, epoch=1.25, elapsed_s=3.0, val_loss=2.5, chars=99, improved=True,
+                        best_val_loss=2.5))
+        view(CheckpointSaved(path="m.safetensors", step=50, best=False))
+        view.bar.refresh()
+    text = buffer.getvalue()
+    for part in ("training from step 0 of 100", "50/100", "epoch 1.25", "loss 2.4567",
+                 "val 2.5000", "12,345 chars/s", "validation loss 2.5000 nats/char"):
+        assert part in text, part
