@@ -53,9 +53,11 @@ def evaluate(checkpoint, text_file, as_json):
 
     from numrnn_cli.console import out_console
 
-    table = Table(title=f"{text_file} under {checkpoint}", title_justify="left")
+    table = Table()
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_row("text", str(text_file))
+    table.add_row("checkpoint", str(checkpoint))
     table.add_row("loss (nats/char)", f"{score.loss:.4f}")
     table.add_row("bits/char", f"{score.bpc:.4f}")
     table.add_row("perplexity", f"{score.perplexity:.3f}")
