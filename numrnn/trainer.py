@@ -222,6 +222,10 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self.streams = TextStreams(train_ids, config.batch_size, config.seq_len)
         self.val_ids = None if val_ids is None or len(val_ids) < 2 else np.asarray(val_ids)
+        if val_ids is not None and self.val_ids is None:
+            self.on_event(Notice(f"the validation split has {len(val_ids)} character(s), too few "
+                                 f"to score; training goes on without evaluation (raise --val-frac "
+                                 f"or use a longer text)"))
         self.schedule = LRSchedule.parse(config.lr_decay)
         self.total_steps = self._total_steps()
         if self.schedule.needs_horizon and not self.total_steps:

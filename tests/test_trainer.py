@@ -258,3 +258,13 @@ def test_weights_of_a_resumed_model_come_from_the_checkpoint(tmp_path):
     fresh, _ = build(seed=5)
     from_torch(fresh.weights, checkpoint.weights)
     np.testing.assert_array_equal(fresh.params, trainer.model.params)
+
+
+def test_a_validation_split_too_small_to_score_is_announced(tmp_path):
+    events = []
+    model, rng = build()
+    trainer = Trainer(model, VOCAB, IDS[:-1], IDS[-1:], TrainConfig(seq_len=10, batch_size=4,
+                      max_steps=2), tmp_path / "m.safetensors", on_event=events.append, rng=rng)
+    notices = [e.message for e in events if type(e).__name__ == "Notice"]
+    assert notices and "too few to score" in notices[0]
+    assert trainer.run().best_out is None
