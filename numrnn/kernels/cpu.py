@@ -24,13 +24,16 @@ import numba
 import numpy as np
 
 from numrnn import config
-from numrnn.kernels import pointwise
+from numrnn.kernels import activations, pointwise
 
 _CACHE = config.configure_numba()
 _JIT = config.jit_options(_CACHE)
 _DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
 
-_cell = pointwise.build(lambda f: numba.njit(**_DEVICE_JIT)(f))
+# inline="always": the cell functions return tuples, and only when numba inlines them into the
+# gate loops can LLVM vectorise those loops (measured 26 -> 2.3 ns per LSTM element, float32).
+_cell = pointwise.build(lambda f: numba.njit(inline="always", **_DEVICE_JIT)(f), tanh=activations.tanh,
+                        sigmoid=activations.sigmoid)
 rnn_cell = _cell.rnn_cell
 rnn_cell_backward = _cell.rnn_cell_backward
 lstm_cell = _cell.lstm_cell
@@ -60,6 +63,19 @@ def bias_backward(db, dy):
         dy_n = dy[n]
         for k in range(dy.shape[1]):
             db[k] += dy_n[k]
+
+
+@kernel
+def _split3(row, H):
+    # row (3H) -> three (H) views, one per gate. Zero-based gate views (not row[H + j]) let
+    # LLVM prove the indices non-negative and vectorise the gate loops.
+    return row[:H], row[H : 2 * H], row[2 * H :]
+
+
+@kernel
+def _split4(row, H):
+    # row (4H) -> four (H) views, one per gate (see _split3)
+    return row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
 
 
 @kernel
@@ -183,26 +199,27 @@ def lstm_forward(hs, cs, gates, Wh, bh, hw):
     # Wh (H, 4H); bh (4H); hw (B, 4H) workspace
     T, B, G = gates.shape
     H = G // 4
+    b_i, b_f, b_g, b_o = _split4(bh, H)
     for t in range(T):
         np.dot(hs[t], Wh, hw)
         for b in range(B):
-            a = gates[t, b]
-            hw_b = hw[b]
+            a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
+            w_i, w_f, w_g, w_o = _split4(hw[b], H)
             c_prev = cs[t, b]
             c_next = cs[t + 1, b]
             h_next = hs[t + 1, b]
             for j in range(H):
                 i, f, g, o, c, h = lstm_cell(
-                    a[j] + hw_b[j] + bh[j],
-                    a[H + j] + hw_b[H + j] + bh[H + j],
-                    a[2 * H + j] + hw_b[2 * H + j] + bh[2 * H + j],
-                    a[3 * H + j] + hw_b[3 * H + j] + bh[3 * H + j],
+                    a_i[j] + w_i[j] + b_i[j],
+                    a_f[j] + w_f[j] + b_f[j],
+                    a_g[j] + w_g[j] + b_g[j],
+                    a_o[j] + w_o[j] + b_o[j],
                     c_prev[j],
                 )
-                a[j] = i
-                a[H + j] = f
-                a[2 * H + j] = g
-                a[3 * H + j] = o
+                a_i[j] = i
+                a_f[j] = f
+                a_g[j] = g
+                a_o[j] = o
                 c_next[j] = c
                 h_next[j] = h
 
@@ -221,8 +238,8 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, 
     dc0[:] = dcT
     for t in range(T - 1, -1, -1):
         for b in range(B):
-            a = gates[t, b]
-            da = dgates[t, b]
+            a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
+            d_i, d_f, d_g, d_o = _split4(dgates[t, b], H)
             c_prev = cs[t, b]
             c_t = cs[t + 1, b]
             dhs_b = dhs[t, b]
@@ -230,13 +247,13 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, 
             dc_carry = dc0[b]
             for j in range(H):
                 da_i, da_f, da_g, da_o, dc_prev = lstm_cell_backward(
-                    a[j], a[H + j], a[2 * H + j], a[3 * H + j],
+                    a_i[j], a_f[j], a_g[j], a_o[j],
                     c_prev[j], c_t[j], dhs_b[j] + dh_carry[j], dc_carry[j],
                 )
-                da[j] = da_i
-                da[H + j] = da_f
-                da[2 * H + j] = da_g
-                da[3 * H + j] = da_o
+                d_i[j] = da_i
+                d_f[j] = da_f
+                d_g[j] = da_g
+                d_o[j] = da_o
                 dc_carry[j] = dc_prev
         np.dot(dgates[t], Wh.T, dh0)
     _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dgates), scratch)
@@ -253,24 +270,25 @@ def gru_forward(hs, gates, hn, Wh, bh, hw):
     # Wh (H, 3H); bh (3H); hw (B, 3H) workspace
     T, B, G = gates.shape
     H = G // 3
+    b_r, b_z, b_n = _split3(bh, H)
     for t in range(T):
         np.dot(hs[t], Wh, hw)
         for b in range(B):
-            a = gates[t, b]
-            hw_b = hw[b]
+            a_r, a_z, a_n = _split3(gates[t, b], H)
+            w_r, w_z, w_n = _split3(hw[b], H)
             h_prev = hs[t, b]
             h_next = hs[t + 1, b]
             hn_b = hn[t, b]
             for j in range(H):
-                h_n = hw_b[2 * H + j] + bh[2 * H + j]
+                h_n = w_n[j] + b_n[j]
                 r, z, n, h = gru_cell(
-                    a[j], a[H + j], a[2 * H + j],
-                    hw_b[j] + bh[j], hw_b[H + j] + bh[H + j], h_n,
+                    a_r[j], a_z[j], a_n[j],
+                    w_r[j] + b_r[j], w_z[j] + b_z[j], h_n,
                     h_prev[j],
                 )
-                a[j] = r
-                a[H + j] = z
-                a[2 * H + j] = n
+                a_r[j] = r
+                a_z[j] = z
+                a_n[j] = n
                 hn_b[j] = h_n
                 h_next[j] = h
 
@@ -291,23 +309,23 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, Wh, dhg, scratch):
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
         for b in range(B):
-            a = gates[t, b]
-            dx_b = dxg[t, b]
-            dhg_b = dhg[t, b]
+            a_r, a_z, a_n = _split3(gates[t, b], H)
+            dx_r, dx_z, dx_n = _split3(dxg[t, b], H)
+            dh_r, dh_z, dh_nn = _split3(dhg[t, b], H)
             h_prev = hs[t, b]
             hn_b = hn[t, b]
             dhs_b = dhs[t, b]
             carry = dh0[b]
             for j in range(H):
                 da_r, da_z, da_n, dh_n, dh_prev = gru_cell_backward(
-                    a[j], a[H + j], a[2 * H + j], hn_b[j], h_prev[j], dhs_b[j] + carry[j]
+                    a_r[j], a_z[j], a_n[j], hn_b[j], h_prev[j], dhs_b[j] + carry[j]
                 )
-                dx_b[j] = da_r
-                dx_b[H + j] = da_z
-                dx_b[2 * H + j] = da_n
-                dhg_b[j] = da_r
-                dhg_b[H + j] = da_z
-                dhg_b[2 * H + j] = dh_n
+                dx_r[j] = da_r
+                dx_z[j] = da_z
+                dx_n[j] = da_n
+                dh_r[j] = da_r
+                dh_z[j] = da_z
+                dh_nn[j] = dh_n
                 carry[j] = dh_prev
         np.dot(dhg[t], Wh.T, recurrent)
         for b in range(B):

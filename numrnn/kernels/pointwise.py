@@ -21,20 +21,26 @@ import math
 from types import SimpleNamespace
 
 
-def build(jit):
-    """Compile the scalar cell functions with ``jit``; returns them as a namespace."""
+def build(jit, tanh=math.tanh, sigmoid=None):
+    """Compile the scalar cell functions with ``jit``; returns them as a namespace.
 
-    @jit
-    def sigmoid(a):
-        # Two branches so exp never overflows.
-        if a >= 0:
-            return 1.0 / (1.0 + math.exp(-a))
-        e = math.exp(a)
-        return e / (1.0 + e)
+    ``tanh`` and ``sigmoid`` are the activations to use (a target may pass faster ones);
+    by default ``math.tanh`` and an exact, overflow-safe logistic function.
+    """
+
+    if sigmoid is None:
+
+        @jit
+        def sigmoid(a):
+            # Two branches so exp never overflows.
+            if a >= 0:
+                return 1.0 / (1.0 + math.exp(-a))
+            e = math.exp(a)
+            return e / (1.0 + e)
 
     @jit
     def rnn_cell(a):
-        return math.tanh(a)
+        return tanh(a)
 
     @jit
     def rnn_cell_backward(h, dh):
@@ -45,16 +51,16 @@ def build(jit):
     def lstm_cell(a_i, a_f, a_g, a_o, c_prev):
         i = sigmoid(a_i)
         f = sigmoid(a_f)
-        g = math.tanh(a_g)
+        g = tanh(a_g)
         o = sigmoid(a_o)
         c = f * c_prev + i * g
-        h = o * math.tanh(c)
+        h = o * tanh(c)
         return i, f, g, o, c, h
 
     @jit
     def lstm_cell_backward(i, f, g, o, c_prev, c, dh, dc):
         # dc: the gradient reaching c from the next step; tanh(c) is recomputed, not cached.
-        tanh_c = math.tanh(c)
+        tanh_c = tanh(c)
         dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
         da_i = dc_total * g * i * (1.0 - i)
         da_f = dc_total * c_prev * f * (1.0 - f)
@@ -67,7 +73,7 @@ def build(jit):
     def gru_cell(x_r, x_z, x_n, h_r, h_z, h_n, h_prev):
         r = sigmoid(x_r + h_r)
         z = sigmoid(x_z + h_z)
-        n = math.tanh(x_n + r * h_n)
+        n = tanh(x_n + r * h_n)
         h = (1.0 - z) * n + z * h_prev
         return r, z, n, h
 
