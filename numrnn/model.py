@@ -104,7 +104,7 @@ class _Workspace:
         self.zero_bh = zeros(B, H)
         self.hw = zeros(B, G)
         D0 = config.layer_input_width(0)
-        self.scratch = zeros(max(D0 * G, H * G, H * K, B * H, 1))
+        self.scratch = zeros(max(D0 * G, H * G + B * H, H * K, 1))
         self.used_dropout = False
 
 
