@@ -16,10 +16,11 @@ def _loss(value):
 class TrainView:
     """The trainer's ``on_event`` callback for the CLI; use as a context manager."""
 
-    def __init__(self, console, *, quiet=False, metrics=None):
+    def __init__(self, console, *, quiet=False, metrics=None, compiling=False):
         self.console = console
         self.quiet = quiet
         self.metrics = metrics        # an open text file or None
+        self.compiling = compiling    # a cold kernel cache: the first step compiles
         self.live = console.is_terminal and not quiet
         self.bar = None
         self.task = None
@@ -71,13 +72,15 @@ class TrainView:
             handler(event)
 
     def _on_TrainStarted(self, event):
+        if self.compiling and self.bar is None:
+            self.say("compiling the kernels (first run only; later runs start at once)")
         what = "resuming at step" if event.resumed else "training from step"
         total = f" of {event.total_steps:,}" if event.total_steps else ""
         self.say(f"{what} {event.step:,}{total}: {event.parameters:,} parameters, "
                  f"{event.train_chars:,} training and {event.val_chars:,} validation characters, "
                  f"{event.steps_per_epoch:,} steps per epoch of {event.chars_per_step:,} characters")
         if self.bar is not None:
-            self.task = self.bar.add_task("compiling (first run only)" if event.step == 0 else "training",
+            self.task = self.bar.add_task("compiling (first run only)" if self.compiling else "training",
                                           total=event.total_steps, completed=event.step, stats="")
 
     def _on_StepDone(self, event):

@@ -57,6 +57,7 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     import numpy as np
 
     from numrnn.checkpoint import load_checkpoint
+    from numrnn.config import kernels_compiled
     from numrnn.data import read_text
     from numrnn.sampling import SampleConfig, Sampler
     from numrnn_cli.console import err_console
@@ -79,20 +80,38 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
             console.print(f"seed {seed} (pass --seed {seed} to get this text again)", highlight=False)
     rng = np.random.default_rng(seed)
     sampler = Sampler(loaded.build_model(), vocab)
+    spinner = None
+    if console.is_terminal and not kernels_compiled("generate_tokens"):
+        spinner = console.status("compiling the sampler (first run only; later runs start at once)...",
+                                 spinner="dots")
     try:
-        for index in range(num_samples):
-            if index:
-                _write(separator)
-            _write(prime)
-            for piece in sampler.generate(prime_ids, config, rng):
-                _write(piece)
-        _write("\n")
+        _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separator, spinner)
     except BrokenPipeError:
         # The reader (e.g. `head`) has gone: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         raise click.exceptions.Exit(ExitCode.OK) from None
 
+
+def _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separator, spinner):
+    """Write each sample (prime first) as its chunks arrive; the spinner, if any, runs until
+    the first chunk (the compile of a cold start)."""
+    if spinner is not None:
+        spinner.start()
+    try:
+        for index in range(num_samples):
+            pieces = sampler.generate(prime_ids, config, rng)
+            first = next(pieces, "")
+            if spinner is not None:
+                spinner.stop()
+                spinner = None
+            _write((separator if index else "") + prime + first)
+            for piece in pieces:
+                _write(piece)
+        _write("\n")
+    finally:
+        if spinner is not None:
+            spinner.stop()
 
 def _write(text):
     sys.stdout.write(text)

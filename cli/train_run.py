@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from numrnn.checkpoint import best_path, check_writable, load_checkpoint
+from numrnn.config import kernels_compiled
 from numrnn.data import Vocab, read_text, split_by_position
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.model import Model, ModelConfig
@@ -59,7 +60,9 @@ def run_training(corpus, options, explicit):
 
     console = err_console()
     try:
-        with TrainView(console, quiet=options["quiet"], metrics=metrics) as view:
+        cold = not kernels_compiled(f"{model_config.cell}_forward", f"{model_config.cell}_backward",
+                                    f"{train_config.optimizer}_update")
+        with TrainView(console, quiet=options["quiet"], metrics=metrics, compiling=cold) as view:
             trainer = Trainer(model, vocab, train_ids, val_ids, train_config, out, on_event=view,
                               resume=resume, rng=rng)
             stop = InterruptFlag(lambda: view.say(

@@ -82,3 +82,15 @@ def jit_options(cache):
     """The options every CPU kernel is compiled with."""
     # error_model="numpy": no zero-division checks, which would stop loops from vectorising.
     return dict(cache=cache, error_model="numpy", fastmath=fastmath_enabled(), nogil=True)
+
+
+def kernels_compiled(*names):
+    """Whether numba's cache already holds the CPU kernels ``names`` (e.g. "lstm_forward").
+
+    A hint for the CLI, which says "compiling" on a cold start; it only looks for the cache's
+    index files, so it never loads numba.
+    """
+    if not cache_enabled():
+        return False
+    folder = kernel_cache_dir()
+    return all(next(folder.glob(f"*/cpu.{name}-*.nbi"), None) is not None for name in names)
