@@ -246,3 +246,12 @@ def test_clip_global_norm(rng):
     cpu.clip_global_norm(clipped, 1.0)
     assert np.linalg.norm(clipped) == pytest.approx(1.0, rel=1e-5)
     np.testing.assert_allclose(clipped / np.linalg.norm(clipped), grads / norm, rtol=F64_RTOL)
+
+
+@pytest.mark.parametrize("shape", [(3, 12), (33, 132), (70, 35)])
+def test_transposed_copy_is_exact_across_tile_edges(shape, rng):
+    W = rng.standard_normal(shape)
+    scratch = np.full(W.size + 5, np.nan)
+    WT = cpu._transposed(W, scratch)
+    assert WT.flags.c_contiguous
+    np.testing.assert_array_equal(WT, W.T)

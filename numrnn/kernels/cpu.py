@@ -85,10 +85,13 @@ def _transposed(W, scratch):
     # contiguous copy than on the transposed view (measured 126 vs 87 GFLOP/s, B32 x H256).
     H, G = W.shape
     WT = scratch[: G * H].reshape((G, H))
-    for h in range(H):
-        W_h = W[h]
-        for g in range(G):
-            WT[g, h] = W_h[g]
+    tile = 32  # square tiles keep both the reads and the strided writes in cache
+    for h0 in range(0, H, tile):
+        for g0 in range(0, G, tile):
+            for h in range(h0, min(h0 + tile, H)):
+                W_h = W[h]
+                for g in range(g0, min(g0 + tile, G)):
+                    WT[g, h] = W_h[g]
     return WT
 
 
