@@ -40,12 +40,13 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from machine import cpu_name, load_average  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, numrnn not installed
@@ -278,22 +279,6 @@ def torch_version():
     return importlib.metadata.version("torch")
 
 
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average():
-    """The 1-minute load average (None where unknown): other work skews the speed columns."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def ratio(a, b):

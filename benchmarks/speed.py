@@ -74,7 +74,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -83,6 +82,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
+
+from machine import cpu_name, load_average  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, numrnn not installed
@@ -947,21 +948,6 @@ def versions():
     return found
 
 
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def header_lines(report):

@@ -34,7 +34,7 @@ def run_training(corpus, options, explicit):
         dtype = options["dtype"]
         out = options["out"] or Path(Path(corpus).stem + ".safetensors")
         for path in (out, best_path(out)):
-            check_writable(path)
+            check_writable(path)  # first, so that a folder given as -o is named as such
             if path.exists() and not options["force"]:
                 raise CheckpointError(
                     f"{path} already exists; continue it with --resume {path}, or pass --force "
@@ -44,8 +44,9 @@ def run_training(corpus, options, explicit):
     ids = _encode(vocab, text, corpus, resumed=resume is not None)
     train_ids, val_ids = _split(ids, train_config.val_frac)
 
-    check_writable(out)
-    check_writable(best_path(out))
+    if resume is not None:
+        check_writable(out)
+        check_writable(best_path(out))
     metrics = _open_metrics(options["metrics"])
 
     model = Model(model_config, dtype=np.float32 if dtype == "float32" else np.float64,

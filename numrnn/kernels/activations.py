@@ -37,10 +37,7 @@ def tanh(x):
 
 def sigmoid(x):
     """The logistic function; in compiled code, the fast form for float32 arguments."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+    return _sigmoid_exact(x)
 
 
 def _tanh_float32(x):

@@ -1,0 +1,23 @@
+"""What the benchmarks say about the machine they ran on (shared by quality.py and speed.py)."""
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average():
+    """The 1-minute load average (None where unknown): other work skews the speed columns."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
