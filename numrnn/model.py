@@ -82,10 +82,17 @@ class _Workspace:
 
     def __init__(self, config, T, B, dtype):
         L, H, G, K = config.layers, config.hidden, config.gate_width, config.outputs
-        E = config.embed
+        E, V = config.embed, config.vocab_size
         zeros = lambda *shape: np.zeros(shape, dtype=dtype)  # noqa: E731
-        self.emb = zeros(T, B, E) if E else None
-        self.demb = zeros(T, B, E) if E else None
+        # Layer 0's input projection of an embedding, embed[token] @ Wx + bx, takes one of V
+        # values: with fewer than T*B of them, computing the (V, G) table and looking rows up
+        # is the same arithmetic with fewer multiplications (a GEMM of V rows, not T*B).
+        self.input_table = bool(E) and V <= T * B
+        self.table = zeros(V, G) if self.input_table else None
+        self.dtable = zeros(V, G) if self.input_table else None
+        self.dembed = zeros(V, E) if self.input_table else None
+        self.emb = zeros(T, B, E) if E and not self.input_table else None
+        self.demb = zeros(T, B, E) if E and not self.input_table else None
         self.gates = [zeros(T, B, G) for _ in range(L)]
         self.hs = [zeros(T + 1, B, H) for _ in range(L)]
         self.cs = [zeros(T + 1, B, H) for _ in range(L)] if config.cell == "lstm" else None
@@ -222,7 +229,10 @@ class Model:
             gates = ws.gates[layer]
             gate_rows = gates.reshape(T * B, cfg.gate_width)
             Wx, bx = w[f"rnn.weight_ih_l{layer}"], w[f"rnn.bias_ih_l{layer}"]
-            if layer == 0 and cfg.embed:
+            if layer == 0 and ws.input_table:
+                k.linear_forward(ws.table, w["embed.weight"], Wx, bx)
+                k.embed_forward(gate_rows, tokens, ws.table)
+            elif layer == 0 and cfg.embed:
                 emb_rows = ws.emb.reshape(T * B, cfg.embed)
                 k.embed_forward(emb_rows, tokens, w["embed.weight"])
                 k.linear_forward(gate_rows, emb_rows, Wx, bx)
@@ -290,6 +300,13 @@ class Model:
                 k.linear_backward(dhs.reshape(T * B, H), dWx, dbx, dgate_rows, x, Wx, ws.scratch)
                 if use_dropout:
                     dhs *= ws.masks[layer - 1]
+            elif ws.input_table:
+                # Gradients through the table: sum the rows of each token, then the small
+                # (V, E) x (E, G) product's backward.
+                ws.dtable[...] = 0.0
+                k.embed_backward(ws.dtable, dgate_rows, tokens)
+                k.linear_backward(ws.dembed, dWx, dbx, ws.dtable, w["embed.weight"], Wx, ws.scratch)
+                dw["embed.weight"] += ws.dembed
             elif cfg.embed:
                 demb_rows = ws.demb.reshape(T * B, cfg.embed)
                 emb_rows = ws.emb.reshape(T * B, cfg.embed)

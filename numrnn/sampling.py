@@ -42,18 +42,34 @@ class SampleConfig:
         return self
 
 
+# The largest layer-0 lookup table kernel_weights builds (bytes); above it, the embedding
+# and Wx are multiplied at every step instead.
+INPUT_TABLE_MAX_BYTES = 64 * 2**20
+
+
 def kernel_weights(model):
-    """The model's weights as the generation kernels take them (views, not copies):
-    ``(embed, Wxs, Whs, bxs, bhs, Wy, by)``, with an empty (0, 0) embed for one-hot input."""
+    """The model's weights as the generation kernels take them:
+    ``(embed, Wxs, Whs, bxs, bhs, Wy, by)``, with an empty (0, 0) embed for one-hot input.
+
+    With an embedding, layer 0's input projection ``embed[token] @ Wx`` takes one of V values,
+    so it is computed once here as a (V, G) table and passed as the one-hot layer's Wx: a step
+    then copies a row instead of multiplying by Wx (the same products, fewer bytes read per
+    character). Everything else is a view of the model's weights.
+    """
     cfg, w = model.config, model.weights
     # Views of the flat buffer are contiguous already; this only guarantees the uniform
     # array types numba needs to index the per-layer tuples with a loop variable.
     c = np.ascontiguousarray
     per_layer = lambda name: tuple(c(w[f"rnn.{name}_l{i}"]) for i in range(cfg.layers))  # noqa: E731
     embed = c(w["embed.weight"]) if cfg.embed else np.zeros((0, 0), model.dtype)
+    Wxs = per_layer("weight_ih")
+    table_bytes = cfg.vocab_size * cfg.gate_width * model.dtype.itemsize
+    if cfg.embed and table_bytes <= INPUT_TABLE_MAX_BYTES:
+        Wxs = (np.dot(embed, Wxs[0]),) + Wxs[1:]
+        embed = np.zeros((0, 0), model.dtype)
     return (
         embed,
-        per_layer("weight_ih"),
+        Wxs,
         per_layer("weight_hh"),
         per_layer("bias_ih"),
         per_layer("bias_hh"),

@@ -45,9 +45,13 @@ def make_case(cell, rng, layers=2, embed=4, last_only=False, dropout=0.0, dtype=
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("embed", [0, 4])
 @pytest.mark.parametrize("last_only", [False, True])
-def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, rng):
-    model, tokens, targets, state = make_case(cell, rng, layers, embed, last_only)
+# V = 7: with 5 x 3 rows layer 0 reads an embedding through the (V, G) lookup table, with
+# 2 x 3 rows it multiplies the looked-up embeddings.
+@pytest.mark.parametrize("T, B, table", [(5, 3, True), (2, 3, False)])
+def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B, table, rng):
+    model, tokens, targets, state = make_case(cell, rng, layers, embed, last_only, T=T, B=B)
     result = model.loss_and_grad(tokens, targets, state, last_only=last_only)
+    assert model._workspace(T, B).input_table == (table and embed > 0)
     loss, grads = ref.model_loss(cell, reference_weights(model), tokens, targets, state.h, state.c,
                                  last_only=last_only)
     assert result.loss == pytest.approx(loss, rel=F64_RTOL)

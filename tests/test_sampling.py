@@ -418,3 +418,21 @@ def test_config_accepts_the_edges():
 def test_generate_validates_the_config_when_called(sampler):
     with pytest.raises(ConfigError, match="chunk"):
         sampler.generate(np.array([0]), SampleConfig(chunk=0), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_input_table_and_embedding_product_give_the_same_steps(cell, rng, monkeypatch):
+    # kernel_weights folds embed @ Wx0 into a lookup table unless it is too large; both
+    # paths of the generation kernel must step the model identically.
+    import numrnn.sampling as sampling
+
+    model = make_model(cell, rng, layers=2, embed=5)
+    tokens = rng.integers(0, V, 7)
+    state = random_state(model, rng)
+    assert kernel_weights(model)[0].shape == (0, 0)  # the table: embed is folded in
+    with_table = feed(model, tokens, state.copy())
+    monkeypatch.setattr(sampling, "INPUT_TABLE_MAX_BYTES", 0)
+    assert kernel_weights(model)[0].shape == (V, 5)  # the embedding itself
+    without = feed(model, tokens, state.copy())
+    for mine, theirs in zip(with_table, without):
+        np.testing.assert_allclose(mine, theirs, rtol=F64_RTOL, atol=F64_ATOL)
