@@ -81,7 +81,7 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     rng = np.random.default_rng(seed)
     sampler = Sampler(loaded.build_model(), vocab)
     spinner = None
-    if console.is_terminal and not kernels_compiled("generate_tokens"):
+    if console.is_terminal and not kernels_compiled(*sampler.kernel_names):
         spinner = console.status("compiling the sampler (first run only; later runs start at once)...",
                                  spinner="dots")
     try:

@@ -436,3 +436,79 @@ def test_input_table_and_embedding_product_give_the_same_steps(cell, rng, monkey
     without = feed(model, tokens, state.copy())
     for mine, theirs in zip(with_table, without):
         np.testing.assert_allclose(mine, theirs, rtol=F64_RTOL, atol=F64_ATOL)
+
+
+# --------------------------------------------------------------------------- generation on threads
+
+
+def feed_parallel(model, tokens, state, bounds):
+    """feed_tokens_parallel from ``state`` with the unit parts ``bounds``: (h, c, logits)."""
+    cfg = model.config
+    h = state.h[:, 0].copy()
+    c = np.zeros_like(h) if state.c is None else state.c[:, 0].copy()
+    logits = np.zeros(cfg.outputs, model.dtype)
+    G = cfg.gate_width
+    xg, hw, h_new = np.zeros(G, model.dtype), np.zeros(G, model.dtype), np.zeros(cfg.hidden, model.dtype)
+    cpu.feed_tokens_parallel(logits, h, c, np.asarray(tokens, np.int64), cpu.CELL_CODES[cfg.cell],
+                             kernel_weights(model), np.asarray(bounds, np.int64), h_new, xg, hw)
+    return h, c, logits
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("embed, table", [(0, False), (5, True), (5, False)])
+@pytest.mark.parametrize("bounds", [[0, 13], [0, 5, 13], [0, 3, 4, 9, 13]])
+def test_parallel_feed_equals_feed(cell, layers, embed, table, bounds, rng, monkeypatch):
+    # Any split of the units into parts (uneven, one unit, one part) steps the model as the
+    # single-threaded kernel does, for one-hot input, the input table and the embedding product.
+    import numrnn.sampling as sampling
+
+    if not table:
+        monkeypatch.setattr(sampling, "INPUT_TABLE_MAX_BYTES", 0)
+    model = make_model(cell, rng, layers, embed, hidden=13, scale=2.0)
+    tokens = rng.integers(0, V, 11)
+    state = random_state(model, rng)
+    expected = feed(model, tokens, state.copy())
+    for mine, theirs in zip(feed_parallel(model, tokens, state, bounds), expected):
+        np.testing.assert_allclose(mine, theirs, rtol=F64_RTOL, atol=F64_ATOL)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sampler_on_two_threads_writes_the_same_text(cell, rng):
+    model = make_model(cell, rng, hidden=48, scale=2.0)
+    one, two = Sampler(model, VOCAB, threads=1), Sampler(model, VOCAB, threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    assert two.kernel_names == ("generate_tokens_parallel",)
+    for settings in (dict(length=300, chunk=64), dict(length=120, argmax=True),
+                     dict(length=200, top_k=4, temperature=0.8)):
+        config = SampleConfig(**settings)
+        assert text(two, "abc", config, seed=5) == text(one, "abc", config, seed=5)
+        assert text(two, "", config, seed=6) == text(one, "", config, seed=6)
+
+
+def test_part_bounds_cover_the_units_on_aligned_cuts():
+    from numrnn.sampling import PART_ALIGN, _part_bounds
+
+    assert _part_bounds(1024, 2).tolist() == [0, 512, 1024]
+    assert _part_bounds(100, 3).tolist() == [0, 32, 64, 100]
+    for H, parts in [(48, 2), (1000, 4), (777, 3)]:
+        cuts = _part_bounds(H, parts)
+        assert cuts[0] == 0 and cuts[-1] == H and np.all(np.diff(cuts) > 0)
+        assert np.all(cuts[:-1] % PART_ALIGN == 0)
+
+
+def test_threads_default_to_one_unless_a_layer_is_large(rng, monkeypatch):
+    import numba
+
+    import numrnn.sampling as sampling
+
+    small = make_model("lstm", rng, hidden=48)
+    assert Sampler(small, VOCAB).threads == 1
+    assert Sampler(small, VOCAB).kernel_names == ("generate_tokens",)
+    # (E or 1 + H) * 4H floats: here (1 + 48) * 192 * 8 bytes for layer 0, (48 + 48) * 192 * 8 above.
+    monkeypatch.setattr(sampling, "PARALLEL_MIN_LAYER_BYTES", 96 * 192 * 8)
+    assert Sampler(small, VOCAB).threads == min(numba.get_num_threads(), 3)
+    monkeypatch.setattr(sampling, "PARALLEL_MIN_LAYER_BYTES", 96 * 192 * 8 + 1)
+    assert Sampler(small, VOCAB).threads == 1
+    # Never more parts than aligned groups of units.
+    assert Sampler(make_model("gru", rng, hidden=20), VOCAB, threads=8).threads == 1

@@ -699,3 +699,141 @@ def generate_tokens(out, logits, h, c, token, uniforms, temperature, top_k, top_
         _head(logits, h, Wy, by)
         token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
         out[n] = token
+
+
+# --------------------------------------------------------------------------- generation on two threads
+# At batch 1 a step reads every weight once, so large models are bound by memory bandwidth,
+# which one core does not saturate. These variants split each layer's hidden units into parts
+# (``bounds``: P+1 unit offsets, one part per thread): a part computes the products for its
+# units' gate columns and updates those units, so each thread reads its share of every weight
+# row. No BLAS is called here, so its threads cannot fight numba's (shared/DESIGN.md section 8).
+# The arithmetic is generate_tokens'; only the order of each dot product's sum differs.
+
+parallel_kernel = numba.njit(parallel=True, **_JIT)
+
+
+@kernel
+def _rows_times(acc, x, W, H, j0, j1):
+    # acc (G) += x @ W, only in the columns of units j0:j1 of every gate block (g*H + j0 to
+    # g*H + j1), G = gates * H; x (D); W (D, G)
+    # Four rows of W at a time, every gate block of those rows before the next four, so W is
+    # read in address order and acc is loaded and stored once per four rows' products.
+    n = j1 - j0
+    D = x.shape[0]
+    gates = acc.shape[0] // H
+    d = 0
+    while d + 4 <= D:
+        x0, x1, x2, x3 = x[d], x[d + 1], x[d + 2], x[d + 3]
+        for gate in range(gates):
+            lo = gate * H + j0
+            a = acc[lo : lo + n]
+            w0 = W[d, lo : lo + n]
+            w1 = W[d + 1, lo : lo + n]
+            w2 = W[d + 2, lo : lo + n]
+            w3 = W[d + 3, lo : lo + n]
+            for j in range(n):
+                a[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
+        d += 4
+    while d < D:
+        x_d = x[d]
+        for gate in range(gates):
+            lo = gate * H + j0
+            a = acc[lo : lo + n]
+            w_d = W[d, lo : lo + n]
+            for j in range(n):
+                a[j] += x_d * w_d[j]
+        d += 1
+
+
+@kernel
+def _advance_part(h, c, h_new, layer, token, cell, embed, Wx, Wh, bx, bh, xg, hw, j0, j1):
+    # One part (units j0:j1) of one layer's step: the gate columns of those units of
+    # xg = x @ Wx + bx and hw = h_prev @ Wh, then the cell update into h_new[j0:j1] and c[j0:j1].
+    # h, c (L, H): h[layer - 1] is the step's input (already updated), h[layer] the previous
+    # state; h_new (H) out; xg, hw (G) workspaces (each part writes only its own columns)
+    H = h.shape[1]
+    gates = xg.shape[0] // H
+    for gate in range(gates):
+        lo = gate * H
+        for j in range(j0, j1):
+            xg[lo + j] = bx[lo + j]
+            hw[lo + j] = 0.0
+    if layer == 0 and embed.shape[0] == 0:
+        row = Wx[token]  # one-hot input (or the input table): a row, no product
+        for gate in range(gates):
+            lo = gate * H
+            for j in range(j0, j1):
+                xg[lo + j] += row[lo + j]
+    elif layer == 0:
+        _rows_times(xg, embed[token], Wx, H, j0, j1)
+    else:
+        _rows_times(xg, h[layer - 1], Wx, H, j0, j1)
+    _rows_times(hw, h[layer], Wh, H, j0, j1)
+    c_layer = c[layer]
+    h_prev = h[layer]
+    if cell == _CELL_LSTM:
+        for j in range(j0, j1):
+            _, _, _, _, c_j, h_j = lstm_cell(
+                xg[j] + hw[j] + bh[j],
+                xg[H + j] + hw[H + j] + bh[H + j],
+                xg[2 * H + j] + hw[2 * H + j] + bh[2 * H + j],
+                xg[3 * H + j] + hw[3 * H + j] + bh[3 * H + j],
+                c_layer[j],
+            )
+            c_layer[j] = c_j
+            h_new[j] = h_j
+    elif cell == _CELL_GRU:
+        for j in range(j0, j1):
+            _, _, _, h_j = gru_cell(
+                xg[j], xg[H + j], xg[2 * H + j],
+                hw[j] + bh[j], hw[H + j] + bh[H + j], hw[2 * H + j] + bh[2 * H + j],
+                h_prev[j],
+            )
+            h_new[j] = h_j
+    else:
+        for j in range(j0, j1):
+            h_new[j] = rnn_cell(xg[j] + hw[j] + bh[j])
+
+
+@parallel_kernel
+def _advance_parallel(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, bounds, h_new, xg, hw):
+    # As _advance, each layer's units split into the parts of ``bounds`` (P+1 offsets), one
+    # thread each. h_new (H), xg, hw (G) workspaces.
+    for layer in range(h.shape[0]):
+        for p in numba.prange(bounds.shape[0] - 1):
+            _advance_part(h, c, h_new, layer, token, cell, embed, Wxs[layer], Whs[layer],
+                          bxs[layer], bhs[layer], xg, hw, bounds[p], bounds[p + 1])
+        # Every part has read the whole previous state: now it may be replaced.
+        h_layer = h[layer]
+        for j in range(h_layer.shape[0]):
+            h_layer[j] = h_new[j]
+
+
+@kernel
+def _head_loop(logits, h, Wy, by):
+    # logits (K) out = h[top] @ Wy + by, without BLAS (see the section header)
+    logits[:] = by
+    K = logits.shape[0]
+    _rows_times(logits, h[h.shape[0] - 1], Wy, K, 0, K)  # one "gate block" of K columns
+
+
+@kernel
+def feed_tokens_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg, hw):
+    # feed_tokens on parts (see the section header); h_new (H), xg, hw (G) workspaces
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    for t in range(tokens.shape[0]):
+        _advance_parallel(h, c, tokens[t], cell, embed, Wxs, Whs, bxs, bhs, bounds, h_new, xg, hw)
+    if tokens.shape[0] > 0:
+        _head_loop(logits, h, Wy, by)
+
+
+@kernel
+def generate_tokens_parallel(out, logits, h, c, token, uniforms, temperature, top_k, top_p, greedy,
+                             cell, weights, bounds, h_new, xg, hw, probs, ranked):
+    # generate_tokens on parts (see the section header); h_new (H), xg, hw (G) workspaces
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    for n in range(out.shape[0]):
+        _advance_parallel(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, bounds, h_new, xg, hw)
+        _head_loop(logits, h, Wy, by)
+        token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
+        out[n] = token
