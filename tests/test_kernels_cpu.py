@@ -249,9 +249,13 @@ def test_clip_global_norm(rng):
 
 
 @pytest.mark.parametrize("shape", [(3, 12), (33, 132), (70, 35)])
-def test_transposed_copy_is_exact_across_tile_edges(shape, rng):
-    W = rng.standard_normal(shape)
-    scratch = np.full(W.size + 5, np.nan)
-    WT = cpu._transposed(W, scratch)
-    assert WT.flags.c_contiguous
-    np.testing.assert_array_equal(WT, W.T)
+def test_transposed_store_and_add_are_exact_across_tile_edges(shape, rng):
+    B, H = shape
+    src_T = rng.standard_normal((H, B))
+    dst = np.full((B, H), np.nan)
+    cpu._store_transposed(dst, src_T)
+    np.testing.assert_array_equal(dst, src_T.T)
+    base = rng.standard_normal((B, H))
+    total = base.copy()
+    cpu._add_transposed(total, src_T)
+    np.testing.assert_array_equal(total, base + src_T.T)

@@ -79,20 +79,35 @@ def _split4(row, H):
 
 
 @kernel
-def _transposed(W, scratch):
-    # W (H, G) -> a C-contiguous copy of W.T (G, H) in the front of scratch (>= G*H)
-    # Backward multiplies by Wh.T at every step; BLAS runs that GEMM about 1.4x faster on a
-    # contiguous copy than on the transposed view (measured 126 vs 87 GFLOP/s, B32 x H256).
-    H, G = W.shape
-    WT = scratch[: G * H].reshape((G, H))
-    tile = 32  # square tiles keep both the reads and the strided writes in cache
-    for h0 in range(0, H, tile):
-        for g0 in range(0, G, tile):
-            for h in range(h0, min(h0 + tile, H)):
-                W_h = W[h]
-                for g in range(g0, min(g0 + tile, G)):
-                    WT[g, h] = W_h[g]
-    return WT
+def _recurrent_grad(dstate_T, dpre, Wh):
+    # dstate_T (H, B) out = (dpre @ Wh.T).T = Wh @ dpre.T: the gradient reaching the previous
+    # state through the recurrent product. dpre (B, G); Wh (H, G)
+    # This orientation (the weight as the left operand) runs the per-step GEMM 1.1-1.4x
+    # faster in OpenBLAS than dpre @ Wh.T or dpre @ (a copy of Wh.T) (measured at B50 x H512
+    # and B64 x H1024); transposing the small (H, B) result back costs little.
+    np.dot(Wh, dpre.T, dstate_T)
+
+
+@kernel
+def _store_transposed(dst, src_T):
+    # dst (B, H) = src_T.T; src_T (H, B). Tiles keep the strided side in cache.
+    B, H = dst.shape
+    for h0 in range(0, H, 32):
+        for b in range(B):
+            dst_b = dst[b]
+            for h in range(h0, min(h0 + 32, H)):
+                dst_b[h] = src_T[h, b]
+
+
+@kernel
+def _add_transposed(dst, src_T):
+    # dst (B, H) += src_T.T; src_T (H, B)
+    B, H = dst.shape
+    for h0 in range(0, H, 32):
+        for b in range(B):
+            dst_b = dst[b]
+            for h in range(h0, min(h0 + 32, H)):
+                dst_b[h] += src_T[h, b]
 
 
 @kernel
@@ -187,9 +202,9 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, Wh, scratch):
     # dh0 (B, H) out: gradient of the initial state hs[0]; also the running carry dh_{t-1}
     # dWh (H, H), dbh (H) accumulate
     # dhs (T, B, H) in: gradient reaching h_t from above; dhT (B, H) in: from a later chunk
-    # hs (T+1, B, H) in: states of the forward; Wh (H, H); scratch (>= H*H) workspace
+    # hs (T+1, B, H) in: states of the forward; Wh (H, H); scratch (>= H*max(H, B)) workspace
     T, B, H = dhs.shape
-    WhT = _transposed(Wh, scratch)
+    carry_T = scratch[: H * B].reshape((H, B))
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
         h_t = hs[t + 1]
@@ -202,7 +217,8 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, Wh, scratch):
             dxg_b = dxg_t[b]
             for j in range(H):
                 dxg_b[j] = rnn_cell_backward(h_b[j], dhs_b[j] + carry_b[j])
-        np.dot(dxg_t, WhT, dh0)
+        _recurrent_grad(carry_T, dxg_t, Wh)
+        _store_transposed(dh0, carry_T)
     _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dxg), scratch)
 
 
@@ -249,10 +265,10 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, 
     # dWh (H, 4H), dbh (4H) accumulate
     # dhs (T, B, H) in: gradient reaching h_t from above; dhT, dcT (B, H) in: from a later chunk
     # hs, cs (T+1, B, H), gates (T, B, 4H) in: the forward's states and activated gates
-    # Wh (H, 4H); scratch (>= 4H*H) workspace
+    # Wh (H, 4H); scratch (>= H*max(4H, B)) workspace
     T, B, G = gates.shape
     H = G // 4
-    WhT = _transposed(Wh, scratch)
+    carry_T = scratch[: H * B].reshape((H, B))
     dh0[:] = dhT
     dc0[:] = dcT
     for t in range(T - 1, -1, -1):
@@ -274,7 +290,8 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, 
                 d_g[j] = da_g
                 d_o[j] = da_o
                 dc_carry[j] = dc_prev
-        np.dot(dgates[t], WhT, dh0)
+        _recurrent_grad(carry_T, dgates[t], Wh)
+        _store_transposed(dh0, carry_T)
     _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dgates), scratch)
 
 
@@ -321,11 +338,10 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, Wh, dhg, scratch):
     # hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) in: the forward's states and caches
     # Wh (H, 3H)
     # dhg (T, B, 3H) workspace: gradient of h_{t-1} @ Wh + bh (differs from dxg in the n part)
-    # scratch (>= 3H*H + B*H) workspace
+    # scratch (>= H*max(3H, B)) workspace
     T, B, G = gates.shape
     H = G // 3
-    WhT = _transposed(Wh, scratch)
-    recurrent = scratch[G * H : G * H + B * H].reshape((B, H))
+    recurrent_T = scratch[: H * B].reshape((H, B))
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
         for b in range(B):
@@ -347,12 +363,8 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, Wh, dhg, scratch):
                 dh_z[j] = da_z
                 dh_nn[j] = dh_n
                 carry[j] = dh_prev
-        np.dot(dhg[t], WhT, recurrent)
-        for b in range(B):
-            carry = dh0[b]
-            rec_b = recurrent[b]
-            for j in range(H):
-                carry[j] += rec_b[j]
+        _recurrent_grad(recurrent_T, dhg[t], Wh)
+        _add_transposed(dh0, recurrent_T)
     _accumulate_tn(dWh, dbh, _rows(hs[:T]), _rows(dhg), scratch)
 
 
