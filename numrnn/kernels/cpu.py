@@ -412,11 +412,12 @@ def softmax_xent_fused(losses, dlogits, logits, targets, scale):
         peak = row[0]
         for v in range(1, V):
             peak = max(peak, row[v])
+        # Two loops: the first vectorises (no running sum), the second is the sum.
+        for v in range(V):
+            drow[v] = activations.exp(row[v] - peak)
         total = 0.0
         for v in range(V):
-            e = np.exp(row[v] - peak)
-            drow[v] = e
-            total += e
+            total += drow[v]
         losses[n] = np.log(total) + peak - target_logit
         inv = scale / total
         for v in range(V):
@@ -604,11 +605,11 @@ def _softmax_with_temperature(probs, logits, temperature):
     # probs (K) out = softmax(logits / temperature), shifted by the peak so exp cannot overflow
     # logits (K)
     peak = logits[_argmax(logits)]
-    total = 0.0
     for k in range(logits.shape[0]):
-        e = np.exp((logits[k] - peak) / temperature)
-        probs[k] = e
-        total += e
+        probs[k] = activations.exp((logits[k] - peak) / temperature)
+    total = 0.0  # summed apart from the exps, so that their loop vectorises
+    for k in range(probs.shape[0]):
+        total += probs[k]
     for k in range(probs.shape[0]):
         probs[k] /= total
 
