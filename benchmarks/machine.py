@@ -4,6 +4,8 @@ import os
 import platform
 from pathlib import Path
 
+BUSY_LOAD = 0.5  # 1-minute load average at the start above which the speed columns get a warning
+
 
 def cpu_name():
     try:

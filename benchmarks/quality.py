@@ -46,7 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from machine import cpu_name, load_average  # benchmarks/machine.py, beside this script
+from machine import BUSY_LOAD, cpu_name, load_average  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, numrnn not installed
@@ -59,7 +59,6 @@ VAL_FRAC = 0.05
 WARMUP_STEPS = 5
 TORCH_THREADS = 2
 TARGET_PCT = 2.0
-BUSY_LOAD = 0.5  # 1-minute load average above which the speed columns get a warning
 LN2 = math.log(2.0)
 
 # The `numrnn train` defaults; --steps keeps the default run near 5 minutes on 2 cores.

@@ -83,7 +83,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from machine import cpu_name, load_average  # benchmarks/machine.py, beside this script
+from machine import BUSY_LOAD, cpu_name, load_average  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, numrnn not installed
@@ -102,7 +102,6 @@ PRIME_LENGTH = 20
 FLOAT32_BYTES = 4
 GEMM_N = 2048
 STARTUP_SAMPLE_LENGTH = 200
-BUSY_LOAD = 0.5  # 1-minute load average above which the speed columns get a warning
 MAX_TRAIN_STEPS = 1000  # caps --min-seconds for tiny steps (config A)
 MAX_SAMPLE_RUNS = 100
 READS_PER_CALL = 8  # buffer reads per call of the threaded bandwidth probe
@@ -997,10 +996,11 @@ def notes(report):
         for kind, side in row["sides"].items():
             if side and side.get("errors"):
                 lines.append(f"{Row(**row['row']).name} {kind} failed: {side['errors'][0]}")
-    load = max((x for x in report["load"].values() if x is not None), default=None)
+    # The start only: by the end the 1-minute load counts this run's own two threads.
+    load = report["load"]["start"]
     if load is not None and load > BUSY_LOAD:
-        lines.append(f"note: the machine was busy (1-minute load up to {load:.2f}); other work "
-                     f"skews the speed columns of both sides.")
+        lines.append(f"note: the machine was busy (1-minute load {load:.2f}) when this started; "
+                     f"other work skews the speed columns of both sides.")
     lines.append(f"wall time of this run: {report['wall_s']:.0f} s.")
     return lines
 

@@ -111,7 +111,9 @@ class _Workspace:
         self.zero_bh = zeros(B, H)
         self.hw = zeros(B, G)
         D0 = config.layer_input_width(0)
-        self.scratch = zeros(max(D0 * G, H * G + B * H, H * K, 1))
+        # The largest kernel workspace: linear_backward's (D, K) product, a cell backward's
+        # (H, G) product or its (H, B) per-step carry, the head's (H, K).
+        self.scratch = zeros(max(D0 * G, H * G, H * B, H * K, 1))
         self.used_dropout = False
 
 

@@ -38,16 +38,22 @@ def random_state(model, rng):
     return state
 
 
-def feed(model, tokens, state):
-    """Run feed_tokens from ``state`` (left as it is); returns (h, c, logits), each a fresh array."""
+def feed(model, tokens, state, bounds=None):
+    """Run feed_tokens from ``state`` (left as it is), or feed_tokens_parallel with the unit
+    parts ``bounds``; returns (h, c, logits), each a fresh array."""
     cfg = model.config
     h = state.h[:, 0].copy()
     c = np.zeros_like(h) if state.c is None else state.c[:, 0].copy()
     logits = np.zeros(cfg.outputs, model.dtype)
     xg = np.zeros((1, cfg.gate_width), model.dtype)
     hw = np.zeros_like(xg)
-    cpu.feed_tokens(logits, h, c, np.asarray(tokens, np.int64), cpu.CELL_CODES[cfg.cell],
-                    kernel_weights(model), xg, hw)
+    tokens, cell, weights = np.asarray(tokens, np.int64), cpu.CELL_CODES[cfg.cell], kernel_weights(model)
+    if bounds is None:
+        cpu.feed_tokens(logits, h, c, tokens, cell, weights, xg, hw)
+    else:
+        h_new = np.zeros(cfg.hidden, model.dtype)
+        cpu.feed_tokens_parallel(logits, h, c, tokens, cell, weights, np.asarray(bounds, np.int64),
+                                 h_new, xg[0], hw[0])
     return h, c, logits
 
 
@@ -441,19 +447,6 @@ def test_input_table_and_embedding_product_give_the_same_steps(cell, rng, monkey
 # --------------------------------------------------------------------------- generation on threads
 
 
-def feed_parallel(model, tokens, state, bounds):
-    """feed_tokens_parallel from ``state`` with the unit parts ``bounds``: (h, c, logits)."""
-    cfg = model.config
-    h = state.h[:, 0].copy()
-    c = np.zeros_like(h) if state.c is None else state.c[:, 0].copy()
-    logits = np.zeros(cfg.outputs, model.dtype)
-    G = cfg.gate_width
-    xg, hw, h_new = np.zeros(G, model.dtype), np.zeros(G, model.dtype), np.zeros(cfg.hidden, model.dtype)
-    cpu.feed_tokens_parallel(logits, h, c, np.asarray(tokens, np.int64), cpu.CELL_CODES[cfg.cell],
-                             kernel_weights(model), np.asarray(bounds, np.int64), h_new, xg, hw)
-    return h, c, logits
-
-
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("embed, table", [(0, False), (5, True), (5, False)])
@@ -469,7 +462,7 @@ def test_parallel_feed_equals_feed(cell, layers, embed, table, bounds, rng, monk
     tokens = rng.integers(0, V, 11)
     state = random_state(model, rng)
     expected = feed(model, tokens, state)
-    for mine, theirs in zip(feed_parallel(model, tokens, state, bounds), expected):
+    for mine, theirs in zip(feed(model, tokens, state, bounds), expected):
         np.testing.assert_allclose(mine, theirs, rtol=F64_RTOL, atol=F64_ATOL)
 
 
