@@ -6,24 +6,28 @@ import sys
 
 import click
 
-from numrnn.cells import CELLS
+from numrnn.configs import CELLS, GRADCHECK_LOSSES
 from numrnn_cli.exit_codes import ExitCode
 
 
 @click.command("gradcheck")
 @click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
               help="Cell to check; repeat for several.  [default: all of rnn, lstm, gru]")
+@click.option("--loss", "losses", multiple=True, type=click.Choice(GRADCHECK_LOSSES),
+              help="Topology's loss to check; repeat for several.  [default: all]")
 @click.option("--seed", default=0, type=int, help="Seed for the tiny models' weights and data.")
 @click.option("--tolerance", default=1e-6, type=click.FloatRange(min=0, min_open=True),
               help="Largest relative error |a-b|/max(|a|+|b|,1e-12) that passes.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print the results as JSON on stdout: {"ok": ..., "rows": [...]}.')
-def gradcheck(cells, seed, tolerance, as_json):
+def gradcheck(cells, losses, seed, tolerance, as_json):
     """Check the analytic BPTT gradients of every cell against finite differences.
 
-    For each cell (rnn, lstm, gru) at 1 and 2 layers, and for a many-to-many loss (a
-    language model, "lm") and a many-to-one loss (classify from the last state, "last"),
-    a tiny float64 model is built from --seed, and the gradient of the loss with respect to
+    For each cell (rnn, lstm, gru) at 1 and 2 layers and each topology's loss (--loss):
+    "lm", many-to-many (a language model); "classify", many-to-one over rows of different
+    lengths, padded (the class read at each row's last real character); "classify-bi", the
+    same with a bidirectional stack; "one-to-one", a single step (a plain classifier), a
+    tiny float64 model is built from --seed, and the gradient of the loss with respect to
     every element of every weight tensor and of the initial states is computed twice: by
     the kernels' backward pass and by central differences (Ridders' extrapolation). A row
     shows the largest relative error in one tensor. The first run compiles the kernels
@@ -35,6 +39,7 @@ def gradcheck(cells, seed, tolerance, as_json):
     Examples:
       numrnn gradcheck
       numrnn gradcheck --cell lstm --cell gru --seed 7
+      numrnn gradcheck --loss classify-bi
       numrnn gradcheck --json | python -m json.tool
     """
     from numrnn.gradcheck import run_gradcheck
@@ -44,7 +49,8 @@ def gradcheck(cells, seed, tolerance, as_json):
     console = err_console()
     with console.status("checking gradients (the first run compiles the kernels)...",
                         spinner="dots") if console.is_terminal else contextlib.nullcontext():
-        report = run_gradcheck(cells=cells, seed=seed, tolerance=tolerance)
+        report = run_gradcheck(cells=cells, losses=losses or GRADCHECK_LOSSES, seed=seed,
+                               tolerance=tolerance)
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -57,7 +57,7 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     import numpy as np
 
     from numrnn.checkpoint import load_checkpoint
-    from numrnn.config import kernels_compiled
+    from numrnn.tunables import kernels_compiled
     from numrnn.data import read_text
     from numrnn.sampling import SampleConfig, Sampler
     from numrnn_cli.console import err_console

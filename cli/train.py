@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from numrnn.cells import CELLS
+from numrnn.configs import CELLS, DEVICES, DTYPES, OPTIMIZERS
 from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.params import Duration
 
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")  # numrnn.optim.OPTIMIZERS, without importing numpy
 MODEL_OPTIONS = ("cell", "hidden", "layers", "embed")
 TRAIN_OPTIONS = ("seq_len", "batch_size", "optimizer", "lr", "lr_decay", "grad_clip", "max_steps",
                  "max_epochs", "max_time", "eval_every", "checkpoint_every", "log_every",
@@ -61,11 +60,11 @@ COUNT = click.IntRange(min=0)
               help="Continue training from this checkpoint exactly where it stopped.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file when not resuming.")
 @click.option("--seed", type=int, default=0, help="Seed for the initial weights and dropout.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32",
               help="Floating-point type of weights and arithmetic.")
 @click.option("--threads", type=POSITIVE, default=None,
               help="CPU threads for BLAS and numba.  [default: all cores]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--device", type=click.Choice(DEVICES), default="auto",
               help="Where to train; auto is the CPU until the CUDA backend lands.")
 @click.option("--metrics", type=click.Path(path_type=Path), default=None,
               help="Append one JSON object per log interval and per evaluation to this file.")
@@ -104,8 +103,8 @@ def train(ctx, corpus, **options):
 
 
 def _schedule(spec):
+    from numrnn.configs import LRSchedule
     from numrnn.errors import ConfigError
-    from numrnn.optim import LRSchedule
 
     try:
         LRSchedule.parse(spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from numrnn.checkpoint import best_path, check_writable, load_checkpoint
-from numrnn.config import kernels_compiled
+from numrnn.tunables import kernels_compiled
 from numrnn.data import Vocab, read_text, split_by_position
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.model import Model, ModelConfig

@@ -28,7 +28,7 @@ import numpy as np
 from numrnn import __version__
 from numrnn.data import Vocab
 from numrnn.errors import CheckpointError, ConfigError, DataError
-from numrnn.params import model_layout, torch_shapes, to_torch
+from numrnn.params import torch_shapes, to_torch
 
 FORMAT = "numrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -238,7 +238,7 @@ def _read_document(path, header):
 
 
 def _check(path, document, tensors):
-    from numrnn.model import ModelConfig
+    from numrnn.model import ModelConfig, model_layout
 
     def bad(what):
         return CheckpointError(f"{path} is inconsistent: {what}")

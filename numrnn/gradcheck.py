@@ -7,19 +7,25 @@ extrapolated to e -> 0 by Ridders' method, so the numeric side is accurate to ab
 absolute and the comparison is limited by float64 alone. The error of one element is ``|a - b| / max(|a| + |b|, 1e-12)``;
 a tensor's row reports the largest over its elements.
 
-Losses: ``lm`` is many-to-many (next-token cross-entropy at every step, embedding input);
-``last`` is many-to-one (classify from the top layer's last state, one-hot input), so both
-input paths are checked for every cell.
+Losses, one per topology:
+- ``lm``: many-to-many, next-token cross-entropy at every step, embedding input;
+- ``classify``: many-to-one, one-hot input, rows of different lengths right-padded (the class
+  is read at each row's last real step);
+- ``classify-bi``: the same with a bidirectional stack and embedding input;
+- ``one-to-one``: a single step (T = 1), a plain classifier.
+Both input paths (embedding, one-hot) are checked for every cell.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from numrnn.configs import GRADCHECK_LOSSES
 from numrnn.model import CELLS, Model, ModelConfig
+from numrnn.tasks.classify import Classifier
 
 DEFAULT_TOLERANCE = 1e-6
-LOSSES = ("lm", "last")
+LOSSES = GRADCHECK_LOSSES
 LAYER_COUNTS = (1, 2)
 FD_STEP = 0.1  # Ridders' first step; it shrinks by 1.4 per row
 # Tiny shapes: every element is checked, 4 forward passes each.
@@ -123,22 +129,23 @@ def numeric_gradient(f, x, step=FD_STEP):
     return grad
 
 
-def check_model(model, tokens, targets, state, *, last_only, step=FD_STEP):
+def check_model(model, run, state, *, step=FD_STEP):
     """Errors of the analytic gradient of ``model``'s loss, per parameter tensor and state.
 
-    Returns a list of (tensor name, max relative error, max absolute error); the model must
-    be float64.
+    run(grad) -> LossResult: the loss with the model's current weights and ``state`` (its
+    gradient left in ``model.grads`` when grad). Returns a list of (tensor name, max relative
+    error, max absolute error); the model must be float64.
     """
     if model.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model")
-    result = model.loss_and_grad(tokens, targets, state, last_only=last_only)
+    result = run(True)
     analytic = {name: grad.copy() for name, grad in model.dweights.items()}
     analytic["h0"] = result.dstate.h
     if state.c is not None:
         analytic["c0"] = result.dstate.c
 
     def loss():
-        return model.loss(tokens, targets, state, last_only=last_only).loss
+        return run(False).loss
 
     tensors = dict(model.weights)
     tensors["h0"] = state.h
@@ -153,26 +160,35 @@ def check_model(model, tokens, targets, state, *, last_only, step=FD_STEP):
 
 
 def build_case(cell, layers, loss, seed, kernels=None):
-    """The tiny float64 model, data and initial state one gradcheck row set is computed on."""
+    """The tiny float64 model of one gradcheck row set, its initial state and its loss:
+    (model, run(grad) -> LossResult, state)."""
     rng = np.random.default_rng(seed)
-    last_only = loss == "last"
+    classify = loss != "lm"
+    T = 1 if loss == "one-to-one" else STEPS
     config = ModelConfig(cell=cell, vocab_size=VOCAB, hidden=HIDDEN, layers=layers,
-                         embed=0 if last_only else EMBED,
-                         output_size=CLASSES if last_only else 0)
-    model = Model(config, np.float64, kernels=kernels).init_weights(rng)
+                         embed=EMBED if loss in ("lm", "classify-bi") else 0,
+                         output_size=CLASSES if classify else 0,
+                         bidirectional=loss == "classify-bi")
+    model = (Classifier if classify else Model)(config, np.float64, kernels=kernels).init_weights(rng)
     # 1.5x PyTorch's scale keeps the lower layers' gradients well above float64's resolution.
     model.params *= INIT_SCALE
-    tokens = rng.integers(0, VOCAB, (STEPS, BATCH))
-    if last_only:
-        targets = rng.integers(0, CLASSES, BATCH)
-    else:
-        targets = rng.integers(0, VOCAB, (STEPS, BATCH))
+    tokens = rng.integers(0, VOCAB, (T, BATCH))
     state = model.zero_state(BATCH)
     # A non-zero initial state, so its gradient and every path through it are exercised.
     state.h[...] = rng.uniform(-0.5, 0.5, state.h.shape)
     if state.c is not None:
         state.c[...] = rng.uniform(-0.5, 0.5, state.c.shape)
-    return model, tokens, targets, state, last_only
+    if not classify:
+        targets = rng.integers(0, VOCAB, (T, BATCH))
+        return model, lambda grad: _run(model, grad, tokens, targets, state=state), state
+    targets = rng.integers(0, CLASSES, BATCH)
+    # Rows of different lengths, right-padded: the padding must get no gradient and give none.
+    lengths = np.minimum(np.arange(BATCH) % T + T - 1, T) if T > 1 else None
+    return model, lambda grad: _run(model, grad, tokens, targets, lengths, state=state), state
+
+
+def _run(model, grad, *args, **kwargs):
+    return model.loss_and_grad(*args, **kwargs) if grad else model.loss(*args, **kwargs)
 
 
 def run_gradcheck(cells=CELLS, layer_counts=LAYER_COUNTS, losses=LOSSES, seed=0,
@@ -186,9 +202,8 @@ def run_gradcheck(cells=CELLS, layer_counts=LAYER_COUNTS, losses=LOSSES, seed=0,
     for cell in cells:
         for layers in layer_counts:
             for loss in losses:
-                model, tokens, targets, state, last_only = build_case(cell, layers, loss, seed, kernels)
-                errors = check_model(model, tokens, targets, state, last_only=last_only)
-                for name, rel_error, abs_error in errors:
+                model, run, state = build_case(cell, layers, loss, seed, kernels)
+                for name, rel_error, abs_error in check_model(model, run, state):
                     row = GradcheckRow(cell, layers, loss, name, rel_error, abs_error,
                                        rel_error < tolerance)
                     report.rows.append(row)

@@ -5,15 +5,10 @@ rule and defaults, so a run here follows the trajectory torch would. The optimiz
 is a few flat arrays with the parameters' layout, saved in checkpoints under ``optim.*``.
 """
 
-import math
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
+from numrnn.configs import OPTIMIZERS, SCHEDULE_HELP, LRSchedule  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
-
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 
 # torch.optim's defaults, except SGD's momentum (torch: 0), which char-level models need.
 ADAM_BETAS = (0.9, 0.999)
@@ -67,56 +62,3 @@ class Optimizer:
                                   f"expected {target.shape}")
             target[...] = source
         self.steps = int(steps)
-
-
-# --------------------------------------------------------------------------- schedules
-
-SCHEDULE_HELP = (
-    "none (constant), cosine[:FLOOR] and linear[:FLOOR] (from --lr down to FLOOR, default 0, "
-    "at the last step, so they need --max-steps or --max-epochs), step:EVERY:FACTOR "
-    "(multiply by FACTOR every EVERY steps, e.g. step:1000:0.5)"
-)
-_NUMBER = r"[0-9.]+(?:[eE][-+]?[0-9]+)?"
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """The learning rate as a pure function of the step, so a resumed run gets the same one."""
-
-    kind: str = "none"
-    floor: float = 0.0
-    every: int = 0
-    factor: float = 1.0
-
-    @classmethod
-    def parse(cls, spec):
-        text = (spec or "none").strip().lower()
-        if text in ("none", "constant"):
-            return cls()
-        match = re.fullmatch(rf"(cosine|linear)(?::({_NUMBER}))?", text)
-        if match:
-            return cls(kind=match[1], floor=float(match[2] or 0.0))
-        match = re.fullmatch(rf"step:([0-9]+):({_NUMBER})", text)
-        if match and int(match[1]) > 0 and 0 < float(match[2]) <= 1:
-            return cls(kind="step", every=int(match[1]), factor=float(match[2]))
-        raise ConfigError(f"lr_decay {spec!r} is not a schedule I know; use {SCHEDULE_HELP}")
-
-    @property
-    def needs_horizon(self):
-        return self.kind in ("cosine", "linear")
-
-    def lr(self, base_lr, step, total_steps=None):
-        """The learning rate of update number ``step`` (0 for the first)."""
-        if self.kind == "none":
-            return base_lr
-        if self.kind == "step":
-            return base_lr * self.factor ** (step // self.every)
-        if not total_steps:
-            raise ConfigError(f"lr_decay {self.kind} needs --max-steps or --max-epochs to know "
-                              f"where it ends")
-        progress = min(step / total_steps, 1.0)
-        if self.kind == "cosine":
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            shape = 1.0 - progress
-        return self.floor + (base_lr - self.floor) * shape

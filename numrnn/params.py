@@ -53,26 +53,6 @@ class ParamLayout:
         return np.zeros(self.size, dtype=dtype)
 
 
-def model_layout(config):
-    """The parameter layout of a stacked model described by a ``ModelConfig``."""
-    entries = []
-    if config.embed:
-        entries.append(("embed.weight", (config.vocab_size, config.embed)))
-    for layer in range(config.layers):
-        width = config.layer_input_width(layer)
-        entries += [
-            (f"rnn.weight_ih_l{layer}", (width, config.gate_width)),
-            (f"rnn.weight_hh_l{layer}", (config.hidden, config.gate_width)),
-            (f"rnn.bias_ih_l{layer}", (config.gate_width,)),
-            (f"rnn.bias_hh_l{layer}", (config.gate_width,)),
-        ]
-    entries += [
-        ("head.weight", (config.hidden, config.outputs)),
-        ("head.bias", (config.outputs,)),
-    ]
-    return ParamLayout(entries)
-
-
 def is_transposed(name):
     # Layer and head weight matrices are stored (in, out) here and (out, in) in PyTorch.
     return name.startswith("rnn.weight_") or name == "head.weight"

@@ -7,39 +7,13 @@ consecutive draws of a Generator concatenate, so the text for a seed does not de
 chunk size.
 """
 
-import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from numrnn.cells import CELL_TABLE
+from numrnn.configs import SampleConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
 from numrnn.kernels import cpu
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """How to generate. ``argmax`` ignores temperature, top-k and top-p."""
-
-    length: int = 1000          # characters generated after the prime
-    temperature: float = 1.0    # > 0; below 1 sharpens the distribution, above 1 flattens it
-    top_k: int = 0              # keep the k most probable characters; 0 = off
-    top_p: float = 1.0          # keep the fewest most probable whose sum reaches p; 1.0 = off
-    argmax: bool = False        # greedy: always the most probable character
-    stop: str = ""              # end right after this string is generated; "" = never
-    chunk: int = 256            # characters per compiled call (streaming granularity)
-
-    def validate(self):
-        if self.length < 0:
-            raise ConfigError(f"length must be 0 or more, not {self.length}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"temperature must be a number greater than 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be 0 (off) or more, not {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1] (1 = off), not {self.top_p}")
-        if self.chunk < 1:
-            raise ConfigError(f"chunk must be at least 1, not {self.chunk}")
-        return self
 
 
 # Generation splits each layer's units between threads only when some layer reads at least
@@ -49,11 +23,6 @@ class SampleConfig:
 PARALLEL_MIN_LAYER_BYTES = 12 * 2**20
 # Part boundaries fall on multiples of this many units (a 64-byte line of float32).
 PART_ALIGN = 16
-
-# The largest layer-0 lookup table kernel_weights builds (bytes); above it, the embedding
-# and Wx are multiplied at every step instead.
-INPUT_TABLE_MAX_BYTES = 64 * 2**20
-
 
 def kernel_weights(model):
     """The model's weights as the generation kernels take them:
@@ -71,8 +40,7 @@ def kernel_weights(model):
     per_layer = lambda name: tuple(c(w[f"rnn.{name}_l{i}"]) for i in range(cfg.layers))  # noqa: E731
     embed = c(w["embed.weight"]) if cfg.embed else np.zeros((0, 0), model.dtype)
     Wxs = per_layer("weight_ih")
-    table_bytes = cfg.vocab_size * cfg.gate_width * model.dtype.itemsize
-    if cfg.embed and table_bytes <= INPUT_TABLE_MAX_BYTES:
+    if model.embedding.uses_table(cfg.gate_width, model.dtype.itemsize):
         Wxs = (np.dot(embed, Wxs[0]),) + Wxs[1:]
         embed = np.zeros((0, 0), model.dtype)
     return (
@@ -125,7 +93,7 @@ class Sampler:
                               "this model classifies, it cannot generate text")
         self.model = model
         self.vocab = vocab
-        self._cell = cpu.CELL_CODES[cfg.cell]
+        self._cell = CELL_TABLE[cfg.cell].code
         zeros = lambda *shape: np.zeros(shape, model.dtype)  # noqa: E731
         L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
         self._h = zeros(L, H)

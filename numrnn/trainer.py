@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -25,48 +25,11 @@ from numrnn.checkpoint import best_path, save_checkpoint
 from numrnn.data import TextStreams
 from numrnn.errors import ConfigError, TrainingDiverged
 from numrnn.model import State
-from numrnn.optim import OPTIMIZERS, LRSchedule, Optimizer
+from numrnn.configs import TrainConfig  # noqa: F401 (re-exported)
+from numrnn.optim import LRSchedule, Optimizer
 
 TASK = "char-lm"
 LN2 = math.log(2.0)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. A limit of 0 means no limit; ``grad_clip`` 0 turns clipping off."""
-
-    seq_len: int = 128
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    lr_decay: str = "none"
-    grad_clip: float = 5.0
-    max_steps: int = 0
-    max_epochs: int = 50
-    max_time: float = 0.0      # seconds of this session
-    eval_every: int = 250      # steps; 0 evaluates only at the end
-    checkpoint_every: int = 250
-    log_every: int = 50
-    patience: int = 0          # evaluations without improvement before stopping; 0 = never
-    val_frac: float = 0.05
-    seed: int = 0
-
-    def validate(self):
-        for name in ("seq_len", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("max_steps", "max_epochs", "max_time", "eval_every", "checkpoint_every",
-                     "patience", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, not {self.lr}")
-        if not 0.0 <= self.val_frac < 1.0:
-            raise ConfigError(f"val_frac must be in [0, 1), not {self.val_frac}")
-        LRSchedule.parse(self.lr_decay)
-        return self
 
 
 @dataclass

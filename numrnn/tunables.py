@@ -1,4 +1,4 @@
-"""Tunables, read at call time and overridable by environment variables.
+"""Numba tunables (cache, fast-math), read at call time and overridable by environment variables.
 
 - ``NUMRNN_CACHE``      1 (default) keeps compiled kernels on disk so later runs start fast; 0 turns it off.
 - ``NUMRNN_CACHE_DIR``  where the kernel cache lives (default ``$XDG_CACHE_HOME/numrnn`` or

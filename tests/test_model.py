@@ -7,6 +7,7 @@ from numrnn import reference as ref
 from numrnn.errors import ConfigError
 from numrnn.model import Model, ModelConfig, State
 from numrnn.params import from_torch, to_torch
+from numrnn.tasks.classify import Classifier
 
 F64_RTOL = 1e-10
 F64_ATOL = 1e-12
@@ -31,7 +32,7 @@ def make_case(cell, rng, layers=2, embed=4, last_only=False, dropout=0.0, dtype=
     V, K = 7, 3
     config = ModelConfig(cell=cell, vocab_size=V, hidden=4, layers=layers, embed=embed,
                          output_size=K if last_only else 0, dropout=dropout)
-    model = Model(config, dtype).init_weights(rng)
+    model = (Classifier if last_only else Model)(config, dtype).init_weights(rng)
     tokens = rng.integers(0, V, (T, B))
     targets = rng.integers(0, K, B) if last_only else rng.integers(0, V, (T, B))
     state = model.zero_state(B)
@@ -51,8 +52,8 @@ def make_case(cell, rng, layers=2, embed=4, last_only=False, dropout=0.0, dtype=
 @pytest.mark.parametrize("T, B, table", [(5, 3, True), (2, 3, False), (4, 9, True)])
 def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B, table, rng):
     model, tokens, targets, state = make_case(cell, rng, layers, embed, last_only, T=T, B=B)
-    result = model.loss_and_grad(tokens, targets, state, last_only=last_only)
-    assert model._workspace(T, B).input_table == (table and embed > 0)
+    result = model.loss_and_grad(tokens, targets, state=state)
+    assert model._workspace(T, B).stack.embedding.table == (table and embed > 0)
     loss, grads = ref.model_loss(cell, reference_weights(model), tokens, targets, state.h, state.c,
                                  last_only=last_only)
     assert result.loss == pytest.approx(loss, rel=F64_RTOL)
@@ -64,7 +65,7 @@ def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B
         np.testing.assert_allclose(result.dstate.c, grads["c0"], rtol=F64_RTOL, atol=F64_ATOL)
     # Evaluation gives the same loss and final state without touching the gradients.
     before = model.grads.copy()
-    evaluated = model.loss(tokens, targets, state, last_only=last_only)
+    evaluated = model.loss(tokens, targets, state=state)
     assert evaluated.loss == pytest.approx(result.loss, rel=F64_RTOL)
     np.testing.assert_array_equal(evaluated.state.h, result.state.h)
     np.testing.assert_array_equal(model.grads, before)
@@ -74,7 +75,7 @@ def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B
 def test_dropout_between_layers_matches_reference_with_the_same_masks(cell, rng):
     model, tokens, targets, state = make_case(cell, rng, layers=3, dropout=0.4)
     result = model.loss_and_grad(tokens, targets, state, train=True, rng=np.random.default_rng(5))
-    masks = [m.copy() for m in model._workspace(*tokens.shape).masks] + [None]
+    masks = [m.copy() for m in model._workspace(*tokens.shape).stack.masks] + [None]
     assert all(np.isin(m, [0.0, 1 / 0.6]).all() for m in masks[:-1])
     loss, grads = ref.model_loss(cell, reference_weights(model), tokens, targets, state.h, state.c, masks)
     assert result.loss == pytest.approx(loss, rel=F64_RTOL)

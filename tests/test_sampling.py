@@ -5,6 +5,7 @@ independent and cut at the stop string."""
 import numpy as np
 import pytest
 
+from numrnn import layers as layers_module
 from numrnn import reference as ref
 from numrnn.data import Vocab
 from numrnn.errors import ConfigError
@@ -84,7 +85,7 @@ def test_feed_equals_training_forward(cell, layers, embed, dtype, rtol, atol, rn
     expected = top @ model.weights["head.weight"] + model.weights["head.bias"]
     np.testing.assert_allclose(logits, expected, rtol=rtol, atol=atol)
     # The training forward's own logits of the last step agree too.
-    trained = model._workspace(T, 1).logits_seq[T - 1]
+    trained = model._workspace(T, 1).logits[T - 1]
     np.testing.assert_allclose(logits, trained, rtol=rtol, atol=atol)
 
 
@@ -430,14 +431,13 @@ def test_generate_validates_the_config_when_called(sampler):
 def test_input_table_and_embedding_product_give_the_same_steps(cell, rng, monkeypatch):
     # kernel_weights folds embed @ Wx0 into a lookup table unless it is too large; both
     # paths of the generation kernel must step the model identically.
-    import numrnn.sampling as sampling
 
     model = make_model(cell, rng, layers=2, embed=5)
     tokens = rng.integers(0, V, 7)
     state = random_state(model, rng)
     assert kernel_weights(model)[0].shape == (0, 0)  # the table: embed is folded in
     with_table = feed(model, tokens, state)
-    monkeypatch.setattr(sampling, "INPUT_TABLE_MAX_BYTES", 0)
+    monkeypatch.setattr(layers_module, "INPUT_TABLE_MAX_BYTES", 0)
     assert kernel_weights(model)[0].shape == (V, 5)  # the embedding itself
     without = feed(model, tokens, state)
     for mine, theirs in zip(with_table, without):
@@ -454,10 +454,9 @@ def test_input_table_and_embedding_product_give_the_same_steps(cell, rng, monkey
 def test_parallel_feed_equals_feed(cell, layers, embed, table, bounds, rng, monkeypatch):
     # Any split of the units into parts (uneven, one unit, one part) steps the model as the
     # single-threaded kernel does, for one-hot input, the input table and the embedding product.
-    import numrnn.sampling as sampling
 
     if not table:
-        monkeypatch.setattr(sampling, "INPUT_TABLE_MAX_BYTES", 0)
+        monkeypatch.setattr(layers_module, "INPUT_TABLE_MAX_BYTES", 0)
     model = make_model(cell, rng, layers, embed, hidden=13, scale=2.0)
     tokens = rng.integers(0, V, 11)
     state = random_state(model, rng)

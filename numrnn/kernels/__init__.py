@@ -4,9 +4,8 @@ Both backends expose the same functions with the same arguments (see ``cpu.py``)
 one is imported only when asked for, so a machine without CUDA never loads it.
 """
 
+from numrnn.configs import DEVICES
 from numrnn.errors import DeviceError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def get_backend(device="cpu"):

@@ -23,11 +23,12 @@ No explicit signatures: each kernel specialises to float32 and float64 from the 
 import numba
 import numpy as np
 
-from numrnn import config
+from numrnn import tunables
+from numrnn.cells import CELL_TABLE
 from numrnn.kernels import activations, pointwise
 
-_CACHE = config.configure_numba()
-_JIT = config.jit_options(_CACHE)
+_CACHE = tunables.configure_numba()
+_JIT = tunables.jit_options(_CACHE)
 _DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
 
 # inline="always": the cell functions return tuples, and only when numba inlines them into the
@@ -503,7 +504,7 @@ def sgd_update(params, grads, velocity, lr, momentum):
 # The arithmetic is the training forward's (``Model._forward``): xg = x @ Wx + bx (a row
 # lookup of Wx for one-hot input), then the cell kernels' pre-activations xg + h @ Wh + bh.
 
-CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}
+CELL_CODES = {name: cell.code for name, cell in CELL_TABLE.items()}
 _CELL_LSTM = CELL_CODES["lstm"]
 _CELL_GRU = CELL_CODES["gru"]
 

@@ -1,0 +1,418 @@
+"""The layers models are assembled from: Embedding, RecurrentStack, Linear.
+
+Each layer declares its parameter entries under a name prefix (PyTorch's state_dict names),
+initialises them, allocates its workspace for a (T, B), and runs forward and backward over
+the backend's kernels (``numrnn.kernels``). A model's flat parameter buffer is the
+concatenation of its layers' entries, in order (``numrnn.model.Network``).
+
+Dimension letters as in the kernels: T time, B batch, V vocabulary, E embedding width,
+D input width, H hidden, G gate width, K output width, L layers, N = T*B rows.
+
+Variable-length batches (the masking contract): sequences are left-aligned and right-padded
+to T, with ``lengths`` (B) giving each row's real length. The recurrence is causal, so
+padding after a row's end never reaches its real steps; whatever reads a row's final state
+reads it at the row's length (``RecurrentStack.final_state``) and gradients enter there, so
+the padded steps receive exactly zero gradient and change no loss, prediction or gradient.
+The reverse direction of a bidirectional stack reads each row's real part backwards
+(``reverse_rows``), so it too starts at the row's last real step.
+"""
+
+import numpy as np
+
+from numrnn.cells import CELL_TABLE
+
+# The largest layer-0 lookup table (bytes) built from an embedding; above it, the embedding and
+# Wx are multiplied instead.
+INPUT_TABLE_MAX_BYTES = 64 * 2**20
+
+
+def _zeros(dtype):
+    return lambda *shape: np.zeros(shape, dtype=dtype)
+
+
+def _init_uniform(view, rng, fan_in):
+    # PyTorch's default for recurrent and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    bound = 1.0 / np.sqrt(fan_in)
+    view[...] = rng.uniform(-bound, bound, view.shape)
+
+
+def reverse_rows(lengths, T):
+    """(T, B) time indices that read each row's first ``lengths[b]`` steps backwards and leave
+    its padding in place; applying it twice gives the identity."""
+    t = np.arange(T)[:, None]
+    lengths = np.asarray(lengths)[None, :]
+    return np.where(t < lengths, lengths - 1 - t, t)
+
+
+def _take_rows(a, index):
+    # a (T, B, ...) -> a[index[t, b], b] for every t, b
+    return a[index, np.arange(a.shape[1])[None, :]]
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+class Embedding:
+    """Token ids to the first recurrent layer's input projection ``xg = x @ Wx + bx``.
+
+    ``width`` 0 feeds one-hot vectors: x @ Wx is then the row of Wx for each token, and the
+    layer has no parameters. With an embedding, ``embed[token] @ Wx`` takes one of V values,
+    so when a (V, G) table of them is read at least V times per build (``uses_table``), it is
+    computed once and rows are looked up: the same products, fewer multiplications. Training
+    and generation follow this one rule.
+    """
+
+    def __init__(self, name, vocab_size, width):
+        self.name = name
+        self.vocab_size = vocab_size
+        self.width = width
+        self.weight = f"{name}.weight"
+
+    @property
+    def output_width(self):
+        return self.width or self.vocab_size
+
+    def entries(self):
+        return [(self.weight, (self.vocab_size, self.width))] if self.width else []
+
+    def init(self, views, rng):
+        if self.width:
+            views[self.weight][...] = rng.standard_normal(views[self.weight].shape)
+
+    def uses_table(self, gate_width, itemsize, reads=None):
+        """Whether layer 0 reads a (V, G) table; ``reads``: rows looked up per build of the
+        table (None: built once and read for as long as the weights stay)."""
+        if not self.width or self.vocab_size * gate_width * itemsize > INPUT_TABLE_MAX_BYTES:
+            return False
+        return reads is None or self.vocab_size <= reads
+
+    def workspace(self, T, B, G, dtype):
+        ws = _EmbeddingWorkspace()
+        zeros = _zeros(dtype)
+        E, V = self.width, self.vocab_size
+        ws.table = self.uses_table(G, np.dtype(dtype).itemsize, reads=T * B)
+        ws.lookup = zeros(V, G) if ws.table else None
+        ws.dlookup = zeros(V, G) if ws.table else None
+        ws.dembed = zeros(V, E) if ws.table else None
+        ws.emb = zeros(T * B, E) if E and not ws.table else None
+        ws.demb = zeros(T * B, E) if E and not ws.table else None
+        return ws
+
+    def project_forward(self, k, w, ws, gate_rows, tokens, Wx, bx):
+        # gate_rows (N, G) out = x(tokens) @ Wx + bx; tokens (N); Wx (D, G); bx (G)
+        if ws.table:
+            k.linear_forward(ws.lookup, w[self.weight], Wx, bx)
+            k.embed_forward(gate_rows, tokens, ws.lookup)
+        elif self.width:
+            k.embed_forward(ws.emb, tokens, w[self.weight])
+            k.linear_forward(gate_rows, ws.emb, Wx, bx)
+        else:
+            k.embed_forward(gate_rows, tokens, Wx)
+            k.bias_forward(gate_rows, bx)
+
+    def project_backward(self, k, w, dw, ws, dWx, dbx, dgate_rows, tokens, Wx, scratch):
+        # dWx (D, G), dbx (G) and the embedding's gradient += from dgate_rows (N, G)
+        if ws.table:
+            # Through the table: sum the rows of each token, then the small (V, E) x (E, G)
+            # product's backward.
+            ws.dlookup[...] = 0.0
+            k.embed_backward(ws.dlookup, dgate_rows, tokens)
+            k.linear_backward(ws.dembed, dWx, dbx, ws.dlookup, w[self.weight], Wx, scratch)
+            dw[self.weight] += ws.dembed
+        elif self.width:
+            k.linear_backward(ws.demb, dWx, dbx, dgate_rows, ws.emb, Wx, scratch)
+            k.embed_backward(dw[self.weight], ws.demb, tokens)
+        else:
+            k.embed_backward(dWx, dgate_rows, tokens)
+            k.bias_backward(dbx, dgate_rows)
+
+
+class _EmbeddingWorkspace:
+    pass
+
+
+# --------------------------------------------------------------------------- linear
+
+
+class Linear:
+    """y = x @ W + b over rows: ``name.weight`` (D, K) here, (K, D) in PyTorch; ``name.bias``."""
+
+    def __init__(self, name, in_width, out_width):
+        self.name = name
+        self.in_width = in_width
+        self.out_width = out_width
+        self.weight = f"{name}.weight"
+        self.bias = f"{name}.bias"
+
+    def entries(self):
+        return [(self.weight, (self.in_width, self.out_width)), (self.bias, (self.out_width,))]
+
+    def init(self, views, rng):
+        for name in (self.weight, self.bias):
+            _init_uniform(views[name], rng, self.in_width)
+
+    def forward(self, k, w, y, x):
+        # y (N, K) out; x (N, D)
+        k.linear_forward(y, x, w[self.weight], w[self.bias])
+
+    def backward(self, k, w, dw, dx, dy, x, scratch):
+        # dx (N, D) out (no rows: not wanted); parameter gradients +=; dy (N, K); x (N, D)
+        k.linear_backward(dx, dw[self.weight], dw[self.bias], dy, x, w[self.weight], scratch)
+
+
+# --------------------------------------------------------------------------- recurrent stack
+
+
+class RecurrentStack:
+    """L recurrent layers (one cell kind), optionally bidirectional, dropout between layers.
+
+    Parameters per layer and direction under PyTorch's names: ``{name}.weight_ih_l{k}`` (D, G),
+    ``weight_hh_l{k}`` (H, G), ``bias_ih_l{k}``, ``bias_hh_l{k}``, with ``_reverse`` for the
+    second direction. Layer 0's input projection comes from ``embedding`` (token input).
+    States are (L * directions, B, H), layer-major as in PyTorch.
+    """
+
+    def __init__(self, name, cell, embedding, hidden, layers, *, dropout=0.0, bidirectional=False):
+        self.name = name
+        self.cell = CELL_TABLE[cell]
+        self.embedding = embedding
+        self.hidden = hidden
+        self.layers = layers
+        self.dropout = dropout
+        self.directions = 2 if bidirectional else 1
+        self.gate_width = self.cell.gates * hidden
+
+    @property
+    def output_width(self):
+        return self.directions * self.hidden
+
+    def input_width(self, layer):
+        return self.output_width if layer else self.embedding.output_width
+
+    def _names(self, layer, direction):
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        return tuple(f"{self.name}.{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def entries(self):
+        entries = []
+        G, H = self.gate_width, self.hidden
+        for layer in range(self.layers):
+            for direction in range(self.directions):
+                Wx, Wh, bx, bh = self._names(layer, direction)
+                entries += [(Wx, (self.input_width(layer), G)), (Wh, (H, G)), (bx, (G,)), (bh, (G,))]
+        return entries
+
+    def init(self, views, rng):
+        for name, _ in self.entries():
+            _init_uniform(views[name], rng, self.hidden)
+
+    def zero_state(self, batch, dtype):
+        """Zeros for every state tensor: {"h": (L*dirs, B, H)} (and "c" for the LSTM)."""
+        shape = (self.layers * self.directions, batch, self.hidden)
+        return {name: np.zeros(shape, dtype) for name in self.cell.states}
+
+    # ------------------------------------------------------------------ workspace
+
+    def workspace(self, T, B, dtype, scratch=0):
+        """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too."""
+        ws = _StackWorkspace()
+        zeros = _zeros(dtype)
+        L, R, H, G = self.layers, self.directions, self.hidden, self.gate_width
+        lstm, gru = self.cell.name == "lstm", self.cell.name == "gru"
+        units = [(layer, d) for layer in range(L) for d in range(R)]
+        ws.T, ws.B = T, B
+        ws.embedding = self.embedding.workspace(T, B, G, dtype)
+        ws.gates = {u: zeros(T, B, G) for u in units}
+        ws.hs = {u: zeros(T + 1, B, H) for u in units}
+        ws.cs = {u: zeros(T + 1, B, H) for u in units} if lstm else None
+        ws.hn = {u: zeros(T, B, H) for u in units} if gru else None
+        W = self.output_width
+        # Layer l >= 1 reads the outputs of layer l-1, both directions side by side (in time
+        # order), after dropout.
+        ws.outputs = [zeros(T, B, W) for _ in range(L - 1)] if R > 1 else None
+        ws.dropped = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout else None
+        ws.masks = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout else None
+        ws.dinputs = zeros(T, B, W) if R > 1 else None
+        ws.dgates = zeros(T, B, G)
+        ws.dhg = zeros(T, B, G) if gru else None
+        # dhs[d]: the gradient reaching direction d's outputs of the layer being differentiated
+        # (the top layer's are filled by the caller), in that direction's own time order.
+        ws.dhs = [zeros(T, B, H) for _ in range(R)]
+        ws.dh0 = zeros(L * R, B, H)
+        ws.dc0 = zeros(L * R, B, H)
+        ws.zero_bh = zeros(B, H)
+        ws.hw = zeros(B, G)
+        D0 = self.input_width(0)
+        # The largest kernel workspace: linear_backward's (D, G) product, a cell backward's
+        # (H, G) product or its (H, B) per-step carry.
+        ws.scratch = zeros(max(D0 * G, W * G, H * G, H * B, scratch, 1))
+        ws.used_dropout = False
+        ws.reverse = None
+        ws.tokens = None
+        return ws
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, k, w, ws, tokens, state, *, lengths=None, use_dropout=False, rng=None,
+                input_gates=None):
+        """Run every layer over tokens (T, B) from ``state`` (a dict like zero_state's).
+
+        lengths (B): each row's real length, needed only by a bidirectional stack (the
+        reverse direction starts at each row's end); None means every row is T long.
+        input_gates(gate_rows, reverse): called after layer 0's input projection, to add to
+        it (conditioning); ``reverse`` says whether the rows are in reversed time.
+        """
+        T, B = tokens.shape
+        R = self.directions
+        ws.used_dropout = use_dropout
+        ws.reverse = reverse_rows(T if lengths is None else lengths, T) if R > 1 else None
+        flat = tokens.reshape(-1)
+        ws.tokens = [flat] if R == 1 else [flat, np.ascontiguousarray(_take_rows(tokens, ws.reverse)).reshape(-1)]
+        for layer in range(self.layers):
+            x = None if layer == 0 else self.layer_input(ws, layer)
+            for d in range(R):
+                self._project_forward(k, w, ws, layer, d, x)
+                if layer == 0 and input_gates is not None:
+                    input_gates(ws.gates[(0, d)].reshape(T * B, self.gate_width), bool(d))
+                self._recur_forward(k, w, ws, layer, d, state)
+            if R > 1 and layer < self.layers - 1:
+                out = ws.outputs[layer]
+                H = self.hidden
+                out[:, :, :H] = ws.hs[(layer, 0)][1:]
+                out[:, :, H:] = _take_rows(ws.hs[(layer, 1)][1:], ws.reverse)
+            if use_dropout and layer < self.layers - 1:
+                keep = 1.0 - self.dropout
+                mask = ws.masks[layer]
+                mask[...] = (rng.random(mask.shape) < keep) / keep
+                np.multiply(self._raw_output(ws, layer), mask, out=ws.dropped[layer])
+
+    def _raw_output(self, ws, layer):
+        # (T, B, dirs*H): the outputs of ``layer`` in time order, before dropout
+        return ws.outputs[layer] if self.directions > 1 else ws.hs[(layer, 0)][1:]
+
+    def layer_input(self, ws, layer):
+        """The (T, B, dirs*H) input of layer >= 1: the layer below's outputs, after dropout."""
+        if ws.used_dropout:
+            return ws.dropped[layer - 1]
+        return self._raw_output(ws, layer - 1)
+
+    def _project_forward(self, k, w, ws, layer, d, x):
+        T, B = ws.T, ws.B
+        Wx, _, bx, _ = (w[name] for name in self._names(layer, d))
+        gate_rows = ws.gates[(layer, d)].reshape(T * B, self.gate_width)
+        if layer == 0:
+            self.embedding.project_forward(k, w, ws.embedding, gate_rows, ws.tokens[d], Wx, bx)
+            return
+        if d:
+            x = _take_rows(x, ws.reverse)
+        k.linear_forward(gate_rows, x.reshape(T * B, x.shape[2]), Wx, bx)
+
+    def _recur_forward(self, k, w, ws, layer, d, state):
+        _, Wh, _, bh = (w[name] for name in self._names(layer, d))
+        unit, index = (layer, d), layer * self.directions + d
+        hs, gates = ws.hs[unit], ws.gates[unit]
+        hs[0] = state["h"][index]
+        cell = self.cell.name
+        if cell == "rnn":
+            k.rnn_forward(hs, gates, Wh, bh, ws.hw)
+        elif cell == "lstm":
+            ws.cs[unit][0] = state["c"][index]
+            k.lstm_forward(hs, ws.cs[unit], gates, Wh, bh, ws.hw)
+        else:
+            k.gru_forward(hs, gates, ws.hn[unit], Wh, bh, ws.hw)
+
+    def top_outputs(self, ws, direction=0):
+        """(T, B, H): the top layer's outputs in one direction (its own time order)."""
+        return ws.hs[(self.layers - 1, direction)][1:]
+
+    def final_state(self, ws, lengths=None):
+        """Every state tensor after each row's last real step: {"h": (L*dirs, B, H), ...}."""
+        T, B = ws.T, ws.B
+        steps = np.full(B, T) if lengths is None else np.asarray(lengths)
+        rows = np.arange(B)
+        final = {}
+        for name, buffers in (("h", ws.hs), ("c", ws.cs)):
+            if buffers is None:
+                continue
+            final[name] = np.stack([buffers[(layer, d)][steps, rows] if lengths is not None
+                                    else buffers[(layer, d)][T]
+                                    for layer in range(self.layers) for d in range(self.directions)])
+        return final
+
+    # ------------------------------------------------------------------ backward
+
+    def backward(self, k, w, dw, ws, dstate=None, *, input_dgates=None):
+        """Backpropagate from ``ws.dhs`` (the top layer's output gradients, filled by the
+        caller) and ``dstate`` (the gradient reaching the final states, or None) to every
+        parameter (accumulated) and the initial state, returned like zero_state's dict.
+
+        input_dgates(dgate_rows, reverse): called with layer 0's gate gradients before the
+        input projection's backward (the conditioning's gradient).
+        """
+        T, B, H = ws.T, ws.B, self.hidden
+        R, G = self.directions, self.gate_width
+        dgate_rows = ws.dgates.reshape(T * B, G)
+        for layer in reversed(range(self.layers)):
+            x = None if layer == 0 else self.layer_input(ws, layer)
+            if R > 1 and layer > 0:
+                ws.dinputs[...] = 0.0
+            for d in range(R):
+                self._recur_backward(k, w, dw, ws, layer, d, dstate)
+                Wx, _, _, _ = (w[name] for name in self._names(layer, d))
+                dWx, _, dbx, _ = (dw[name] for name in self._names(layer, d))
+                if layer == 0:
+                    if input_dgates is not None:
+                        input_dgates(dgate_rows, bool(d))
+                    self.embedding.project_backward(k, w, dw, ws.embedding, dWx, dbx, dgate_rows,
+                                                    ws.tokens[d], Wx, ws.scratch)
+                elif R == 1:
+                    # dhs now becomes the gradient of the layer below's outputs.
+                    k.linear_backward(ws.dhs[0].reshape(T * B, H), dWx, dbx, dgate_rows,
+                                      x.reshape(T * B, H), Wx, ws.scratch)
+                else:
+                    self._project_backward_bidirectional(k, ws, d, x, Wx, dWx, dbx, dgate_rows)
+            if layer == 0:
+                break
+            if R == 1:
+                if ws.used_dropout:
+                    ws.dhs[0] *= ws.masks[layer - 1]
+                continue
+            if ws.used_dropout:
+                ws.dinputs *= ws.masks[layer - 1]
+            ws.dhs[0][...] = ws.dinputs[:, :, :H]
+            ws.dhs[1][...] = _take_rows(ws.dinputs[:, :, H:], ws.reverse)
+        state = {"h": ws.dh0.copy()}
+        if self.cell.has_cell_state:
+            state["c"] = ws.dc0.copy()
+        return state
+
+    def _project_backward_bidirectional(self, k, ws, d, x, Wx, dWx, dbx, dgate_rows):
+        T, B = ws.T, ws.B
+        W = self.output_width
+        if d:
+            x = _take_rows(x, ws.reverse)
+        dx = np.empty((T, B, W), dtype=ws.dinputs.dtype)
+        k.linear_backward(dx.reshape(T * B, W), dWx, dbx, dgate_rows,
+                          np.ascontiguousarray(x).reshape(T * B, W), Wx, ws.scratch)
+        ws.dinputs += _take_rows(dx, ws.reverse) if d else dx
+
+    def _recur_backward(self, k, w, dw, ws, layer, d, dstate):
+        _, Wh, _, _ = (w[name] for name in self._names(layer, d))
+        _, dWh, _, dbh = (dw[name] for name in self._names(layer, d))
+        unit, index = (layer, d), layer * self.directions + d
+        dhT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["h"][index], ws.hw.dtype)
+        hs, dhs = ws.hs[unit], ws.dhs[d]
+        cell = self.cell.name
+        if cell == "rnn":
+            k.rnn_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, Wh, ws.scratch)
+        elif cell == "lstm":
+            dcT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
+            k.lstm_backward(ws.dgates, ws.dh0[index], ws.dc0[index], dWh, dbh, dhs, dhT, dcT, hs,
+                            ws.cs[unit], ws.gates[unit], Wh, ws.scratch)
+        else:
+            k.gru_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, ws.gates[unit],
+                           ws.hn[unit], Wh, ws.dhg, ws.scratch)
+
+
+class _StackWorkspace:
+    pass

@@ -1,0 +1,134 @@
+"""Many-to-one: classify a sequence (a name's language, a sentence's sentiment).
+
+    tokens (T, B), lengths (B) -> embedding or one-hot -> recurrent stack (optionally
+    bidirectional) -> each row's state after its last real character (both directions side
+    by side) -> head (dirs*H, C) -> softmax cross-entropy, optionally weighted per class
+
+Rows are left-aligned and right-padded (see ``numrnn.layers`` for the masking contract): the
+head reads row b's state at step ``lengths[b]``, so padding changes no loss, prediction or
+gradient.
+"""
+
+import numpy as np
+
+from numrnn.errors import ConfigError
+from numrnn.model import LossResult, Network, State, standard_layers
+
+
+class Classifier(Network):
+    """A recurrent classifier over ``config.output_size`` classes (a ``ModelConfig``)."""
+
+    def __init__(self, config, dtype=np.float32, device="cpu", kernels=None):
+        self.config = config.validate()
+        if config.output_size < 2:
+            raise ConfigError(f"a classifier needs at least 2 classes, not {config.output_size}")
+        self.embedding, self.stack, self.head = standard_layers(config)
+        super().__init__([self.embedding, self.stack, self.head], dtype, device, kernels)
+
+    @property
+    def classes(self):
+        return self.config.output_size
+
+    def zero_state(self, batch):
+        return State.from_dict(self.stack.zero_state(batch, self.dtype))
+
+    def _new_workspace(self, T, B):
+        ws = _Workspace()
+        D, C = self.stack.output_width, self.classes
+        ws.stack = self.stack.workspace(T, B, self.dtype, scratch=D * C)
+        ws.feats = np.zeros((B, D), self.dtype)
+        ws.dfeats = np.zeros((B, D), self.dtype)
+        ws.logits = np.zeros((B, C), self.dtype)
+        ws.losses = np.zeros(B, self.dtype)
+        return ws
+
+    # ------------------------------------------------------------------ passes
+
+    def logits(self, tokens, lengths=None, state=None):
+        """(B, C) class scores (dropout off); a copy."""
+        ws, _, _ = self._forward(tokens, lengths, state, use_dropout=False, rng=None)
+        return ws.logits.copy()
+
+    def probabilities(self, tokens, lengths=None, state=None):
+        """(B, C) class probabilities, in float64."""
+        logits = self.logits(tokens, lengths, state).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        return logits / logits.sum(axis=1, keepdims=True)
+
+    def loss(self, tokens, targets, lengths=None, state=None, *, class_weights=None):
+        """Mean cross-entropy without gradients (evaluation); dropout is off."""
+        return self._run(tokens, targets, lengths, state, class_weights, grad=False)
+
+    def loss_and_grad(self, tokens, targets, lengths=None, state=None, *, class_weights=None,
+                      train=False, rng=None, zero_grad=True):
+        """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
+
+        tokens (T, B) ids, right-padded with any id; targets (B) class ids, below 0 ignored;
+        lengths (B) real lengths, 1..T (None: all T). class_weights (C): the loss is
+        sum_b w[y_b] * loss_b / sum_b w[y_b], as torch's CrossEntropyLoss(weight=w).
+        Returns the loss, the final state (at each row's length) and the initial state's
+        gradient.
+        """
+        return self._run(tokens, targets, lengths, state, class_weights, grad=True, train=train,
+                         rng=rng, zero_grad=zero_grad)
+
+    def _forward(self, tokens, lengths, state, *, use_dropout, rng):
+        k, w = self.kernels, self.weights
+        tokens = np.ascontiguousarray(tokens, dtype=np.intp)
+        T, B = tokens.shape
+        lengths = np.full(B, T, np.intp) if lengths is None else np.asarray(lengths, np.intp)
+        if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+            raise ValueError(f"lengths must be {B} values in 1..{T}")
+        if state is None:
+            state = self.zero_state(B)
+        ws = self._workspace(T, B)
+        self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), lengths=lengths,
+                           use_dropout=use_dropout, rng=rng)
+        rows, H = np.arange(B), self.stack.hidden
+        for d in range(self.stack.directions):
+            # The reverse direction's last real step is also at lengths[b]: it reads the row
+            # backwards from its end.
+            ws.feats[:, d * H : (d + 1) * H] = ws.stack.hs[(self.stack.layers - 1, d)][lengths, rows]
+        self.head.forward(k, w, ws.logits, ws.feats)
+        return ws, lengths, rows
+
+    def _run(self, tokens, targets, lengths, state, class_weights, *, grad, train=False, rng=None,
+             zero_grad=True):
+        k, w = self.kernels, self.weights
+        use_dropout = grad and train and self.config.dropout > 0 and self.config.layers > 1
+        if use_dropout and rng is None:
+            raise ValueError("training with dropout needs an rng")
+        ws, lengths, rows = self._forward(tokens, lengths, state, use_dropout=use_dropout, rng=rng)
+        targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
+        if targets.shape[0] != ws.logits.shape[0]:
+            raise ValueError(f"targets have {targets.shape[0]} entries, expected {ws.logits.shape[0]}")
+        real = targets >= 0
+        if class_weights is None:
+            row_weights = real.astype(np.float64)
+        else:
+            row_weights = np.where(real, np.asarray(class_weights, np.float64)[np.maximum(targets, 0)], 0.0)
+        total = max(float(row_weights.sum()), np.finfo(np.float64).tiny)
+        if grad:
+            # dlogits overwrite the logits in place; per-row weights scale each row after.
+            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0)
+        else:
+            k.softmax_xent_forward(ws.losses, ws.logits, targets)
+        loss = float(np.dot(ws.losses.astype(np.float64), row_weights)) / total
+        final = State.from_dict(self.stack.final_state(ws.stack, lengths))
+        if not grad:
+            return LossResult(loss, final)
+        ws.logits *= (row_weights / total).astype(self.dtype)[:, None]
+        if zero_grad:
+            self.grads[...] = 0.0
+        self.head.backward(k, w, self.dweights, ws.dfeats, ws.logits, ws.feats, ws.stack.scratch)
+        H = self.stack.hidden
+        for d, dhs in enumerate(ws.stack.dhs):
+            dhs[...] = 0.0
+            dhs[lengths - 1, rows] = ws.dfeats[:, d * H : (d + 1) * H]
+        dstate0 = self.stack.backward(k, w, self.dweights, ws.stack)
+        return LossResult(loss, final, State.from_dict(dstate0))
+
+
+class _Workspace:
+    pass
