@@ -9,6 +9,15 @@ import click
 from numrnn_cli.params import format_duration
 
 
+_NOUNS = {"chars": "characters"}     # how a unit reads in a sentence
+_PER = {"chars": "char", "names": "name", "examples": "example"}
+_METRICS = {"bpc": "{:.4f} bits/char", "accuracy": "accuracy {:.2%}", "macro_f1": "macro-F1 {:.3f}"}
+
+
+def _metric(name, value):
+    return _METRICS.get(name, name + " {:.4g}").format(value)
+
+
 def _loss(value):
     return "-" if value is None else f"{value:.4f}"
 
@@ -26,7 +35,8 @@ class TrainView:
         self.task = None
         self.last_train = None
         self.last_val = None
-        self.chars_per_s = None
+        self.items_per_s = None
+        self.unit = "chars"
         self.epoch = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -76,9 +86,11 @@ class TrainView:
             self.say("compiling the kernels (first run only; later runs start at once)")
         what = "resuming at step" if event.resumed else "training from step"
         total = f" of {event.total_steps:,}" if event.total_steps else ""
+        self.unit = event.unit
+        noun = _NOUNS.get(event.unit, event.unit)
         self.say(f"{what} {event.step:,}{total}: {event.parameters:,} parameters, "
-                 f"{event.train_chars:,} training and {event.val_chars:,} validation characters, "
-                 f"{event.steps_per_epoch:,} steps per epoch of {event.chars_per_step:,} characters")
+                 f"{event.train_items:,} training and {event.val_items:,} validation {noun}, "
+                 f"{event.steps_per_epoch:,} steps per epoch of {event.items_per_step:,} {noun}")
         if self.bar is not None:
             self.task = self.bar.add_task("compiling (first run only)" if self.compiling else "training",
                                           total=event.total_steps, completed=event.step, stats="")
@@ -91,27 +103,31 @@ class TrainView:
                             stats=self._stats())
 
     def _on_StepReport(self, event):
-        self.chars_per_s = event.chars_per_s
+        self.items_per_s = event.items_per_s
         self.last_train = event.train_loss
         self._record({"event": "train", "step": event.step, "epoch": round(event.epoch, 4),
                       "elapsed_s": round(event.elapsed_s, 3), "train_loss": event.train_loss,
-                      "val_loss": event.val_loss, "chars_per_s": round(event.chars_per_s, 1),
-                      "lr": event.lr})
+                      "val_loss": event.val_loss, f"{event.unit}_per_s": round(event.items_per_s, 1),
+                      "unit": event.unit, "lr": event.lr})
         if self.bar is not None:
             self.bar.update(self.task, stats=self._stats())
         elif not self.quiet:
             click.echo(f"step {event.step:>7,}  epoch {event.epoch:6.2f}  loss {event.train_loss:.4f}"
-                       f"  val {_loss(event.val_loss)}  {event.chars_per_s:>9,.0f} chars/s"
+                       f"  val {_loss(event.val_loss)}  {event.items_per_s:>9,.0f} {event.unit}/s"
                        f"  lr {event.lr:.2e}  {format_duration(event.elapsed_s)}", err=True)
 
     def _on_EvalReport(self, event):
         self.last_val = event.val_loss
         self._record({"event": "eval", "step": event.step, "epoch": round(event.epoch, 4),
                       "elapsed_s": round(event.elapsed_s, 3), "val_loss": event.val_loss,
-                      "val_bpc": event.val_bpc, "val_chars": event.chars})
+                      **{f"val_{name}": value for name, value in event.metrics.items()},
+                      f"val_{event.unit}": event.items})
         mark = " [green](best)[/]" if event.improved else f" (best {event.best_val_loss:.4f})"
-        self.say(f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/char, "
-                 f"{event.val_bpc:.4f} bits/char over {event.chars:,} characters{mark}")
+        noun = _NOUNS.get(event.unit, event.unit)
+        per = _PER.get(event.unit, event.unit)
+        extra = "".join(f", {_metric(name, value)}" for name, value in event.metrics.items())
+        self.say(f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/{per}{extra} "
+                 f"over {event.items:,} {noun}{mark}")
 
     def _on_CheckpointSaved(self, event):
         if event.best:
@@ -124,8 +140,8 @@ class TrainView:
 
     def _stats(self):
         parts = [f"epoch {self.epoch:.2f}", f"loss {_loss(self.last_train)}", f"val {_loss(self.last_val)}"]
-        if self.chars_per_s:
-            parts.append(f"{self.chars_per_s:,.0f} chars/s")
+        if self.items_per_s:
+            parts.append(f"{self.items_per_s:,.0f} {self.unit}/s")
         return "  ".join(parts)
 
     def _record(self, record):

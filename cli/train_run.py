@@ -11,7 +11,8 @@ from numrnn.tunables import kernels_compiled
 from numrnn.data import Vocab, read_text, split_by_position
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.model import Model, ModelConfig
-from numrnn.trainer import STOP_REASONS, TASK, Trainer, TrainConfig
+from numrnn.tasks import lm
+from numrnn.trainer import STOP_REASONS, Trainer, TrainConfig
 from numrnn_cli.console import err_console
 from numrnn_cli.params import format_duration
 from numrnn_cli.progress import TrainView
@@ -64,8 +65,10 @@ def run_training(corpus, options, explicit):
         cold = not kernels_compiled(f"{model_config.cell}_forward", f"{model_config.cell}_backward",
                                     f"{train_config.optimizer}_update")
         with TrainView(console, quiet=options["quiet"], metrics=metrics, compiling=cold) as view:
-            trainer = Trainer(model, vocab, train_ids, val_ids, train_config, out, on_event=view,
-                              resume=resume, rng=rng)
+            task = lm.LanguageModelTask(model, vocab, train_ids, val_ids,
+                                        batch_size=train_config.batch_size,
+                                        seq_len=train_config.seq_len, on_event=view)
+            trainer = Trainer(task, train_config, out, on_event=view, resume=resume, rng=rng)
             stop = InterruptFlag(lambda: view.say(
                 "[yellow]stopping after this step and saving (Ctrl-C again quits without saving)[/]"))
             with stop:
@@ -99,7 +102,7 @@ def _encode(vocab, text, corpus, resumed):
 def _resumed_configs(checkpoint, options, explicit):
     """The checkpoint's configs, with the options given on this command line applied."""
     meta = checkpoint.meta
-    if meta.get("task") != TASK or "train" not in meta or "progress" not in meta:
+    if meta.get("task") != lm.NAME or "train" not in meta or "progress" not in meta:
         raise CheckpointError(f"{checkpoint.path} is not a language-model training checkpoint, "
                               f"so it cannot be resumed")
     saved = checkpoint.model_config

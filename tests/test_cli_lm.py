@@ -407,12 +407,12 @@ def test_terminal_progress_bar_shows_step_epoch_losses_and_speed():
     console = Console(file=buffer, force_terminal=True, width=160, color_system=None)
     with TrainView(console) as view:
         assert view.live
-        view(TrainStarted(step=0, total_steps=100, steps_per_epoch=40, chars_per_step=64,
-                          train_chars=2560, val_chars=100, parameters=1234, resumed=False))
+        view(TrainStarted(step=0, total_steps=100, steps_per_epoch=40, items_per_step=64,
+                          train_items=2560, val_items=100, parameters=1234, resumed=False))
         view(StepDone(step=50, epoch=1.25, loss=2.5, lr=1e-3))
-        view(StepReport(step=50, epoch=1.25, elapsed_s=3.0, train_loss=2.4567, chars_per_s=12345.0,
+        view(StepReport(step=50, epoch=1.25, elapsed_s=3.0, train_loss=2.4567, items_per_s=12345.0,
                         lr=1e-3, val_loss=None))
-        view(EvalReport(step=50, epoch=1.25, elapsed_s=3.0, val_loss=2.5, chars=99, improved=True,
+        view(EvalReport(step=50, epoch=1.25, elapsed_s=3.0, val_loss=2.5, items=99, improved=True,
                         best_val_loss=2.5))
         view(CheckpointSaved(path="m.safetensors", step=50, best=False))
         view.bar.refresh()

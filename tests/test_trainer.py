@@ -5,14 +5,15 @@ import math
 import numpy as np
 import pytest
 
-import numrnn.trainer as trainer_module
+import numrnn.tasks.lm as lm_module
 from numrnn.checkpoint import load_checkpoint
 from numrnn.data import TextStreams, Vocab
 from numrnn.errors import ConfigError, DataError, TrainingDiverged
 from numrnn.model import Model, ModelConfig
 from numrnn.optim import LRSchedule
 from numrnn.params import from_torch
-from numrnn.trainer import EvalReport, StepDone, Trainer, TrainConfig, evaluate
+from numrnn.tasks.lm import LanguageModelTask, evaluate
+from numrnn.trainer import EvalReport, StepDone, Trainer, TrainConfig
 
 TEXT = ("the quick brown fox jumps over the lazy dog; " * 40
         + "pack my box with five dozen liquor jugs. " * 40)
@@ -34,8 +35,11 @@ def make_trainer(tmp_path, name="run", model=None, rng=None, resume=None, events
     if model is None:
         model, rng = build()
     split = len(IDS) - 200
-    return Trainer(model, VOCAB, IDS[:split], IDS[split:], config, tmp_path / f"{name}.safetensors",
-                   on_event=(events.append if events is not None else None), resume=resume, rng=rng)
+    on_event = events.append if events is not None else None
+    task = LanguageModelTask(model, VOCAB, IDS[:split], IDS[split:], batch_size=config.batch_size,
+                             seq_len=config.seq_len, on_event=on_event)
+    return Trainer(task, config, tmp_path / f"{name}.safetensors", on_event=on_event,
+                   resume=resume, rng=rng)
 
 
 def step_losses(events):
@@ -90,7 +94,7 @@ def test_resume_continues_exactly(tmp_path, cell, optimizer):
     np.testing.assert_array_equal(resumed_model.params, straight.model.params)
     for key, value in straight.optimizer.state.items():
         np.testing.assert_array_equal(second.optimizer.state[key], value)
-    np.testing.assert_array_equal(second.state.h, straight.state.h)
+    np.testing.assert_array_equal(second.task.state.h, straight.task.state.h)
 
 
 def test_resume_at_the_limit_trains_no_further(tmp_path):
@@ -116,11 +120,11 @@ def test_checkpoint_holds_progress_rng_and_state(tmp_path):
     trainer.run()
     checkpoint = load_checkpoint(tmp_path / "run.safetensors")
     progress = checkpoint.meta["progress"]
-    assert progress["step"] == 5 and progress["stream_pos"] == 50
+    assert progress["step"] == 5 and progress["position"] == 50
     assert progress["optimizer_steps"] == 5
     assert checkpoint.meta["rng"] == trainer.rng.bit_generator.state
     assert checkpoint.meta["train"]["max_steps"] == 5
-    np.testing.assert_array_equal(checkpoint.state["c"], trainer.state.c)
+    np.testing.assert_array_equal(checkpoint.state["c"], trainer.task.state.c)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -160,7 +164,7 @@ def test_training_learns_the_text(tmp_path):
 
 def test_patience_stops_after_evaluations_without_improvement(tmp_path, monkeypatch):
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.2, 1.0])
-    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: (next(losses), 10))
+    monkeypatch.setattr(lm_module, "evaluate", lambda *a, **k: (next(losses), 10))
     result = make_trainer(tmp_path, eval_every=2, patience=3, max_steps=100).run()
     assert result.reason == "patience"
     assert result.step == 10
@@ -172,7 +176,7 @@ def test_max_epochs_stops_at_an_epoch_boundary(tmp_path):
     trainer = make_trainer(tmp_path, max_epochs=2)
     result = trainer.run()
     assert result.reason == "max_epochs"
-    assert result.step == 2 * trainer.streams.steps_per_epoch
+    assert result.step == 2 * trainer.task.streams.steps_per_epoch
 
 
 def test_max_time_stops_the_session(tmp_path):
@@ -263,8 +267,10 @@ def test_weights_of_a_resumed_model_come_from_the_checkpoint(tmp_path):
 def test_a_validation_split_too_small_to_score_is_announced(tmp_path):
     events = []
     model, rng = build()
-    trainer = Trainer(model, VOCAB, IDS[:-1], IDS[-1:], TrainConfig(seq_len=10, batch_size=4,
-                      max_steps=2), tmp_path / "m.safetensors", on_event=events.append, rng=rng)
+    task = LanguageModelTask(model, VOCAB, IDS[:-1], IDS[-1:], batch_size=4, seq_len=10,
+                             on_event=events.append)
+    trainer = Trainer(task, TrainConfig(seq_len=10, batch_size=4, max_steps=2),
+                      tmp_path / "m.safetensors", on_event=events.append, rng=rng)
     notices = [e.message for e in events if type(e).__name__ == "Notice"]
     assert notices and "too few to score" in notices[0]
     assert trainer.run().best_out is None
