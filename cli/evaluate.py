@@ -27,10 +27,12 @@ def evaluate(checkpoint, text_file, as_json):
     """
     from numrnn.checkpoint import load_checkpoint
     from numrnn.data import read_text
+    from numrnn.tasks import require_task
     from numrnn.tasks.lm import score_text
     from numrnn_cli.console import err_console
 
     loaded = load_checkpoint(checkpoint)
+    require_task(loaded, "char-lm")
     text = read_text(text_file)
     model = loaded.build_model()
     console = err_console()

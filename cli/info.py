@@ -23,7 +23,7 @@ def info(checkpoint, as_json):
     loaded = load_checkpoint(checkpoint)
     meta = loaded.meta
     if as_json:
-        summary = {key: value for key, value in meta.items() if key != "rng"}
+        summary = {key: value for key, value in meta.items() if key not in ("rng", "tensors")}
         summary["parameters"] = loaded.parameter_count
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")

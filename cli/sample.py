@@ -60,10 +60,12 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     from numrnn.tunables import kernels_compiled
     from numrnn.data import read_text
     from numrnn.sampling import SampleConfig, Sampler
+    from numrnn.tasks import require_task
     from numrnn_cli.console import err_console
 
     console = err_console()
     loaded = load_checkpoint(checkpoint)
+    require_task(loaded, "char-lm")
     if prime_file is not None:
         prime = read_text(prime_file)
     prime = prime or ""

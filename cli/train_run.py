@@ -11,7 +11,7 @@ from numrnn.tunables import kernels_compiled
 from numrnn.data import Vocab, read_text, split_by_position
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.model import Model, ModelConfig
-from numrnn.tasks import lm
+from numrnn.tasks import lm, require_task
 from numrnn.trainer import STOP_REASONS, Trainer, TrainConfig
 from numrnn_cli.console import err_console
 from numrnn_cli.params import format_duration
@@ -102,7 +102,8 @@ def _encode(vocab, text, corpus, resumed):
 def _resumed_configs(checkpoint, options, explicit):
     """The checkpoint's configs, with the options given on this command line applied."""
     meta = checkpoint.meta
-    if meta.get("task") != lm.NAME or "train" not in meta or "progress" not in meta:
+    require_task(checkpoint, lm.NAME)
+    if "train" not in meta or "progress" not in meta:
         raise CheckpointError(f"{checkpoint.path} is not a language-model training checkpoint, "
                               f"so it cannot be resumed")
     saved = checkpoint.model_config

@@ -8,15 +8,20 @@ Layout of a file (DESIGN.md section 5):
 - optimizer state under ``optim.<name>`` (flat, in the order of the parameter buffer);
 - the training streams' carried state under ``state.h`` and ``state.c`` (L, B, H);
 - in the header metadata, under the key ``numrnn``, a JSON document: format and version,
-  numrnn's version, the configs, the vocabulary (index = token id), training progress, the
-  RNG state and the best validation loss.
+  numrnn's version, the task (``numrnn.tasks``), the configs, the vocabulary (index = token
+  id), the labels of a classifier, training progress, the RNG state and the best validation
+  loss; since format 2 also a SHA-256 digest of every tensor's bytes (``tensors``), and under
+  ``numrnn.sha256`` the digest of the document itself.
 
 Files are written atomically (a temp file in the same folder, fsync, rename), so a crash
-mid-write leaves the previous checkpoint whole. Loading checks the format, its version and
-every tensor's name and shape, and turns every problem into a ``CheckpointError``.
+mid-write leaves the previous checkpoint whole. Loading checks the format, its version,
+every tensor's name and shape, and the digests, so a damaged byte anywhere is found, and
+turns every problem into a ``CheckpointError``. Format-1 files (no task, no digests; always
+language models) still load.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import struct
@@ -26,13 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from numrnn import __version__
+from numrnn.cells import CELL_TABLE
 from numrnn.data import Vocab
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.params import torch_shapes, to_torch
 
 FORMAT = "numrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEY = "numrnn"
+DIGEST_KEY = "numrnn.sha256"
+DIGEST_CHARS = 16  # of a tensor's SHA-256 hex digest: 64 bits, far past any chance collision
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _HEADER_LIMIT = 100_000_000  # safetensors' own cap on the JSON header
 
@@ -46,6 +54,17 @@ class Checkpoint:
     optim: dict            # optimizer state, names without the "optim." prefix
     state: dict            # carried state of the training streams: "h" (and "c"), or empty
     path: Path = None
+
+    @property
+    def task(self):
+        from numrnn.tasks import DEFAULT_TASK
+
+        return self.meta.get("task") or DEFAULT_TASK
+
+    @property
+    def labels(self):
+        """A classifier's class names (index = class id), else None."""
+        return self.meta.get("labels")
 
     @property
     def model_config(self):
@@ -66,11 +85,11 @@ class Checkpoint:
         return int(sum(value.size for value in self.weights.values()))
 
     def build_model(self, device="cpu"):
-        """A Model with this checkpoint's architecture, dtype and weights."""
-        from numrnn.model import Model
+        """The task's network with this checkpoint's architecture, dtype and weights."""
         from numrnn.params import from_torch
+        from numrnn.tasks import network_class
 
-        model = Model(self.model_config, dtype=self.dtype, device=device)
+        model = network_class(self.task)(self.model_config, dtype=self.dtype, device=device)
         from_torch(model.weights, self.weights)
         return model
 
@@ -101,10 +120,21 @@ def save_checkpoint(path, model, vocab, *, meta=None, optim=None, state=None):
         tensors["state.h"] = np.ascontiguousarray(state.h)
         if state.c is not None:
             tensors["state.c"] = np.ascontiguousarray(state.c)
+    document["tensors"] = {name: tensor_digest(value) for name, value in tensors.items()}
     import safetensors.numpy
 
-    payload = safetensors.numpy.save(tensors, metadata={META_KEY: json.dumps(document)})
+    text = json.dumps(document)
+    payload = safetensors.numpy.save(tensors, metadata={META_KEY: text, DIGEST_KEY: text_digest(text)})
     write_atomically(path, payload)
+
+
+def tensor_digest(array):
+    """The first DIGEST_CHARS hex digits of the SHA-256 of a tensor's bytes (C order)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()[:DIGEST_CHARS]
+
+
+def text_digest(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_atomically(path, payload):
@@ -234,14 +264,23 @@ def _read_document(path, header):
             f"{path} was written by a newer numrnn ({document.get('numrnn_version', '?')}, "
             f"checkpoint format {version}); this numrnn {__version__} reads format "
             f"{FORMAT_VERSION}; upgrade numrnn: pip install -U numrnn")
+    if version >= 2 and metadata.get(DIGEST_KEY) != text_digest(metadata[META_KEY]):
+        raise CheckpointError(f"{path} is damaged: its metadata does not match the digest written "
+                              f"with it; use another checkpoint (e.g. the .best one) or retrain")
     return document
 
 
 def _check(path, document, tensors):
     from numrnn.model import ModelConfig, model_layout
+    from numrnn.tasks import DEFAULT_TASK, TASKS
 
     def bad(what):
         return CheckpointError(f"{path} is inconsistent: {what}")
+
+    task = document.get("task") or DEFAULT_TASK
+    if task not in TASKS:
+        raise CheckpointError(f"{path} holds a model for the task {task!r}, which this numrnn "
+                              f"{__version__} does not know; upgrade numrnn: pip install -U numrnn")
 
     fields = {field.name for field in dataclasses.fields(ModelConfig)}
     model_doc = document.get("model")
@@ -263,6 +302,13 @@ def _check(path, document, tensors):
         raise bad("its vocabulary lists a character twice") from None
     if len(vocab) != config.vocab_size:
         raise bad(f"{len(vocab)} characters in the vocabulary, but vocab_size {config.vocab_size}")
+    labels = document.get("labels")
+    if task == "classify":
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels) \
+                or len(set(labels)) != len(labels):
+            raise bad("its labels are not a list of distinct names")
+        if len(labels) != config.output_size:
+            raise bad(f"{len(labels)} labels, but the classifier has {config.output_size} outputs")
 
     layout = model_layout(config)
     expected = torch_shapes(layout)
@@ -289,10 +335,23 @@ def _check(path, document, tensors):
     for name, value in optim.items():
         if value.shape != (layout.size,):
             raise bad(f"optim.{name} has shape {value.shape}, expected ({layout.size},)")
-    state_names = {"h", "c"} if config.cell == "lstm" else {"h"}
+    state_names = set(CELL_TABLE[config.cell].states)
     if state and set(state) != state_names:
         raise bad(f"state tensors {sorted(state)} do not fit a {config.cell} model")
     for name, value in state.items():
         if value.ndim != 3 or value.shape[0] != config.layers or value.shape[2] != config.hidden:
             raise bad(f"state.{name} has shape {value.shape}, expected (layers, batch, hidden)")
+    if document["format_version"] >= 2:
+        _check_digests(path, document.get("tensors"), tensors)
     return Checkpoint(meta=document, weights=weights, optim=optim, state=state, path=path)
+
+
+def _check_digests(path, digests, tensors):
+    if not isinstance(digests, dict) or set(digests) != set(tensors):
+        raise CheckpointError(f"{path} is damaged: the tensors it holds are not the ones written "
+                              f"(their list of digests differs); use another checkpoint or retrain")
+    for name, value in tensors.items():
+        if tensor_digest(value) != digests[name]:
+            raise CheckpointError(f"{path} is damaged: the bytes of tensor {name!r} differ from "
+                                  f"those written (digest mismatch); use another checkpoint "
+                                  f"(e.g. the .best one) or retrain")

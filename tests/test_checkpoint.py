@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from numrnn.checkpoint import (FORMAT_VERSION, best_path, check_writable, load_checkpoint,
-                               save_checkpoint, write_atomically)
+from numrnn.checkpoint import (DIGEST_KEY, FORMAT_VERSION, best_path, check_writable, load_checkpoint,
+                               save_checkpoint, text_digest, write_atomically)
 from numrnn.data import Vocab
 from numrnn.errors import CheckpointError
 from numrnn.model import Model, ModelConfig, State
@@ -170,7 +170,9 @@ def rewrite_document(path, change):
     document = json.loads(json.loads(path.read_bytes()[8 : 8 + length])["__metadata__"]["numrnn"])
     change(document)
     out = path.with_name("changed.safetensors")
-    out.write_bytes(safetensors.numpy.save(tensors, metadata={"numrnn": json.dumps(document)}))
+    text = json.dumps(document)
+    # Sealed with a fresh digest, so the check under test is the one that answers.
+    out.write_bytes(safetensors.numpy.save(tensors, metadata={"numrnn": text, DIGEST_KEY: text_digest(text)}))
     return out
 
 
@@ -308,3 +310,50 @@ def test_to_torch_matches_saved_tensors(tmp_path, rng):
     saved = safetensors.numpy.load_file(path)
     for name, value in to_torch(model.weights).items():
         np.testing.assert_array_equal(saved[name], value)
+
+
+# --------------------------------------------------------------------------- digests (format 2)
+
+
+def test_every_flipped_bit_position_is_refused(tmp_path, rng):
+    """A bit flipped in any byte of the file (header, metadata or tensor data) is an error."""
+    model = make_model(rng, layers=1, embed=0)
+    path = tmp_path / "m.safetensors"
+    save_sample(path, model)
+    raw = bytearray(path.read_bytes())
+    damaged = tmp_path / "damaged.safetensors"
+    loaded = []
+    for offset in range(len(raw)):
+        flipped = bytearray(raw)
+        flipped[offset] ^= 1 << (offset % 8)
+        damaged.write_bytes(flipped)
+        try:
+            load_checkpoint(damaged)
+        except CheckpointError:
+            continue
+        loaded.append(offset)
+    assert loaded == [], f"{len(loaded)} of {len(raw)} damaged files loaded, e.g. at offsets {loaded[:5]}"
+
+
+def test_a_damaged_tensor_is_named(good_file):
+    raw = bytearray(good_file.read_bytes())
+    raw[-3] ^= 0x10  # inside the last tensor's data
+    good_file.write_bytes(raw)
+    with pytest.raises(CheckpointError, match=r"damaged: the bytes of tensor '.+' differ"):
+        load_checkpoint(good_file)
+
+
+def test_metadata_changed_after_writing_is_refused(good_file):
+    tensors = safetensors.numpy.load_file(good_file)
+    (length,) = struct.unpack("<Q", good_file.read_bytes()[:8])
+    metadata = json.loads(good_file.read_bytes()[8 : 8 + length])["__metadata__"]
+    metadata["numrnn"] = metadata["numrnn"].replace('"step": 7', '"step": 8')
+    good_file.write_bytes(safetensors.numpy.save(tensors, metadata=metadata))
+    with pytest.raises(CheckpointError, match="metadata does not match the digest"):
+        load_checkpoint(good_file)
+
+
+def test_a_checkpoint_of_an_unknown_task_names_it(good_file):
+    changed = rewrite_document(good_file, lambda doc: doc.update(task="summarise"))
+    with pytest.raises(CheckpointError, match="task 'summarise'.*upgrade numrnn"):
+        load_checkpoint(changed)

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 from click.testing import CliRunner
 
-from numrnn.checkpoint import load_checkpoint
+from numrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
 
@@ -257,7 +257,7 @@ def test_info_shows_the_model_and_progress(runner, trained):
     result = runner.invoke(cli, ["info", str(out)])
     assert result.exit_code == 0, result.output
     for text in ("lstm, 1 x 16 hidden, embedding 8", "step", "20", "best validation loss",
-                 "format", "numrnn checkpoint v1"):
+                 "format", f"numrnn checkpoint v{FORMAT_VERSION}"):
         assert text in result.stdout
     data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
     assert data["model"]["hidden"] == 16 and data["parameters"] == load_checkpoint(out).parameter_count
@@ -276,7 +276,8 @@ def _bad_checkpoint(kind, good, tmp_path):
         path.write_bytes(safetensors.numpy.save({"w": np.zeros(3, np.float32)}, metadata={"a": "b"}))
     elif kind == "newer":
         data = good.read_bytes()
-        path.write_bytes(data.replace(b'\\"format_version\\": 1', b'\\"format_version\\": 7', 1))
+        current = f'\\"format_version\\": {FORMAT_VERSION}'.encode()
+        path.write_bytes(data.replace(current, b'\\"format_version\\": 7', 1))
     return path
 
 
