@@ -1,5 +1,7 @@
-"""What the benchmarks say about the machine they ran on (shared by quality.py and speed.py)."""
+"""What the benchmarks say about the machine and software they ran on (shared by quality.py and
+speed.py)."""
 
+import importlib.metadata
 import os
 import platform
 from pathlib import Path
@@ -22,4 +24,12 @@ def load_average():
     try:
         return os.getloadavg()[0]
     except OSError:
+        return None
+
+
+def package_version(name):
+    """The installed version of a distribution, None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
         return None

@@ -9,12 +9,12 @@ linear head) is trained for the same number of steps twice: once through numrnn'
   batches (``TextStreams.batch_at``) in the same order, the hidden state carried from step to
   step (detached in torch) and reset to zeros at each epoch boundary, as ``Trainer`` does;
 - start from the same float32 weights: numrnn's ``Model.init_weights(default_rng(seed))``,
-  copied into ``torch.nn.Embedding`` / ``torch.nn.LSTM`` (GRU, RNN tanh) / ``torch.nn.Linear``
-  through ``numrnn.params.to_torch``;
+  copied into its PyTorch twin (``twins.CharLM``: ``torch.nn.Embedding`` / ``torch.nn.LSTM``
+  (GRU, RNN tanh) / ``torch.nn.Linear``) through ``numrnn.params.to_torch``;
 - use Adam (lr 2e-3, torch's defaults otherwise), global-norm gradient clipping at 5.0 and the
   mean cross-entropy over all T*B characters of a batch;
 - are scored the same way: the mean loss over the whole validation split read as
-  ``batch_size`` streams with carried state (``numrnn.trainer.evaluate`` for numrnn, the same
+  ``batch_size`` streams with carried state (``numrnn.tasks.lm.evaluate`` for numrnn, the same
   stream layout re-implemented for torch).
 
 The table shows validation loss (nats/char), bits/char and train chars/s (B*T / the median
@@ -34,11 +34,8 @@ numrnn checkpoint the Trainer saves at the end), apart from numba's usual kernel
 """
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -46,13 +43,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from machine import BUSY_LOAD, cpu_name, load_average  # benchmarks/machine.py, beside this script
+# Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
+from harness import DEFAULT_CORPUS, ratio, run_in_own_process
+from machine import BUSY_LOAD, cpu_name, load_average, package_version
+from tables import print_table
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, numrnn not installed
-    sys.path.insert(0, str(REPO_ROOT))
-
-DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 LR = 2e-3
 GRAD_CLIP = 5.0
 VAL_FRAC = 0.05
@@ -127,8 +122,9 @@ def side_result(name, val_loss, val_chars, step_times, losses, settings, extra):
 
 
 def run_numrnn(settings):
-    """Train through numrnn.trainer.Trainer, then score with numrnn.trainer.evaluate."""
-    from numrnn.trainer import StepDone, TrainConfig, Trainer, TrainStarted, evaluate
+    """Train through numrnn.trainer.Trainer, then score with numrnn.tasks.lm.evaluate."""
+    from numrnn.tasks.lm import LanguageModelTask, evaluate
+    from numrnn.trainer import StepDone, TrainConfig, Trainer, TrainStarted
 
     vocab, train_ids, val_ids = load_splits(settings)
     model = build_numrnn_model(settings, len(vocab))
@@ -147,8 +143,9 @@ def run_numrnn(settings):
     with tempfile.TemporaryDirectory(prefix="numrnn-quality-") as tmp:
         # val_ids=None: the trainer would score the split at the end with the same evaluate();
         # it is called once below instead. Training itself never reads the validation ids.
-        trainer = Trainer(model, vocab, train_ids, None, config,
-                          Path(tmp) / "quality.safetensors", on_event=on_event)
+        task = LanguageModelTask(model, vocab, train_ids, None, batch_size=settings.batch_size,
+                                 seq_len=settings.seq_len)
+        trainer = Trainer(task, config, Path(tmp) / "quality.safetensors", on_event=on_event)
         trainer.run()
     step_times = [b - a for a, b in zip(arrivals, arrivals[1:])]
     val_loss, val_chars = evaluate(model, val_ids, batch_size=settings.batch_size,
@@ -162,54 +159,15 @@ def run_numrnn(settings):
 # --------------------------------------------------------------------------- PyTorch side
 
 
-def build_torch_model(torch, settings, vocab_size, tensors):
-    """Embedding (or one-hot) -> torch.nn.LSTM/GRU/RNN(tanh) -> Linear, loaded from tensors."""
-    nn = torch.nn
-    cells = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-    width = settings.embed or vocab_size
-
-    class CharModel(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(vocab_size, settings.embed) if settings.embed else None
-            kwargs = {"nonlinearity": "tanh"} if settings.cell == "rnn" else {}
-            self.rnn = cells[settings.cell](width, settings.hidden, num_layers=settings.layers,
-                                            batch_first=False, **kwargs)
-            self.head = nn.Linear(settings.hidden, vocab_size)
-
-        def forward(self, tokens, state):
-            # tokens (T, B) int64 -> logits (T*B, V), final state
-            if self.embed is not None:
-                x = self.embed(tokens)
-            else:
-                x = nn.functional.one_hot(tokens, vocab_size).float()
-            out, state = self.rnn(x, state)
-            return self.head(out).reshape(-1, vocab_size), state
-
-    model = CharModel()
-    model.load_state_dict({name: torch.from_numpy(value) for name, value in tensors.items()},
-                          strict=True)
-    return model
-
-
-def torch_zero_state(torch, settings, batch):
-    h = torch.zeros(settings.layers, batch, settings.hidden)
-    return (h, torch.zeros_like(h)) if settings.cell == "lstm" else h
-
-
-def torch_detach(state):
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
 def torch_evaluate(torch, model, ids, settings):
-    """The stream layout of numrnn.trainer.evaluate: (mean loss, characters scored)."""
+    """The stream layout of numrnn.tasks.lm.evaluate: (mean loss, characters scored)."""
     import numpy as np
 
     seq_len = settings.seq_len
     batch = max(1, min(settings.batch_size, (len(ids) - 1) // max(seq_len, 1)))
     length = len(ids) // batch
     streams = np.asarray(ids, dtype=np.int64)[: batch * length].reshape(batch, length)
-    state = torch_zero_state(torch, settings, batch)
+    state = model.zero_state(batch)
     total, count = 0.0, 0
     with torch.no_grad():
         for pos in range(0, length - 1, seq_len):
@@ -217,7 +175,8 @@ def torch_evaluate(torch, model, ids, settings):
             tokens = torch.from_numpy(np.ascontiguousarray(streams[:, pos : pos + T].T))
             targets = torch.from_numpy(np.ascontiguousarray(streams[:, pos + 1 : pos + T + 1].T))
             logits, state = model(tokens, state)
-            loss = torch.nn.functional.cross_entropy(logits, targets.reshape(-1))
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     targets.reshape(-1))
             total += float(loss) * T * batch
             count += T * batch
     return total / count, count
@@ -228,31 +187,24 @@ def run_torch(settings):
     import torch
 
     from numrnn.data import TextStreams
-    from numrnn.params import to_torch
+    from twins import CharLM
 
     torch.set_num_threads(TORCH_THREADS)
     vocab, train_ids, val_ids = load_splits(settings)
-    tensors = to_torch(build_numrnn_model(settings, len(vocab)).weights)
-    model = build_torch_model(torch, settings, len(vocab), tensors)
+    model = CharLM.from_numrnn(build_numrnn_model(settings, len(vocab)))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     streams = TextStreams(train_ids, settings.batch_size, settings.seq_len)
-    state = torch_zero_state(torch, settings, settings.batch_size)
+    state = model.zero_state(settings.batch_size)
     pos, step_times, losses = 0, [], []
     model.train()
     for _ in range(settings.steps):
         started = time.perf_counter()
         tokens, targets = streams.batch_at(pos)
-        logits, state = model(torch.from_numpy(tokens), state)
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets).reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        optimizer.step()
-        state = torch_detach(state)
-        losses.append(loss.item())
+        loss, state = model.train_step(optimizer, tokens, targets, state, GRAD_CLIP)
+        losses.append(loss)
         pos += settings.seq_len
         if pos + settings.seq_len >= streams.stream_length:  # Trainer._next_epoch
-            pos, state = 0, torch_zero_state(torch, settings, settings.batch_size)
+            pos, state = 0, model.zero_state(settings.batch_size)
         step_times.append(time.perf_counter() - started)
     model.eval()
     val_loss, val_chars = torch_evaluate(torch, model, val_ids, settings)
@@ -261,27 +213,6 @@ def run_torch(settings):
 
 
 # --------------------------------------------------------------------------- orchestration
-
-
-def run_in_own_process(function, settings):
-    """Run ``function(settings)`` in a fresh spawned process; returns (result, wall seconds)."""
-    context = multiprocessing.get_context("spawn")
-    started = time.perf_counter()
-    with context.Pool(processes=1) as pool:
-        result = pool.apply(function, (settings,))
-    return result, time.perf_counter() - started
-
-
-def torch_version():
-    if importlib.util.find_spec("torch") is None:
-        return None
-    return importlib.metadata.version("torch")
-
-
-
-
-def ratio(a, b):
-    return a / b if b else float("nan")
 
 
 def summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start):
@@ -334,26 +265,6 @@ def table_rows(summary):
 
 
 COLUMNS = ["", "val loss (nats/char)", "val bits/char", "train chars/s"]
-
-
-def print_table(rows, title):
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(title)
-        widths = [max(len(str(r[i])) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-        for r in [COLUMNS, *rows]:
-            print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                            for i, (c, w) in enumerate(zip(r, widths))))
-        return
-    table = Table(title=title)
-    table.add_column(COLUMNS[0], justify="left")
-    for name in COLUMNS[1:]:
-        table.add_column(name, justify="right")
-    for r in rows:
-        table.add_row(*r)
-    Console(width=None if sys.stdout.isatty() else 100).print(table)
 
 
 def notes(summary):
@@ -422,7 +333,7 @@ def main(argv=None):
     if not Path(settings.corpus).is_file():
         print(f"skipped: {settings.corpus} not found; pass --corpus PATH")
         return 0
-    torch_ver = torch_version()
+    torch_ver = package_version("torch")
     load_at_start = load_average()
     walls = {}
     numrnn_row, walls["numrnn"] = run_in_own_process(run_numrnn, settings)
@@ -432,7 +343,8 @@ def main(argv=None):
     summary = summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start)
     title = header_line(summary)
     print(title)
-    print_table(table_rows(summary), f"validation loss after {settings.steps} steps")
+    print_table(COLUMNS, table_rows(summary), f"validation loss after {settings.steps} steps",
+                width=100)
     for line in notes(summary):
         print(line)
     if args.json:
