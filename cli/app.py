@@ -9,6 +9,7 @@ from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.evaluate import evaluate
 from numrnn_cli.info import info
+from numrnn_cli.plot import plot
 from numrnn_cli.sample import sample
 from numrnn_cli.train import train
 
@@ -30,9 +31,12 @@ class NumrnnGroup(click.Group):
         except NumrnnError as exc:
             if _debug_wanted(ctx):
                 raise
+            from rich.markup import escape
+
             from numrnn_cli.console import err_console
 
-            err_console().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            # Escaped: a message may hold brackets (pip install 'numrnn[plot]').
+            err_console().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             ctx.exit(ExitCode.ERROR)
         except KeyboardInterrupt:
             if _debug_wanted(ctx):
@@ -57,6 +61,7 @@ def cli(debug):
       numrnn sample -c shakespeare.safetensors --prime "ROMEO:" --length 300
       numrnn eval -c shakespeare.best.safetensors data/shakespeare.txt
       numrnn info shakespeare.safetensors
+      numrnn plot run.jsonl         # train and validation loss of a --metrics file
       numrnn gradcheck              # every cell's gradients against finite differences
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 gradient mismatch, 130 interrupted.
@@ -68,6 +73,7 @@ cli.add_command(sample)
 cli.add_command(evaluate)
 cli.add_command(info)
 cli.add_command(gradcheck)
+cli.add_command(plot)
 
 
 def main():
