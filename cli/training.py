@@ -22,7 +22,7 @@ MODEL_OPTIONS = ("cell", "hidden", "layers", "embed")
 # Options that fill numrnn.configs.TrainConfig.
 TRAIN_OPTIONS = ("seq_len", "batch_size", "optimizer", "lr", "lr_decay", "grad_clip", "max_steps",
                  "max_epochs", "max_time", "eval_every", "checkpoint_every", "log_every",
-                 "patience", "val_frac", "seed")
+                 "patience", "val_frac", "test_frac", "seed")
 
 
 def training_options(*, cell, hidden, layers, embed, batch_size, lr, max_epochs, eval_every,

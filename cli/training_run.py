@@ -40,6 +40,7 @@ class TrainingCommand:
     summary: Callable            # (result, out) -> extra summary lines
     model_options: tuple = MODEL_OPTIONS
     fixed_options: tuple = ()    # options a resume may not change (e.g. how data is split)
+    describe: Callable = None    # (data, prepared) -> lines said before training starts
 
 
 def run_training(command, data_path, options, explicit):
@@ -83,6 +84,8 @@ def run_training(command, data_path, options, explicit):
         cold = not kernels_compiled(f"{model_config.cell}_forward", f"{model_config.cell}_backward",
                                     f"{train_config.optimizer}_update")
         with TrainView(console, quiet=options["quiet"], metrics=metrics, compiling=cold) as view:
+            for line in command.describe(data, prepared) if command.describe else ():
+                view.say(line)
             task = command.make_task(model, vocab, prepared, options, train_config, view)
             trainer = Trainer(task, train_config, out, on_event=view, resume=resume, rng=rng)
             stop = InterruptFlag(lambda: view.say(
@@ -114,8 +117,9 @@ def _resumed_configs(command, checkpoint, options, explicit):
     saved = checkpoint.model_config
     for name in command.model_options:
         if name in explicit and options[name] != getattr(saved, name):
+            shown = {True: "on", False: "off"}.get(options[name], options[name])
             raise ConfigError(
-                f"--{name.replace('_', '-')} {options[name]} contradicts the checkpoint, whose "
+                f"--{name.replace('_', '-')} {shown} contradicts the checkpoint, whose "
                 f"model has {name} {getattr(saved, name)}; leave --{name.replace('_', '-')} out "
                 f"to resume it")
     if "dtype" in explicit and options["dtype"] != meta["dtype"]:

@@ -81,6 +81,7 @@ class TrainConfig:
     log_every: int = 50
     patience: int = 0          # evaluations without improvement before stopping; 0 = never
     val_frac: float = 0.05
+    test_frac: float = 0.0     # a held-out test split (tasks with labelled examples)
     seed: int = 0
 
     def validate(self):
@@ -97,6 +98,9 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive number, not {self.lr}")
         if not 0.0 <= self.val_frac < 1.0:
             raise ConfigError(f"val_frac must be in [0, 1), not {self.val_frac}")
+        if not 0.0 <= self.test_frac < 1.0 or self.val_frac + self.test_frac >= 1.0:
+            raise ConfigError(f"test_frac must be in [0, 1) and leave examples to train on "
+                              f"(val_frac {self.val_frac} + test_frac {self.test_frac})")
         LRSchedule.parse(self.lr_decay)
         return self
 
