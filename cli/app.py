@@ -6,6 +6,7 @@ import click
 
 from numrnn import __version__
 from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.classify import classify
 from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.evaluate import evaluate
 from numrnn_cli.info import info
@@ -61,6 +62,8 @@ def cli(debug):
       numrnn sample -c shakespeare.safetensors --prime "ROMEO:" --length 300
       numrnn eval -c shakespeare.best.safetensors data/shakespeare.txt
       numrnn info shakespeare.safetensors
+      numrnn classify train ../shared/data/names -o names.safetensors --max-time 2m
+      numrnn classify predict -c names.best.safetensors Nakamura Schmidt
       numrnn plot run.jsonl         # train and validation loss of a --metrics file
       numrnn gradcheck              # every cell's gradients against finite differences
 
@@ -73,6 +76,7 @@ cli.add_command(sample)
 cli.add_command(evaluate)
 cli.add_command(info)
 cli.add_command(gradcheck)
+cli.add_command(classify)
 cli.add_command(plot)
 
 

@@ -19,6 +19,7 @@ def info(checkpoint, as_json):
       numrnn info shakespeare.safetensors --json | python -m json.tool
     """
     from numrnn.checkpoint import load_checkpoint
+    from numrnn.tasks import TASKS
 
     loaded = load_checkpoint(checkpoint)
     meta = loaded.meta
@@ -40,18 +41,34 @@ def info(checkpoint, as_json):
     table.add_column("field", style="bold")
     table.add_column("value")
     rows = [
+        ("task", f"{loaded.task}: {TASKS[loaded.task].what} (use it with {TASKS[loaded.task].commands})"),
         ("model", f"{config.cell}, {config.layers} x {config.hidden} hidden, "
+                  + ("bidirectional, " if config.bidirectional else "")
                   + (f"embedding {config.embed}" if config.embed else "one-hot input")
                   + (f", dropout {config.dropout:g}" if config.dropout else "")),
         ("parameters", f"{loaded.parameter_count:,} ({meta['dtype']})"),
         ("vocabulary", f"{len(loaded.vocab)} characters: {_preview(loaded.vocab.chars)}"),
+    ]
+    if loaded.labels is not None:
+        rows.append(("labels", f"{len(loaded.labels)}: {', '.join(loaded.labels)}"))
+    data = meta.get("data")
+    if data:
+        split = meta.get("split", {})
+        rows.append(("data", f"{data.get('examples', 0):,} examples from {data.get('path', '?')} "
+                             f"(digest {data.get('digest', '?')})"))
+        rows.append(("split", f"{split.get('train', 0):,} training, {split.get('val', 0):,} "
+                              f"validation, {split.get('test', 0):,} test (seed {train.get('seed')}, "
+                              f"val {train.get('val_frac')}, test {train.get('test_frac', 0)})"))
+    unit = "char" if loaded.task == "char-lm" else "example"
+    rows += [
         ("step", f"{progress.get('step', 0):,} (epoch {progress.get('epoch', 0)})"),
         ("best validation loss", "-" if best is None else
-            f"{best:.4f} nats/char ({best / 0.6931471805599453:.4f} bits/char) at step "
-            f"{progress.get('best_step'):,}"),
+            f"{best:.4f} nats/{unit}"
+            + (f" ({best / 0.6931471805599453:.4f} bits/char)" if unit == "char" else "")
+            + f" at step {progress.get('best_step'):,}"),
         ("training", ", ".join(f"{key} {train[key]}" for key in
                                ("optimizer", "lr", "lr_decay", "batch_size", "seq_len", "grad_clip")
-                               if key in train) or "-"),
+                               if key in train and (key != "seq_len" or unit == "char")) or "-"),
         ("format", f"numrnn checkpoint v{meta['format_version']}, written by numrnn "
                    f"{meta.get('numrnn_version', '?')}"),
     ]
