@@ -1,4 +1,4 @@
-"""The layers models are assembled from: Embedding, RecurrentStack, Linear.
+"""The layers models are assembled from: Embedding, RecurrentStack, Linear, Conditioning.
 
 Each layer declares its parameter entries under a name prefix (PyTorch's state_dict names),
 initialises them, allocates its workspace for a (T, B), and runs forward and backward over
@@ -160,6 +160,75 @@ class Linear:
         k.linear_backward(dx, dw[self.weight], dw[self.bias], dy, x, w[self.weight], scratch)
 
 
+# --------------------------------------------------------------------------- conditioning
+
+
+class Conditioning:
+    """Per-label parameters that condition a recurrent stack on a label (one row per label).
+
+    ``mode`` "state": the initial state is a learnt row per label, ``{name}.h0`` (C, L, H)
+    (and ``{name}.c0`` for the LSTM); "input": a learnt row ``{name}.input`` (C, G) is added
+    to layer 0's gate pre-activations at every step (a per-label input bias, through the
+    stack's ``input_gates``/``input_dgates`` hooks); "both": all of them. Gradients scatter-add
+    into the rows of each batch row's label.
+    """
+
+    def __init__(self, name, mode, classes, stack):
+        if mode not in ("state", "input", "both"):
+            raise ValueError(f"conditioning mode must be state, input or both, not {mode!r}")
+        self.name = name
+        self.mode = mode
+        self.classes = classes
+        self.layers = stack.layers * stack.directions
+        self.hidden = stack.hidden
+        self.gate_width = stack.gate_width
+        self.states = stack.cell.states          # ("h",) or ("h", "c")
+        self.uses_state = mode in ("state", "both")
+        self.uses_input = mode in ("input", "both")
+        self.state_names = {state: f"{name}.{state}0" for state in self.states}
+        self.input = f"{name}.input"
+
+    def entries(self):
+        entries = []
+        if self.uses_state:
+            entries += [(self.state_names[state], (self.classes, self.layers, self.hidden))
+                        for state in self.states]
+        if self.uses_input:
+            entries.append((self.input, (self.classes, self.gate_width)))
+        return entries
+
+    def init(self, views, rng):
+        # The scale of a recurrent layer's bias: U(-1/sqrt(H), 1/sqrt(H)).
+        for name, _ in self.entries():
+            _init_uniform(views[name], rng, self.hidden)
+
+    def initial_state(self, w, labels, dtype):
+        """{"h": (L, B, H), ...}: each row's label's learnt initial state (a copy)."""
+        return {state: np.ascontiguousarray(w[name][labels].transpose(1, 0, 2), dtype=dtype)
+                for state, name in self.state_names.items()}
+
+    def state_backward(self, dw, labels, dstate):
+        # cond.h0[labels[b]] += dstate["h"][:, b] (and c), rows of one label summed
+        for state, name in self.state_names.items():
+            np.add.at(dw[name], labels, dstate[state].transpose(1, 0, 2))
+
+    def input_gates(self, w, labels):
+        """The stack's ``input_gates`` hook: adds each row's label row to its gates."""
+        rows = w[self.input][labels]                      # (B, G)
+
+        def add(gate_rows, reverse):
+            # gate_rows (T*B, G), row t*B + b belongs to batch row b
+            gate_rows.reshape(-1, *rows.shape)[...] += rows
+        return add
+
+    def input_dgates(self, dw, labels):
+        """The stack's ``input_dgates`` hook: the input rows' gradient, summed over time."""
+        def accumulate(dgate_rows, reverse):
+            B = labels.shape[0]
+            np.add.at(dw[self.input], labels, dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0))
+        return accumulate
+
+
 # --------------------------------------------------------------------------- recurrent stack
 
 
@@ -221,7 +290,8 @@ class RecurrentStack:
         lstm, gru = self.cell.name == "lstm", self.cell.name == "gru"
         units = [(layer, d) for layer in range(L) for d in range(R)]
         ws.T, ws.B = T, B
-        ws.embedding = self.embedding.workspace(T, B, G, dtype)
+        # One per direction: each keeps its own embedded rows for the backward pass.
+        ws.embedding = [self.embedding.workspace(T, B, G, dtype) for _ in range(R)]
         ws.gates = {u: zeros(T, B, G) for u in units}
         ws.hs = {u: zeros(T + 1, B, H) for u in units}
         ws.cs = {u: zeros(T + 1, B, H) for u in units} if lstm else None
@@ -301,7 +371,7 @@ class RecurrentStack:
         Wx, _, bx, _ = (w[name] for name in self._names(layer, d))
         gate_rows = ws.gates[(layer, d)].reshape(T * B, self.gate_width)
         if layer == 0:
-            self.embedding.project_forward(k, w, ws.embedding, gate_rows, ws.tokens[d], Wx, bx)
+            self.embedding.project_forward(k, w, ws.embedding[d], gate_rows, ws.tokens[d], Wx, bx)
             return
         if d:
             x = _take_rows(x, ws.reverse)
@@ -363,7 +433,7 @@ class RecurrentStack:
                 if layer == 0:
                     if input_dgates is not None:
                         input_dgates(dgate_rows, bool(d))
-                    self.embedding.project_backward(k, w, dw, ws.embedding, dWx, dbx, dgate_rows,
+                    self.embedding.project_backward(k, w, dw, ws.embedding[d], dWx, dbx, dgate_rows,
                                                     ws.tokens[d], Wx, ws.scratch)
                 elif R == 1:
                     # dhs now becomes the gradient of the layer below's outputs.

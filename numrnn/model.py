@@ -7,6 +7,10 @@ backend. ``Model`` is the many-to-many network every generating task uses:
     tokens (T, B) -> embedding (V, E) or one-hot -> L recurrent layers (rnn | lstm | gru)
     -> dropout between layers (training only) -> head (H, K) -> softmax cross-entropy per step
 
+A conditioned ``Model`` (``config.condition``: state, input or both) also reads a label per
+row (``labels``) through a ``Conditioning`` layer: a learnt initial state per label, a learnt
+per-label row added to layer 0's gate pre-activations at every step, or both.
+
 The kernels do the arithmetic (``numrnn.kernels``); the layers (``numrnn.layers``) allocate
 their buffers once per (T, B) and call them in order. Tasks (``numrnn.tasks``) assemble other
 networks from the same layers (a classifier reads the head once per sequence).
@@ -21,7 +25,7 @@ from numrnn.cells import CELLS  # noqa: F401 (re-exported)
 from numrnn.configs import ModelConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
 from numrnn.kernels import get_backend
-from numrnn.layers import Embedding, Linear, RecurrentStack
+from numrnn.layers import Conditioning, Embedding, Linear, RecurrentStack
 from numrnn.params import ParamLayout
 
 
@@ -51,12 +55,16 @@ class LossResult:
 
 
 def standard_layers(config):
-    """The embedding, recurrent stack and head a ``ModelConfig`` describes."""
+    """The embedding, recurrent stack and head a ``ModelConfig`` describes, then its
+    ``Conditioning`` layer when ``config.condition`` is not "none" (last, so the other
+    layers' entries and initial weights are those of the unconditioned model)."""
     embedding = Embedding("embed", config.vocab_size, config.embed)
     stack = RecurrentStack("rnn", config.cell, embedding, config.hidden, config.layers,
                            dropout=config.dropout, bidirectional=config.bidirectional)
     head = Linear("head", stack.output_width, config.outputs)
-    return embedding, stack, head
+    if config.condition == "none":
+        return embedding, stack, head
+    return embedding, stack, head, Conditioning("cond", config.condition, config.condition_classes, stack)
 
 
 def model_layout(config):
@@ -114,7 +122,7 @@ class _Workspace:
     @property
     def input_table(self):
         """Whether layer 0 reads the embedding through the (V, G) lookup table."""
-        return self.stack.embedding.table
+        return self.stack.embedding[0].table
 
 
 class Model(Network):
@@ -125,49 +133,84 @@ class Model(Network):
         if config.bidirectional:
             raise ConfigError("a model with a target per step reads left to right; "
                               "bidirectional stacks are for classifiers")
-        self.embedding, self.stack, self.head = standard_layers(config)
-        super().__init__([self.embedding, self.stack, self.head], dtype, device, kernels)
+        layers = standard_layers(config)
+        self.embedding, self.stack, self.head = layers[:3]
+        self.conditioning = layers[3] if len(layers) > 3 else None
+        super().__init__(layers, dtype, device, kernels)
 
     def zero_state(self, batch):
         return State.from_dict(self.stack.zero_state(batch, self.dtype))
+
+    def initial_state(self, labels):
+        """The state a conditioned model starts from for ``labels`` (B,): each label's learnt
+        state with state conditioning, else zeros."""
+        labels = self._check_labels(labels, len(labels))
+        if not self.conditioning.uses_state:
+            return self.zero_state(len(labels))
+        return State.from_dict(self.conditioning.initial_state(self.weights, labels, self.dtype))
+
+    def _check_labels(self, labels, B):
+        if self.conditioning is None:
+            if labels is not None:
+                raise ValueError("labels are for conditioned models; this one has condition none")
+            return None
+        if labels is None:
+            raise ValueError(f"a conditioned model (condition {self.config.condition}) needs labels")
+        labels = np.ascontiguousarray(labels, dtype=np.intp)
+        C = self.config.condition_classes
+        if labels.shape != (B,) or (B and (labels.min() < 0 or labels.max() >= C)):
+            raise ValueError(f"labels must be {B} ids in 0..{C - 1}")
+        return labels
 
     def _new_workspace(self, T, B):
         return _Workspace(self.stack, T, B, self.config.outputs, self.dtype)
 
     # ------------------------------------------------------------------ passes
 
-    def loss(self, tokens, targets, state=None):
+    def loss(self, tokens, targets, state=None, *, labels=None):
         """Mean cross-entropy without gradients (evaluation); dropout is off."""
-        return self._run(tokens, targets, state, grad=False)
+        return self._run(tokens, targets, state, grad=False, labels=labels)
 
     def loss_and_grad(self, tokens, targets, state=None, *, dstate=None, train=False, rng=None,
-                      zero_grad=True):
+                      zero_grad=True, labels=None):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
         tokens: (T, B) integer ids. targets: (T, B) ids; a target below 0 is ignored (padding).
         state: the initial state (zeros when None). dstate: the gradient reaching the final
         state from a later chunk (truncated BPTT across calls), zeros when None. train: apply
-        dropout, drawing masks from ``rng``. Returns the loss, the final state and the initial
-        state's gradient.
+        dropout, drawing masks from ``rng``. labels: (B,) label ids, required by (and only
+        by) a conditioned model; with state conditioning and ``state`` None the initial state
+        is each label's learnt one, and its gradient goes into those rows. Returns the loss, the
+        final state and the initial state's gradient.
         """
         return self._run(tokens, targets, state, grad=True, dstate=dstate, train=train, rng=rng,
-                         zero_grad=zero_grad)
+                         zero_grad=zero_grad, labels=labels)
 
     def _run(self, tokens, targets, state, *, grad, dstate=None, train=False, rng=None,
-             zero_grad=True):
+             zero_grad=True, labels=None):
         cfg, k, w = self.config, self.kernels, self.weights
         tokens = np.ascontiguousarray(tokens, dtype=np.intp)
         T, B = tokens.shape
         targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
         if targets.shape[0] != T * B:
             raise ValueError(f"targets have {targets.shape[0]} entries, expected {T * B}")
-        if state is None:
+        cond = self.conditioning
+        labels = self._check_labels(labels, B)
+        learnt_state = state is None and cond is not None and cond.uses_state
+        if learnt_state:
+            state = State.from_dict(cond.initial_state(w, labels, self.dtype))
+        elif state is None:
             state = self.zero_state(B)
         ws = self._workspace(T, B)
         use_dropout = train and cfg.dropout > 0 and cfg.layers > 1
         if use_dropout and rng is None:
             raise ValueError("training with dropout needs an rng")
-        self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout, rng=rng)
+        if cond is not None and cond.uses_input:
+            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout,
+                               rng=rng, input_gates=cond.input_gates(w, labels))
+        else:
+            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout,
+                               rng=rng)
         feats = self.stack.top_outputs(ws.stack).reshape(T * B, cfg.hidden)
         self.head.forward(k, w, ws.logits, feats)
         count = max(int(np.count_nonzero(targets >= 0)), 1)
@@ -184,6 +227,11 @@ class Model(Network):
             self.grads[...] = 0.0
         dtop = ws.stack.dhs[0].reshape(T * B, cfg.hidden)
         self.head.backward(k, w, self.dweights, dtop, ws.logits, feats, ws.stack.scratch)
+        input_dgates = (cond.input_dgates(self.dweights, labels)
+                        if cond is not None and cond.uses_input else None)
         dstate0 = self.stack.backward(k, w, self.dweights, ws.stack,
-                                      None if dstate is None else dstate.to_dict())
+                                      None if dstate is None else dstate.to_dict(),
+                                      input_dgates=input_dgates)
+        if learnt_state:
+            cond.state_backward(self.dweights, labels, dstate0)
         return LossResult(loss, final, State.from_dict(dstate0))
