@@ -10,3 +10,39 @@ def cell_case(cell, rng, T=4, B=3, D=5, H=4, dtype=np.float64):
     G = GATES_PER_CELL[cell] * H
     u = lambda *shape: rng.uniform(-0.8, 0.8, shape).astype(dtype)  # noqa: E731
     return dict(x=u(T, B, D), h0=u(B, H), c0=u(B, H), Wx=u(D, G), Wh=u(H, G), bx=u(G), bh=u(G))
+
+
+def assert_clean_error(result, pattern, code=None):
+    """A CliRunner result that failed with exactly one `error:` line (the last on stderr)
+    matching ``pattern``, exit ``code`` (1 by default) and no traceback."""
+    import re
+
+    from numrnn_cli.exit_codes import ExitCode
+
+    assert result.exit_code == (ExitCode.ERROR if code is None else code), result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.rstrip().splitlines()[-1] == errors[0], result.stderr
+    assert re.search(pattern, errors[0]), result.stderr
+
+
+def interrupt_training(arguments, cwd, timeout=240):
+    """Run `numrnn ARGUMENTS` in its own process, press Ctrl-C once its first progress line is
+    out, and return (exit code, everything it wrote on stderr)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "numrnn_cli", *arguments], stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+    seen = []
+    deadline = time.monotonic() + timeout
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("step") and "epoch" in line:
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    seen.append(proc.stderr.read())
+    return proc.wait(timeout=120), "".join(seen)

@@ -1,11 +1,6 @@
 """`numrnn classify train/eval/predict` end to end on a tiny labelled folder, and bad input."""
 
 import json
-import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +9,7 @@ from click.testing import CliRunner
 from numrnn.checkpoint import load_checkpoint
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
+from tests.helpers import assert_clean_error, interrupt_training
 
 SMALL = ["--hidden", "16", "--batch-size", "8", "--eval-every", "10", "--checkpoint-every", "10",
          "--log-every", "5", "--lr", "1e-2"]
@@ -41,14 +37,6 @@ def names(tmp_path):
         (folder / f"{label}.txt").write_text("\n".join(examples[:9] + ["", "  "] + examples[9:]) + "\n",
                                              encoding="utf-8")
     return folder
-
-
-def assert_clean_error(result, pattern, code=ExitCode.ERROR):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and result.stderr.rstrip().splitlines()[-1] == errors[0], result.stderr
-    assert re.search(pattern, errors[0]), result.stderr
 
 
 def train(runner, data, out, *extra):
@@ -174,20 +162,11 @@ def test_resume_refuses_a_changed_split_or_model(runner, trained, names):
 
 def test_ctrl_c_saves_and_exits_130(names, tmp_path):
     out = tmp_path / "m.safetensors"
-    command = [sys.executable, "-m", "numrnn_cli", "classify", "train", str(names), *SMALL,
-               "-o", str(out), "--log-every", "1", "--max-steps", "1000000", "--max-epochs", "0"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    seen = []
-    deadline = time.monotonic() + 240
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("step") and "epoch" in line:
-            break
-        assert time.monotonic() < deadline, "".join(seen)
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == ExitCode.INTERRUPTED, "".join(seen) + rest
-    assert "Traceback" not in rest and "numrnn classify train" in rest
+    code, stderr = interrupt_training(["classify", "train", str(names), *SMALL, "-o", str(out),
+                                       "--log-every", "1", "--max-steps", "1000000",
+                                       "--max-epochs", "0"], tmp_path)
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert "Traceback" not in stderr and f"numrnn classify train {names} --resume {out}" in stderr
     assert load_checkpoint(out).meta["progress"]["step"] >= 1
 
 

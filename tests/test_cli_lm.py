@@ -2,10 +2,8 @@
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from click.testing import CliRunner
 from numrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
+from tests.helpers import assert_clean_error, interrupt_training
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "shakespeare.txt"
@@ -37,14 +36,6 @@ def corpus(tmp_path):
 
 def train(runner, corpus, out, *extra):
     return runner.invoke(cli, ["train", str(corpus), *SMALL, "-o", str(out), *extra])
-
-
-def assert_clean_error(result, pattern, code=ExitCode.ERROR):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and result.stderr.rstrip().splitlines()[-1] == errors[0], result.stderr
-    assert re.search(pattern, errors[0]), result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -204,21 +195,11 @@ def test_train_help_has_examples_and_defaults(runner):
 
 def test_ctrl_c_saves_says_how_to_resume_and_exits_130(corpus, tmp_path):
     out = tmp_path / "m.safetensors"
-    command = [sys.executable, "-m", "numrnn_cli", "train", str(corpus), *SMALL, "-o", str(out),
-               "--log-every", "1", "--max-steps", "100000", "--max-epochs", "0"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    seen = []
-    deadline = time.monotonic() + 240
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("step") and "epoch" in line:
-            break
-        assert time.monotonic() < deadline, "".join(seen)
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == ExitCode.INTERRUPTED, "".join(seen) + rest
-    assert "Traceback" not in rest
-    assert f"saved {out}" in rest and f"--resume {out}" in rest
+    code, stderr = interrupt_training(["train", str(corpus), *SMALL, "-o", str(out), "--log-every",
+                                       "1", "--max-steps", "100000", "--max-epochs", "0"], tmp_path)
+    assert code == ExitCode.INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    assert f"saved {out}" in stderr and f"--resume {out}" in stderr
     step = load_checkpoint(out).meta["progress"]["step"]
     assert step >= 1
     result = CliRunner().invoke(cli, ["train", str(corpus), "--resume", str(out), "--max-steps",

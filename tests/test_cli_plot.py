@@ -5,7 +5,6 @@ cases are hand-written JSON lines.
 """
 
 import json
-import re
 import struct
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from numrnn.errors import DataError
 from numrnn.metrics_file import Curve, moving_average, read_metrics
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
+from tests.helpers import assert_clean_error as shared_assert_clean_error
 from numrnn_cli.plot import IMAGE_DPI, IMAGE_INCHES, file_labels, nice_ticks, tick_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +36,9 @@ def runner():
 
 
 def assert_clean_error(result, pattern):
-    assert result.exit_code == ExitCode.ERROR, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and result.stderr.strip() == errors[0], result.stderr
-    assert re.search(pattern, errors[0]), errors[0]
-    assert result.stdout == ""
+    """Nothing but the one error line: no output, no other stderr."""
+    shared_assert_clean_error(result, pattern)
+    assert result.stderr.strip().startswith("error:") and result.stdout == ""
 
 
 def write_jsonl(path, *records, raw=""):
