@@ -219,3 +219,15 @@ def test_a_checkpoint_of_another_task_says_which_command_takes_it(runner, traine
     for command in (["classify", "eval", "-c", str(lm)], ["classify", "predict", "-c", str(lm), "x"]):
         assert_clean_error(runner.invoke(cli, command),
                            r"is a character language model, not a classifier; use it with numrnn sample")
+
+
+def test_info_shows_the_task_labels_and_split(runner, trained):
+    _, out, _ = trained
+    result = runner.invoke(cli, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    for text in ("classify: a classifier", "labels", "Alpha, Beta, Gamma", "54 examples from",
+                 "30 training, 12", "validation, 12 test", "nats/example"):
+        assert text in result.stdout, text
+    data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
+    assert data["task"] == "classify" and data["split"] == {"train": 30, "val": 12, "test": 12}
+    assert "tensors" not in data and "rng" not in data
