@@ -9,6 +9,7 @@ from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.classify import classify
 from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.evaluate import evaluate
+from numrnn_cli.generate import generate
 from numrnn_cli.info import info
 from numrnn_cli.plot import plot
 from numrnn_cli.sample import sample
@@ -77,6 +78,7 @@ cli.add_command(evaluate)
 cli.add_command(info)
 cli.add_command(gradcheck)
 cli.add_command(classify)
+cli.add_command(generate)
 cli.add_command(plot)
 
 

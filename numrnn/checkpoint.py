@@ -9,9 +9,9 @@ Layout of a file (DESIGN.md section 5):
 - the training streams' carried state under ``state.h`` and ``state.c`` (L, B, H);
 - in the header metadata, under the key ``numrnn``, a JSON document: format and version,
   numrnn's version, the task (``numrnn.tasks``), the configs, the vocabulary (index = token
-  id), the labels of a classifier, training progress, the RNG state and the best validation
-  loss; since format 2 also a SHA-256 digest of every tensor's bytes (``tensors``), and under
-  ``numrnn.sha256`` the digest of the document itself.
+  id), the labels of a classifier or a generator, training progress, the RNG state and the
+  best validation loss; since format 2 also a SHA-256 digest of every tensor's bytes
+  (``tensors``), and under ``numrnn.sha256`` the digest of the document itself.
 
 Files are written atomically (a temp file in the same folder, fsync, rename), so a crash
 mid-write leaves the previous checkpoint whole. Loading checks the format, its version,
@@ -303,12 +303,20 @@ def _check(path, document, tensors):
     if len(vocab) != config.vocab_size:
         raise bad(f"{len(vocab)} characters in the vocabulary, but vocab_size {config.vocab_size}")
     labels = document.get("labels")
-    if task == "classify":
+    if task in ("classify", "generate"):
         if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels) \
                 or len(set(labels)) != len(labels):
             raise bad("its labels are not a list of distinct names")
-        if len(labels) != config.output_size:
-            raise bad(f"{len(labels)} labels, but the classifier has {config.output_size} outputs")
+    if task == "classify" and len(labels) != config.output_size:
+        raise bad(f"{len(labels)} labels, but the classifier has {config.output_size} outputs")
+    if task != "generate" and config.condition != "none":
+        raise bad(f"{task} models are not conditioned on a label (condition {config.condition})")
+    if task == "generate":
+        if config.condition == "none":
+            raise bad("a generator's model must be conditioned on its labels (condition none)")
+        if len(labels) != config.condition_classes:
+            raise bad(f"{len(labels)} labels, but the model is conditioned on "
+                      f"{config.condition_classes}")
 
     layout = model_layout(config)
     expected = torch_shapes(layout)

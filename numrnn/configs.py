@@ -16,7 +16,10 @@ OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 # The losses `numrnn gradcheck` checks, one per topology (numrnn.gradcheck says what each is).
-GRADCHECK_LOSSES = ("lm", "classify", "classify-bi", "one-to-one")
+GRADCHECK_LOSSES = ("lm", "classify", "classify-bi", "one-to-one", "generate")
+# How a conditioned generator reads its label (numrnn.layers.Conditioning): not at all, as
+# its initial state, added to layer 0's input at every step, or both.
+CONDITIONS = ("none", "state", "input", "both")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class ModelConfig:
     output_size: int = 0
     dropout: float = 0.0
     bidirectional: bool = False  # a second stack reads each sequence backwards (classifiers)
+    condition: str = "none"      # how a label conditions the model (CONDITIONS)
+    condition_classes: int = 0   # how many labels a conditioned model knows (0 when none)
 
     def validate(self):
         if self.cell not in CELLS:
@@ -43,6 +48,18 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.condition not in CONDITIONS:
+            raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, "
+                              f"not {self.condition!r}")
+        if self.condition == "none" and self.condition_classes != 0:
+            raise ConfigError(f"condition_classes must be 0 when condition is none, "
+                              f"not {self.condition_classes}")
+        if self.condition != "none" and self.condition_classes < 1:
+            raise ConfigError(f"condition_classes must be at least 1 when condition is "
+                              f"{self.condition}, not {self.condition_classes}")
+        if self.condition != "none" and self.bidirectional:
+            raise ConfigError("a conditioned generator reads left to right; condition needs "
+                              "bidirectional off")
         return self
 
     @property

@@ -12,7 +12,12 @@ Losses, one per topology:
 - ``classify``: many-to-one, one-hot input, rows of different lengths right-padded (the class
   is read at each row's last real step);
 - ``classify-bi``: the same with a bidirectional stack and embedding input;
-- ``one-to-one``: a single step (T = 1), a plain classifier.
+- ``one-to-one``: a single step (T = 1), a plain classifier;
+- ``generate``: one-to-many, a label-conditioned generator (condition "both": a learnt initial
+  state per label and a per-label row added to layer 0's gates at every step), rows of
+  different lengths right-padded (targets -1), labels repeated in the batch; the gradients of
+  the conditioning tables (``cond.h0``, ``cond.c0``, ``cond.input``) are checked, and they are
+  the initial state's.
 Both input paths (embedding, one-hot) are checked for every cell.
 """
 
@@ -30,6 +35,9 @@ LAYER_COUNTS = (1, 2)
 FD_STEP = 0.1  # Ridders' first step; it shrinks by 1.4 per row
 # Tiny shapes: every element is checked, 4 forward passes each.
 VOCAB, EMBED, HIDDEN, CLASSES, STEPS, BATCH = 6, 4, 3, 3, 4, 2
+# The generator's rows: a repeated label (its rows' gradients add up) and lengths 4, 2, 3.
+GENERATE_LABELS = (2, 0, 2)
+GENERATE_LENGTHS = (4, 2, 3)
 INIT_SCALE = 1.5
 
 
@@ -133,24 +141,25 @@ def check_model(model, run, state, *, step=FD_STEP):
     """Errors of the analytic gradient of ``model``'s loss, per parameter tensor and state.
 
     run(grad) -> LossResult: the loss with the model's current weights and ``state`` (its
-    gradient left in ``model.grads`` when grad). Returns a list of (tensor name, max relative
-    error, max absolute error); the model must be float64.
+    gradient left in ``model.grads`` when grad); state None: the initial state is not an
+    input of its own (a conditioned model's comes from its parameters). Returns a list of
+    (tensor name, max relative error, max absolute error); the model must be float64.
     """
     if model.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model")
     result = run(True)
     analytic = {name: grad.copy() for name, grad in model.dweights.items()}
-    analytic["h0"] = result.dstate.h
-    if state.c is not None:
-        analytic["c0"] = result.dstate.c
+    tensors = dict(model.weights)
+    if state is not None:
+        analytic["h0"] = result.dstate.h
+        tensors["h0"] = state.h
+        if state.c is not None:
+            analytic["c0"] = result.dstate.c
+            tensors["c0"] = state.c
 
     def loss():
         return run(False).loss
 
-    tensors = dict(model.weights)
-    tensors["h0"] = state.h
-    if state.c is not None:
-        tensors["c0"] = state.c
     rows = []
     for name, tensor in tensors.items():
         numeric = numeric_gradient(loss, tensor, step)
@@ -163,6 +172,8 @@ def build_case(cell, layers, loss, seed, kernels=None):
     """The tiny float64 model of one gradcheck row set, its initial state and its loss:
     (model, run(grad) -> LossResult, state)."""
     rng = np.random.default_rng(seed)
+    if loss == "generate":
+        return _generate_case(cell, layers, rng, kernels)
     classify = loss != "lm"
     T = 1 if loss == "one-to-one" else STEPS
     config = ModelConfig(cell=cell, vocab_size=VOCAB, hidden=HIDDEN, layers=layers,
@@ -185,6 +196,21 @@ def build_case(cell, layers, loss, seed, kernels=None):
     # Rows of different lengths, right-padded: the padding must get no gradient and give none.
     lengths = np.minimum(np.arange(BATCH) % T + T - 1, T) if T > 1 else None
     return model, lambda grad: _run(model, grad, tokens, targets, lengths, state=state), state
+
+
+def _generate_case(cell, layers, rng, kernels):
+    # The generator's shape (numrnn.tasks.generate): the head outputs every id but the last
+    # (the start token, an input only), the model reads each row's label.
+    config = ModelConfig(cell=cell, vocab_size=VOCAB, hidden=HIDDEN, layers=layers, embed=EMBED,
+                         output_size=VOCAB - 1, condition="both", condition_classes=CLASSES)
+    model = Model(config, np.float64, kernels=kernels).init_weights(rng)
+    model.params *= INIT_SCALE
+    B = len(GENERATE_LABELS)
+    tokens = rng.integers(0, VOCAB, (STEPS, B))
+    targets = rng.integers(0, VOCAB - 1, (STEPS, B))
+    targets[np.arange(STEPS)[:, None] >= np.asarray(GENERATE_LENGTHS)[None, :]] = -1
+    labels = np.asarray(GENERATE_LABELS)
+    return model, lambda grad: _run(model, grad, tokens, targets, labels=labels), None
 
 
 def _run(model, grad, *args, **kwargs):

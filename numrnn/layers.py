@@ -209,8 +209,10 @@ class Conditioning:
 
     def state_backward(self, dw, labels, dstate):
         # cond.h0[labels[b]] += dstate["h"][:, b] (and c), rows of one label summed
+        B = labels.shape[0]
         for state, name in self.state_names.items():
-            np.add.at(dw[name], labels, dstate[state].transpose(1, 0, 2))
+            table = dw[name].reshape(self.classes, -1)
+            scatter_add(table, labels, dstate[state].transpose(1, 0, 2).reshape(B, -1))
 
     def input_gates(self, w, labels):
         """The stack's ``input_gates`` hook: adds each row's label row to its gates."""
@@ -225,8 +227,17 @@ class Conditioning:
         """The stack's ``input_dgates`` hook: the input rows' gradient, summed over time."""
         def accumulate(dgate_rows, reverse):
             B = labels.shape[0]
-            np.add.at(dw[self.input], labels, dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0))
+            scatter_add(dw[self.input], labels, dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0))
         return accumulate
+
+
+def scatter_add(table, index, rows):
+    """table[index[b]] += rows[b] for every b, repeated indices summed (np.add.at's result;
+    sorting and one reduceat per call is ~10x faster than np.add.at at these shapes)."""
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    table[ordered[starts]] += np.add.reduceat(rows[order], starts, axis=0)
 
 
 # --------------------------------------------------------------------------- recurrent stack

@@ -1,4 +1,5 @@
-"""Text generation at batch 1: a prime text, temperature, top-k, top-p, greedy, a stop string.
+"""Text generation at batch 1: a prime text, temperature, top-k, top-p, greedy, a stop string;
+and whole sequences for a label from a conditioned model (``ConditionalSampler``).
 
 The generation loop is compiled (``numrnn.kernels.cpu.generate_tokens``): one call steps the
 model, draws and feeds back a whole chunk of characters. Randomness comes from the caller's
@@ -186,6 +187,152 @@ class Sampler:
                             float(config.temperature), int(config.top_k), float(config.top_p),
                             bool(config.argmax), self._cell, weights,
                             self._xg, self._hw, self._probs, self._ranked)
+
+
+# Sequences per compiled call of ConditionalSampler (bounds the (S, max_length) buffers).
+SEQUENCES_PER_CALL = 1024
+
+
+class ConditionalSampler:
+    """Whole sequences for a label from a conditioned model (``numrnn.tasks.generate``).
+
+    Each sequence starts at the ``start`` token (then an optional prefix) and ends when the
+    model draws the ``end`` token, or after ``config.length`` drawn characters. The label
+    enters as it did in training, folded into the weights the batch-1 kernels take: its
+    input row (``cond.input``) is added to layer 0's input bias, and its learnt initial state
+    (``cond.h0``/``cond.c0``) is the state the sequence starts from. Many sequences are drawn
+    by one compiled call (``cpu.generate_until``), with no Python between characters or
+    between sequences; one uniform per possible draw (``config.length`` per sequence) comes
+    from the caller's Generator, so a seed gives the same sequences however they are split
+    into calls.
+    """
+
+    def __init__(self, model, vocab, start, end):
+        cfg = model.config
+        if model.conditioning is None:
+            raise ConfigError("this model is not conditioned on a label; use Sampler")
+        if len(vocab) != cfg.vocab_size:
+            raise ConfigError(f"vocab has {len(vocab)} characters but the model's vocab_size "
+                              f"is {cfg.vocab_size}; use the vocabulary the model was trained with")
+        self.model = model
+        self.vocab = vocab
+        self.start = vocab.index[start]
+        self.end = vocab.index[end]
+        if self.end >= cfg.outputs:
+            raise ConfigError("the model cannot output the end token")
+        self._cell = CELL_TABLE[cfg.cell].code
+        zeros = lambda *shape: np.zeros(shape, model.dtype)  # noqa: E731
+        L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
+        self._h, self._c = zeros(L, H), zeros(L, H)
+        self._h0, self._c0 = zeros(L, H), zeros(L, H)
+        self._logits, self._probs, self._ranked = zeros(K), zeros(K), zeros(K)
+        self._xg, self._hw = zeros(1, G), zeros(1, G)
+
+    @property
+    def kernel_names(self):
+        """The generation kernels this sampler calls (for a compile-cache check)."""
+        return ("generate_until", "feed_tokens")
+
+    def _weights(self, label):
+        """kernel_weights with ``label``'s input row folded into layer 0's input bias."""
+        weights = kernel_weights(self.model)
+        cond, w = self.model.conditioning, self.model.weights
+        if not cond.uses_input:
+            return weights
+        embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+        bxs = (np.ascontiguousarray(bxs[0] + w[cond.input][label]),) + bxs[1:]
+        return embed, Wxs, Whs, bxs, bhs, Wy, by
+
+    def _start_state(self, label, prefix, weights):
+        """The state after the start token and all of ``prefix`` but its last id (in _h0,
+        _c0), and the first step's input id."""
+        self._h0[...] = 0.0
+        self._c0[...] = 0.0
+        cond, w = self.model.conditioning, self.model.weights
+        if cond.uses_state:
+            for state, name in cond.state_names.items():
+                (self._h0 if state == "h" else self._c0)[...] = w[name][label]
+        if not prefix.size:
+            return self.start
+        fed = np.concatenate([[self.start], prefix[:-1]]).astype(np.int64)
+        cpu.feed_tokens(self._logits, self._h0, self._c0, fed, self._cell, weights,
+                        self._xg, self._hw)
+        return int(prefix[-1])
+
+    def generate(self, label, count, config, rng, prefix_ids=()):
+        """Yield ``count`` sequences for ``label`` as (ids after the prefix, ended) pairs,
+        ``SEQUENCES_PER_CALL`` at a time. ``config``: a SampleConfig whose ``length`` is the
+        most characters drawn per sequence after the prefix (``stop`` and ``chunk`` are not
+        used); ended is False for a sequence cut at that length. The arguments are checked
+        here, before the first sequence is asked for."""
+        config = config.validate()
+        classes = self.model.config.condition_classes
+        if not 0 <= int(label) < classes:
+            raise ValueError(f"label must be an id in 0..{classes - 1}, not {label}")
+        prefix = np.asarray(prefix_ids, dtype=np.int64)
+        if prefix.ndim != 1:
+            raise ValueError(f"prefix_ids must be 1-D, not of shape {prefix.shape}")
+        if prefix.size and not (0 <= prefix.min() and prefix.max() < len(self.vocab)):
+            raise ValueError(f"prefix_ids must lie in [0, {len(self.vocab)})")
+        if config.length < 1:
+            raise ValueError("sequences need a length of at least 1")
+        return self._batches(int(label), int(count), config, rng, np.ascontiguousarray(prefix))
+
+    def _batches(self, label, count, config, rng, prefix):
+        weights = self._weights(label)
+        token = self._start_state(label, prefix, weights)
+        M = config.length
+        done = 0
+        while done < count:
+            S = min(SEQUENCES_PER_CALL, count - done)
+            out = np.zeros((S, M), np.int64)
+            lengths = np.zeros(S, np.int64)
+            cpu.generate_until(out, lengths, self._logits, self._h, self._c, self._h0, self._c0,
+                               token, rng.random((S, M)), float(config.temperature),
+                               int(config.top_k), float(config.top_p), bool(config.argmax),
+                               self.end, self._cell, weights, self._xg, self._hw, self._probs,
+                               self._ranked)
+            for s in range(S):
+                yield out[s, : lengths[s]], bool(lengths[s] < M)
+            done += S
+
+    def texts(self, label, count, config, rng, prefix=""):
+        """Yield ``count`` (text, ended) pairs for ``label``; each text starts with ``prefix``
+        (a string of the vocabulary's characters)."""
+        prefix_ids = self.vocab.encode(prefix)[0] if prefix else ()
+        for ids, ended in self.generate(label, count, config, rng, prefix_ids):
+            yield prefix + self.vocab.decode(ids), ended
+
+    def distinct(self, label, count, config, rng, prefix="", exclude=(), max_draws=None):
+        """Up to ``count`` distinct texts for ``label``, none in ``exclude``, drawing until
+        there are ``count`` or ``max_draws`` sequences were drawn (default
+        ``unique_draw_limit(count)``). Returns (texts, sequences drawn, unended among those
+        kept); fewer texts than ``count`` when the draws ran out. Texts come in the order
+        first drawn."""
+        max_draws = unique_draw_limit(count) if max_draws is None else max_draws
+        exclude = set(exclude)
+        kept, seen, drawn, unended = [], set(), 0, 0
+        while len(kept) < count and drawn < max_draws:
+            batch = min(count - len(kept), max_draws - drawn)
+            for text, ended in self.texts(label, batch, config, rng, prefix):
+                drawn += 1
+                if text in seen or text in exclude:
+                    continue
+                seen.add(text)
+                kept.append(text)
+                unended += not ended
+                if len(kept) == count:
+                    break
+        return kept, drawn, unended
+
+
+UNIQUE_DRAWS_PER_SAMPLE = 20
+UNIQUE_DRAWS_EXTRA = 100
+
+
+def unique_draw_limit(count):
+    """How many sequences ``ConditionalSampler.distinct`` draws at most for ``count``."""
+    return UNIQUE_DRAWS_PER_SAMPLE * count + UNIQUE_DRAWS_EXTRA
 
 
 def _largest_layer_bytes(model):

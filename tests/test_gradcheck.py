@@ -14,8 +14,12 @@ from numrnn.kernels import cpu
 def test_every_cell_layer_and_loss_passes():
     report = run_gradcheck(seed=0)
     combos = {(row.cell, row.layers, row.loss) for row in report.rows}
-    losses = ("lm", "classify", "classify-bi", "one-to-one")
+    losses = ("lm", "classify", "classify-bi", "one-to-one", "generate")
     assert combos == {(c, l, s) for c in ("rnn", "lstm", "gru") for l in (1, 2) for s in losses}
+    tensors = {row.tensor for row in report.rows
+               if row.cell == "lstm" and row.layers == 2 and row.loss == "generate"}
+    assert {"embed.weight", "rnn.weight_hh_l1", "cond.h0", "cond.c0", "cond.input"} <= tensors
+    assert "h0" not in tensors  # the initial state is cond.h0's rows, checked as parameters
     tensors = {row.tensor for row in report.rows if row.cell == "lstm" and row.layers == 2 and row.loss == "lm"}
     assert {"embed.weight", "rnn.weight_hh_l1", "rnn.bias_ih_l1", "head.bias", "h0", "c0"} <= tensors
     tensors = {row.tensor for row in report.rows if row.layers == 2 and row.loss == "classify-bi"}

@@ -743,6 +743,36 @@ def generate_tokens(out, logits, h, c, token, uniforms, temperature, top_k, top_
         out[n] = token
 
 
+@kernel
+def generate_until(out, lengths, logits, h, c, h0, c0, token, uniforms, temperature, top_k,
+                   top_p, greedy, stop, cell, weights, xg, hw, probs, ranked):
+    # S sequences from one starting point, each ending at the ``stop`` token or after M draws
+    # (conditional generation: a name ends by itself). generate_tokens' steps and draws.
+    # out (S, M) out: sequence s's ids in out[s, :lengths[s]], the stop token not stored
+    # lengths (S) out: the ids drawn before the stop token; M when it never came
+    # logits (K) out; h, c (L, H) workspaces: every sequence starts from h0, c0 (L, H)
+    # token: every sequence's first input id; uniforms (S, M) in [0, 1): one per draw
+    # temperature, top_k, top_p, greedy: see draw_token; stop: the id that ends a sequence
+    # cell, weights, xg, hw, probs, ranked: see generate_tokens
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    S, M = out.shape
+    for s in range(S):
+        h[...] = h0
+        c[...] = c0
+        current = token
+        n = 0
+        while n < M:
+            _advance(h, c, current, cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
+            _head(logits, h, Wy, by)
+            current = draw_token(logits, probs, ranked, uniforms[s, n], temperature, top_k,
+                                 top_p, greedy)
+            if current == stop:
+                break
+            out[s, n] = current
+            n += 1
+        lengths[s] = n
+
+
 # --------------------------------------------------------------------------- generation on two threads
 # At batch 1 a step reads every weight once, so large models are bound by memory bandwidth,
 # which one core does not saturate. These variants split each layer's hidden units into parts

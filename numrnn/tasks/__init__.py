@@ -3,7 +3,9 @@ batches, loss, evaluation and metadata (the trainer's task interface, ``numrnn.t
 
 - ``lm``: many-to-many, a character language model (``numrnn train``);
 - ``classify``: many-to-one, a sequence classifier (``numrnn classify``); with T = 1 it is
-  the one-to-one case, a plain classifier.
+  the one-to-one case, a plain classifier;
+- ``generate``: one-to-many, a character model conditioned on a label, with start and end
+  tokens (``numrnn generate``).
 
 This module only names them (no numpy), so the CLI and the checkpoint loader can say what a
 checkpoint is and which command takes it.
@@ -26,6 +28,8 @@ TASKS = {
                         "numrnn sample, numrnn eval or numrnn train --resume"),
     "classify": TaskInfo("classify", "a classifier",
                          "numrnn classify eval, numrnn classify predict or numrnn classify train --resume"),
+    "generate": TaskInfo("generate", "a label-conditioned generator",
+                         "numrnn generate sample or numrnn generate train --resume"),
 }
 DEFAULT_TASK = "char-lm"  # checkpoint format 1 held language models only
 
