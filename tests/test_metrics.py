@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from numrnn.metrics import classification_report, confusion_matrix
+from numrnn.metrics import classification_report, confusion_matrix, top_k
 
 # Ratios of small integer counts: only the last bits may differ from the reference's order.
 METRIC_RTOL = 1e-12
@@ -129,3 +129,42 @@ def test_confusion_rows_are_true_columns_predicted():
 def test_bad_inputs(y_true, y_pred, names, match):
     with pytest.raises(ValueError, match=match):
         classification_report(y_true, y_pred, names)
+
+
+def test_top_k_sorted_descending_ties_to_the_lower_id():
+    probs = np.array([[0.1, 0.3, 0.3, 0.2, 0.1],
+                      [0.25, 0.25, 0.25, 0.25, 0.0]])
+    indices, values = top_k(probs, 3)
+    assert indices.dtype == np.int64
+    assert indices.tolist() == [[1, 2, 3], [0, 1, 2]]
+    np.testing.assert_array_equal(values, [[0.3, 0.3, 0.2], [0.25, 0.25, 0.25]])
+
+
+def test_top_k_matches_a_full_sort(rng):
+    probs = rng.random((20, 9))
+    indices, values = top_k(probs, 9)
+    for row in range(20):
+        expected = sorted(range(9), key=lambda c: (-probs[row, c], c))
+        assert indices[row].tolist() == expected
+        np.testing.assert_array_equal(values[row], probs[row, expected])
+    first, _ = top_k(probs, 1)
+    assert first[:, 0].tolist() == probs.argmax(axis=1).tolist()
+
+
+def test_top_k_one_row_and_logits():
+    indices, values = top_k(np.array([-2.0, 5.0, -1.0, 5.0]), 2)
+    assert indices.shape == (2,) and indices.tolist() == [1, 3]
+    assert values.tolist() == [5.0, 5.0]
+
+
+@pytest.mark.parametrize("k", [0, 4, -1, 1.5, True])
+def test_top_k_bad_k(k):
+    with pytest.raises(ValueError, match="k must be"):
+        top_k(np.ones((2, 3)) / 3, k)
+
+
+def test_top_k_refuses_nan_and_3d():
+    with pytest.raises(ValueError, match="NaN"):
+        top_k(np.array([[0.5, np.nan]]), 1)
+    with pytest.raises(ValueError, match="shape"):
+        top_k(np.ones((2, 2, 2)), 1)
