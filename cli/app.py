@@ -53,7 +53,8 @@ class NumrnnGroup(click.Group):
 def cli(debug):
     """numrnn: fast character-level recurrent networks (RNN, LSTM, GRU) on numba.
 
-    Train a language model on any UTF-8 text, generate from it, score text with it.
+    Train a language model on any UTF-8 text, generate from it, score text with it;
+    classify lines of text; write new examples of a label.
     Exact backpropagation through time, checked against finite differences, with
     PyTorch's weight layout.
 
@@ -65,6 +66,8 @@ def cli(debug):
       numrnn info shakespeare.safetensors
       numrnn classify train ../shared/data/names -o names.safetensors --max-time 2m
       numrnn classify predict -c names.best.safetensors Nakamura Schmidt
+      numrnn generate train ../shared/data/names -o names-gen.safetensors
+      numrnn generate sample -c names-gen.best.safetensors --label Russian -n 5
       numrnn plot run.jsonl         # train and validation loss of a --metrics file
       numrnn gradcheck              # every cell's gradients against finite differences
 

@@ -26,7 +26,8 @@ def gradcheck(cells, losses, seed, tolerance, as_json):
     For each cell (rnn, lstm, gru) at 1 and 2 layers and each topology's loss (--loss):
     "lm", many-to-many (a language model); "classify", many-to-one over rows of different
     lengths, padded (the class read at each row's last real character); "classify-bi", the
-    same with a bidirectional stack; "one-to-one", a single step (a plain classifier), a
+    same with a bidirectional stack; "one-to-one", a single step (a plain classifier);
+    "generate", a generator conditioned on a label (its initial state and every input), a
     tiny float64 model is built from --seed, and the gradient of the loss with respect to
     every element of every weight tensor and of the initial states is computed twice: by
     the kernels' backward pass and by central differences (Ridders' extrapolation). A row

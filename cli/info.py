@@ -45,7 +45,8 @@ def info(checkpoint, as_json):
         ("model", f"{config.cell}, {config.layers} x {config.hidden} hidden, "
                   + ("bidirectional, " if config.bidirectional else "")
                   + (f"embedding {config.embed}" if config.embed else "one-hot input")
-                  + (f", dropout {config.dropout:g}" if config.dropout else "")),
+                  + (f", dropout {config.dropout:g}" if config.dropout else "")
+                  + (f", label as {config.condition}" if config.condition != "none" else "")),
         ("parameters", f"{loaded.parameter_count:,} ({meta['dtype']})"),
         ("vocabulary", f"{len(loaded.vocab)} characters: {_preview(loaded.vocab.chars)}"),
     ]
@@ -59,7 +60,7 @@ def info(checkpoint, as_json):
         rows.append(("split", f"{split.get('train', 0):,} training, {split.get('val', 0):,} "
                               f"validation, {split.get('test', 0):,} test (seed {train.get('seed')}, "
                               f"val {train.get('val_frac')}, test {train.get('test_frac', 0)})"))
-    unit = "char" if loaded.task == "char-lm" else "example"
+    unit = "example" if loaded.task == "classify" else "char"
     rows += [
         ("step", f"{progress.get('step', 0):,} (epoch {progress.get('epoch', 0)})"),
         ("best validation loss", "-" if best is None else
