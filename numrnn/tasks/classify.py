@@ -14,6 +14,8 @@ import numpy as np
 from numrnn.errors import ConfigError
 from numrnn.metrics import classification_report
 from numrnn.model import LossResult, Network, State, standard_layers
+from numrnn.tasks.examples import (BUCKET_BATCHES, EncodedTexts, ExamplesTask,  # noqa: F401
+                                   batch_order, encode_texts)
 from numrnn.trainer import Score
 
 
@@ -141,67 +143,6 @@ class _Workspace:
 NAME = "classify"
 UNIT = "examples"
 EVAL_BATCH = 512        # examples per forward call when scoring (no gradients: wider is faster)
-BUCKET_BATCHES = 16     # batches whose examples are sorted by length together (see batch_order)
-
-
-def encode_texts(vocab, texts):
-    """(ids, offsets, lengths, dropped): every text's ids back to back, unknown characters
-    dropped; text i is ids[offsets[i] : offsets[i] + lengths[i]]; dropped maps each unknown
-    character to how often it was dropped."""
-    index = vocab.index
-    ids, lengths, dropped = [], np.zeros(len(texts), np.int64), {}
-    for i, text in enumerate(texts):
-        known = [index[char] for char in text if char in index]
-        if len(known) != len(text):
-            for char in text:
-                if char not in index:
-                    dropped[char] = dropped.get(char, 0) + 1
-        ids.extend(known)
-        lengths[i] = len(known)
-    offsets = np.zeros(len(texts), np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    return np.asarray(ids, np.int64), offsets, lengths, dropped
-
-
-class EncodedTexts:
-    """Texts as token ids, with their labels (-1: none), cut into padded time-major batches."""
-
-    def __init__(self, vocab, texts, labels=None):
-        self.ids, self.offsets, self.lengths, self.dropped = encode_texts(vocab, texts)
-        self.labels = (np.full(len(texts), -1, np.int64) if labels is None
-                       else np.asarray(labels, np.int64))
-
-    def __len__(self):
-        return len(self.lengths)
-
-    def batch(self, rows):
-        """tokens (T, B) right-padded with 0, targets (B), lengths (B) of the examples ``rows``;
-        T is the longest of them. Every row must have at least one known character."""
-        lengths = self.lengths[rows]
-        T = int(lengths.max())
-        tokens = np.zeros((T, len(rows)), np.intp)
-        for b, row in enumerate(rows):
-            start = self.offsets[row]
-            tokens[: lengths[b], b] = self.ids[start : start + lengths[b]]
-        return tokens, self.labels[rows], lengths
-
-
-def batch_order(lengths, batch_size, rng, bucket=BUCKET_BATCHES):
-    """The batches of one epoch: a list of index arrays into ``lengths``.
-
-    A random permutation is cut into groups of ``bucket`` batches; each group is sorted by
-    length before it is cut into batches, and the batches are shuffled, so a batch holds
-    examples of similar length (less padding to compute) while every epoch still sees a new
-    random grouping. bucket=1 gives plain shuffled batches.
-    """
-    order = rng.permutation(len(lengths))
-    group = batch_size * max(bucket, 1)
-    batches = []
-    for start in range(0, len(order), group):
-        members = order[start : start + group]
-        members = members[np.argsort(lengths[members], kind="stable")]
-        batches += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def balanced_weights(labels, classes):
@@ -237,7 +178,7 @@ def score(model, encoded, rows=None, *, class_weights=None, should_stop=None, ba
     return (total / weight if weight else float("nan")), probs, rows
 
 
-class ClassifyTask:
+class ClassifyTask(ExamplesTask):
     """The trainer's task for a sequence classifier (see ``numrnn.trainer``)."""
 
     name = NAME
@@ -246,28 +187,16 @@ class ClassifyTask:
     def __init__(self, model, vocab, data, split, *, batch_size, seed, balance=False,
                  split_meta=None):
         """data: a LabelledData; split: (train, val, test) index arrays into it; split_meta:
-        what recreates the split (fractions, seed, the data's path), saved in checkpoints."""
-        self.model = model
-        self.vocab = vocab
-        self.data = data
-        self.train_rows, self.val_rows, self.test_rows = (np.asarray(s, np.int64) for s in split)
-        self.encoded = EncodedTexts(vocab, data.texts, data.labels)
+        what recreates the split (the data's path), saved in checkpoints."""
+        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed,
+                         split_meta=split_meta)
         # Training examples are never empty (the vocabulary is theirs); val/test ones may be.
         self.val_rows = self.val_rows[self.encoded.lengths[self.val_rows] > 0]
-        self.batch_size = batch_size
-        self.seed = seed
         self.balance = balance
         self.class_weights = (balanced_weights(data.labels[self.train_rows], model.classes)
                               if balance else None)
-        self.split_meta = split_meta or {}
-        self._batches = None
-        self._epoch = None
 
     # ------------------------------------------------------------------ sizes
-
-    @property
-    def steps_per_epoch(self):
-        return -(-len(self.train_rows) // self.batch_size)
 
     @property
     def items_per_step(self):
@@ -282,41 +211,15 @@ class ClassifyTask:
         return len(self.val_rows)
 
     def items_at(self, epoch, position):
-        return len(self._epoch_batches(epoch)[position])
+        return len(self.epoch_batches(epoch)[position])
 
-    # ------------------------------------------------------------------ batches
-
-    def _epoch_batches(self, epoch):
-        # A pure function of (seed, epoch), so a resumed run draws the same batches.
-        if self._epoch != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            lengths = self.encoded.lengths[self.train_rows]
-            self._batches = [self.train_rows[b] for b in batch_order(lengths, self.batch_size, rng)]
-            self._epoch = epoch
-        return self._batches
-
-    def start_epoch(self, epoch):
-        self._epoch_batches(epoch)
-
-    def next_position(self, position):
-        return position + 1
-
-    def at_epoch_end(self, position):
-        return position >= self.steps_per_epoch
-
-    def epoch_fraction(self, position):
-        return position / self.steps_per_epoch
+    # ------------------------------------------------------------------ steps
 
     def loss_and_grad(self, epoch, position, rng):
-        rows = self._epoch_batches(epoch)[position]
+        rows = self.epoch_batches(epoch)[position]
         tokens, targets, lengths = self.encoded.batch(rows)
         return self.model.loss_and_grad(tokens, targets, lengths, class_weights=self.class_weights,
                                         train=True, rng=rng).loss
-
-    def step_done(self):
-        pass
-
-    # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, should_stop=None):
         scored = score(self.model, self.encoded, self.val_rows, class_weights=self.class_weights,
@@ -329,28 +232,5 @@ class ClassifyTask:
         return Score(loss=loss, count=len(rows), unit=UNIT,
                      metrics={"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]})
 
-    # ------------------------------------------------------------------ checkpoints
-
     def meta(self):
-        return {
-            "labels": list(self.data.label_names),
-            "data": {"digest": self.data.digest, "source": self.data.source,
-                     "examples": len(self.data), "blank_lines": self.data.blank_lines,
-                     **self.split_meta},
-            "split": {"train": len(self.train_rows), "val": len(self.val_rows),
-                      "test": len(self.test_rows)},
-            "classify": {"balance": self.balance},
-        }
-
-    def carried_state(self):
-        return None
-
-    def resume(self, checkpoint, position):
-        saved = checkpoint.meta.get("data", {})
-        if saved.get("digest") != self.data.digest:
-            return ("these examples differ from the ones the checkpoint was trained on; "
-                    "training goes on from the start of an epoch")
-        if checkpoint.meta.get("train", {}).get("batch_size") != self.batch_size:
-            return (f"--batch-size changed to {self.batch_size}; the data position restarts "
-                    f"at the start of an epoch")
-        return None
+        return {**self.data_meta(), "classify": {"balance": self.balance}}

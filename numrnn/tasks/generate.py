@@ -14,7 +14,7 @@ START, and a sample ends when it draws END.
 
 Batches are right-padded (targets -1 at padding: the loss ignores them, and the recurrence
 is causal, so padding changes no loss or gradient), of names of similar length, shuffled per
-(seed, epoch) (``numrnn.tasks.classify.batch_order``), so a resumed run continues exactly.
+(seed, epoch) (``numrnn.tasks.examples``), so a resumed run continues exactly.
 Evaluation is the validation loss per character, the END target counted as a character.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from numrnn.data import Vocab, describe_char
 from numrnn.errors import DataError
-from numrnn.tasks.classify import EncodedTexts, batch_order
+from numrnn.tasks.examples import ExamplesTask
 from numrnn.trainer import LN2, Score
 
 NAME = "generate"
@@ -93,7 +93,7 @@ def score(model, encoded, rows, start, end, *, should_stop=None, batch=EVAL_BATC
     return (total / count if count else float("nan")), count
 
 
-class GenerateTask:
+class GenerateTask(ExamplesTask):
     """The trainer's task for a label-conditioned generator (see ``numrnn.trainer``)."""
 
     name = NAME
@@ -101,15 +101,12 @@ class GenerateTask:
 
     def __init__(self, model, vocab, data, split, *, batch_size, seed, split_meta=None):
         """data: a LabelledData; split: (train, val, test) index arrays into it; split_meta:
-        what recreates the split (fractions, seed, the data's path), saved in checkpoints.
-        Validation names with a character the vocabulary lacks are left out (``val_skipped``):
-        a loss over a name with a character dropped would be a loss over another name."""
-        self.model = model
-        self.vocab = vocab
-        self.data = data
+        what recreates the split (the data's path), saved in checkpoints. Validation names
+        with a character the vocabulary lacks are left out (``val_skipped``): a loss over a
+        name with a character dropped would be a loss over another name."""
+        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed,
+                         split_meta=split_meta)
         self.start, self.end = special_ids(vocab)
-        self.train_rows, self.val_rows, self.test_rows = (np.asarray(s, np.int64) for s in split)
-        self.encoded = EncodedTexts(vocab, data.texts, data.labels)
         whole = self.encoded.lengths == np.asarray([len(text) for text in data.texts])
         if not whole[self.train_rows].all():
             bad = self.train_rows[~whole[self.train_rows]][0]
@@ -117,17 +114,8 @@ class GenerateTask:
                             f"vocabulary lacks; train on the data the model was trained on")
         self.val_skipped = int(np.count_nonzero(~whole[self.val_rows]))
         self.val_rows = self.val_rows[whole[self.val_rows]]
-        self.batch_size = batch_size
-        self.seed = seed
-        self.split_meta = split_meta or {}
-        self._batches = None
-        self._epoch = None
 
     # ------------------------------------------------------------------ sizes
-
-    @property
-    def steps_per_epoch(self):
-        return -(-len(self.train_rows) // self.batch_size)
 
     @property
     def items_per_step(self):
@@ -144,42 +132,18 @@ class GenerateTask:
         return int(np.sum(self.encoded.lengths[self.val_rows] + 1))
 
     def items_at(self, epoch, position):
-        rows = self._epoch_batches(epoch)[position]
+        rows = self.epoch_batches(epoch)[position]
         return int(np.sum(self.encoded.lengths[rows] + 1))
 
     # ------------------------------------------------------------------ batches
 
-    def _epoch_batches(self, epoch):
-        # A pure function of (seed, epoch), so a resumed run draws the same batches.
-        if self._epoch != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            lengths = self.encoded.lengths[self.train_rows]
-            self._batches = [self.train_rows[b] for b in batch_order(lengths, self.batch_size, rng)]
-            self._epoch = epoch
-        return self._batches
-
     def batch_at(self, epoch, position):
         """(tokens, targets, labels) of the batch at ``position`` of ``epoch``."""
-        return sequences(self.encoded, self._epoch_batches(epoch)[position], self.start, self.end)
-
-    def start_epoch(self, epoch):
-        self._epoch_batches(epoch)
-
-    def next_position(self, position):
-        return position + 1
-
-    def at_epoch_end(self, position):
-        return position >= self.steps_per_epoch
-
-    def epoch_fraction(self, position):
-        return position / self.steps_per_epoch
+        return sequences(self.encoded, self.epoch_batches(epoch)[position], self.start, self.end)
 
     def loss_and_grad(self, epoch, position, rng):
         tokens, targets, labels = self.batch_at(epoch, position)
         return self.model.loss_and_grad(tokens, targets, labels=labels, train=True, rng=rng).loss
-
-    def step_done(self):
-        pass
 
     # ------------------------------------------------------------------ evaluation
 
@@ -194,25 +158,7 @@ class GenerateTask:
     # ------------------------------------------------------------------ checkpoints
 
     def meta(self):
-        return {
-            "labels": list(self.data.label_names),
-            "data": {"digest": self.data.digest, "source": self.data.source,
-                     "examples": len(self.data), "blank_lines": self.data.blank_lines,
-                     **self.split_meta},
-            "split": {"train": len(self.train_rows), "val": len(self.val_rows),
-                      "test": len(self.test_rows), "val_skipped": self.val_skipped},
-            "generate": {"condition": self.model.config.condition, "start": START, "end": END},
-        }
-
-    def carried_state(self):
-        return None
-
-    def resume(self, checkpoint, position):
-        saved = checkpoint.meta.get("data", {})
-        if saved.get("digest") != self.data.digest:
-            return ("these names differ from the ones the checkpoint was trained on; "
-                    "training goes on from the start of an epoch")
-        if checkpoint.meta.get("train", {}).get("batch_size") != self.batch_size:
-            return (f"--batch-size changed to {self.batch_size}; the data position restarts "
-                    f"at the start of an epoch")
-        return None
+        meta = self.data_meta()
+        meta["split"]["val_skipped"] = self.val_skipped
+        meta["generate"] = {"condition": self.model.config.condition, "start": START, "end": END}
+        return meta
