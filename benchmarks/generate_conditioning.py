@@ -66,26 +66,49 @@ class _NoLabel(Model):
 def run(data, split, mode, seed, args):
     train_texts = [data.texts[i] for i in split[0]]
     vocab = generate.build_vocab(train_texts)
-    config = ModelConfig(cell=args.cell, vocab_size=len(vocab), hidden=args.hidden,
-                         layers=args.layers, embed=args.embed, dropout=args.dropout,
-                         output_size=generate.output_size(vocab),
-                         condition=mode, condition_classes=0 if mode == "none" else len(data.label_names))
+    config = ModelConfig(
+        cell=args.cell,
+        vocab_size=len(vocab),
+        hidden=args.hidden,
+        layers=args.layers,
+        embed=args.embed,
+        dropout=args.dropout,
+        output_size=generate.output_size(vocab),
+        condition=mode,
+        condition_classes=0 if mode == "none" else len(data.label_names),
+    )
     rng = np.random.default_rng(seed)
     model = (_NoLabel if mode == "none" else Model)(config).init_weights(rng)
     task = generate.GenerateTask(model, vocab, data, split, batch_size=args.batch_size, seed=seed)
-    train = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.steps, max_epochs=0,
-                        eval_every=args.eval_every, checkpoint_every=0, log_every=args.steps,
-                        seed=seed)
+    train = TrainConfig(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=args.steps,
+        max_epochs=0,
+        eval_every=args.eval_every,
+        checkpoint_every=0,
+        log_every=args.steps,
+        seed=seed,
+    )
     reports = []
     with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(task, train, Path(folder) / "run.safetensors", rng=rng,
-                          on_event=lambda e: reports.append(e) if isinstance(e, StepReport) else None)
+        trainer = Trainer(
+            task,
+            train,
+            Path(folder) / "run.safetensors",
+            rng=rng,
+            on_event=lambda e: reports.append(e) if isinstance(e, StepReport) else None,
+        )
         started = time.perf_counter()
         result = trainer.run()
         wall = time.perf_counter() - started
-    return {"val": result.last_val_loss, "best": result.best_val_loss,
-            "chars_per_s": reports[-1].items_per_s,
-            "params": model.layout.size, "wall": wall}
+    return {
+        "val": result.last_val_loss,
+        "best": result.best_val_loss,
+        "chars_per_s": reports[-1].items_per_s,
+        "params": model.layout.size,
+        "wall": wall,
+    }
 
 
 def main():
@@ -100,8 +123,12 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--eval-every", type=int, default=500,
-                        help="also evaluate every this many steps (the best column); 0: at the end")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=500,
+        help="also evaluate every this many steps (the best column); 0: at the end",
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--quick", action="store_true", help="100 steps, one seed, hidden 64")
     args = parser.parse_args()
@@ -119,26 +146,50 @@ def main():
         split = stratified_split(data.labels, VAL_FRAC, 0.0, seed)
         for mode in args.modes:
             results[mode].append(run(data, split, mode, seed, args))
-            print(f"seed {seed} {mode:>5}: val {results[mode][-1]['val']:.4f} best "
-                  f"{results[mode][-1]['best']:.4f}", file=sys.stderr)
+            print(
+                f"seed {seed} {mode:>5}: val {results[mode][-1]['val']:.4f} best "
+                f"{results[mode][-1]['best']:.4f}",
+                file=sys.stderr,
+            )
     baseline = np.mean([r["val"] for r in results["none"]]) if "none" in results else None
     rows = []
     for mode, runs in results.items():
         vals = np.array([r["val"] for r in runs])
-        rows.append([mode, f"{runs[0]['params']:,}", f"{vals.mean():.4f}",
-                     f"{vals.max() - vals.min():.4f}" if len(vals) > 1 else "-",
-                     f"{vals.mean() / LN2:.4f}",
-                     "-" if baseline is None else f"{vals.mean() - baseline:+.4f}",
-                     " ".join(f"{v:.4f}" for v in vals),
-                     f"{np.mean([r['best'] for r in runs]):.4f}",
-                     f"{np.mean([r['chars_per_s'] for r in runs]):,.0f}"])
-    title = (f"{args.cell} {args.layers}x{args.hidden}, embed {args.embed}, dropout {args.dropout:g}, "
-             f"batch {args.batch_size}, "
-             f"Adam {args.lr:g}, {args.steps} steps, seeds {' '.join(map(str, args.seeds))}: "
-             f"validation loss per character on {args.data.name}")
-    print_table(["condition", "params", "val nats/char\n(mean)", "spread\n(max-min)", "bits/char",
-                 "vs none", "per seed", "best val\n(mean)", "train chars/s"], rows, title,
-                width=130)
+        rows.append(
+            [
+                mode,
+                f"{runs[0]['params']:,}",
+                f"{vals.mean():.4f}",
+                f"{vals.max() - vals.min():.4f}" if len(vals) > 1 else "-",
+                f"{vals.mean() / LN2:.4f}",
+                "-" if baseline is None else f"{vals.mean() - baseline:+.4f}",
+                " ".join(f"{v:.4f}" for v in vals),
+                f"{np.mean([r['best'] for r in runs]):.4f}",
+                f"{np.mean([r['chars_per_s'] for r in runs]):,.0f}",
+            ]
+        )
+    title = (
+        f"{args.cell} {args.layers}x{args.hidden}, embed {args.embed}, dropout {args.dropout:g}, "
+        f"batch {args.batch_size}, "
+        f"Adam {args.lr:g}, {args.steps} steps, seeds {' '.join(map(str, args.seeds))}: "
+        f"validation loss per character on {args.data.name}"
+    )
+    print_table(
+        [
+            "condition",
+            "params",
+            "val nats/char\n(mean)",
+            "spread\n(max-min)",
+            "bits/char",
+            "vs none",
+            "per seed",
+            "best val\n(mean)",
+            "train chars/s",
+        ],
+        rows,
+        title,
+        width=130,
+    )
     return 0
 
 

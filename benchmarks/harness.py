@@ -38,7 +38,7 @@ def run_in_own_process_or_error(function, *args, env=None):
     started = time.perf_counter()
     try:
         return run_in_own_process(function, *args, env=env)
-    except Exception as exc:  # noqa: BLE001  (the caller reports it)
+    except Exception as exc:
         return dict(error=f"{type(exc).__name__}: {exc}"), time.perf_counter() - started
 
 
@@ -48,8 +48,9 @@ def _call_in_child(env, function, args):
     if env is not None:
         loaded = [name for name in THREAD_LIBRARIES if name in sys.modules]
         if loaded:
-            raise RuntimeError(f"{', '.join(loaded)} loaded before the thread settings; "
-                               f"the child must start clean")
+            raise RuntimeError(
+                f"{', '.join(loaded)} loaded before the thread settings; the child must start clean"
+            )
         os.environ.update(env)
     return function(*args)
 
@@ -70,8 +71,7 @@ def time_calls(call, *, warmup, min_calls, min_seconds, max_calls):
         call()
         warm.append(time.perf_counter() - started)
     begun = time.perf_counter()
-    while len(timed) < min_calls or (time.perf_counter() - begun < min_seconds
-                                     and len(timed) < max_calls):
+    while len(timed) < min_calls or (time.perf_counter() - begun < min_seconds and len(timed) < max_calls):
         started = time.perf_counter()
         call()
         timed.append(time.perf_counter() - started)

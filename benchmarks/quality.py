@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
@@ -57,10 +58,8 @@ TARGET_PCT = 2.0
 LN2 = math.log(2.0)
 
 # The `numrnn train` defaults; --steps keeps the default run near 5 minutes on 2 cores.
-DEFAULTS = dict(cell="lstm", hidden=256, layers=2, embed=64, batch_size=32, seq_len=128,
-                steps=300, seed=0)
-QUICK = dict(cell="lstm", hidden=64, layers=1, embed=32, batch_size=16, seq_len=32,
-             steps=60, seed=0)
+DEFAULTS = dict(cell="lstm", hidden=256, layers=2, embed=64, batch_size=32, seq_len=128, steps=300, seed=0)
+QUICK = dict(cell="lstm", hidden=64, layers=1, embed=32, batch_size=16, seq_len=32, steps=60, seed=0)
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,13 @@ def build_numrnn_model(settings, vocab_size):
 
     from numrnn.model import Model, ModelConfig
 
-    config = ModelConfig(cell=settings.cell, vocab_size=vocab_size, hidden=settings.hidden,
-                         layers=settings.layers, embed=settings.embed)
+    config = ModelConfig(
+        cell=settings.cell,
+        vocab_size=vocab_size,
+        hidden=settings.hidden,
+        layers=settings.layers,
+        embed=settings.embed,
+    )
     return Model(config, dtype=np.float32).init_weights(np.random.default_rng(settings.seed))
 
 
@@ -111,11 +115,19 @@ def steady_chars_per_s(step_times, chars_per_step):
 
 def side_result(name, val_loss, val_chars, step_times, losses, settings, extra):
     chars_per_step = settings.batch_size * settings.seq_len
-    return dict(name=name, val_loss=val_loss, val_bpc=val_loss / LN2, val_chars=val_chars,
-                train_chars_per_s=steady_chars_per_s(step_times, chars_per_step),
-                train_wall_s=float(sum(step_times)),
-                warmup_wall_s=float(sum(step_times[:WARMUP_STEPS])),
-                first_loss=losses[0], last_loss=losses[-1], steps=len(losses), **extra)
+    return dict(
+        name=name,
+        val_loss=val_loss,
+        val_bpc=val_loss / LN2,
+        val_chars=val_chars,
+        train_chars_per_s=steady_chars_per_s(step_times, chars_per_step),
+        train_wall_s=float(sum(step_times)),
+        warmup_wall_s=float(sum(step_times[:WARMUP_STEPS])),
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        steps=len(losses),
+        **extra,
+    )
 
 
 # --------------------------------------------------------------------------- numrnn side
@@ -128,10 +140,20 @@ def run_numrnn(settings):
 
     vocab, train_ids, val_ids = load_splits(settings)
     model = build_numrnn_model(settings, len(vocab))
-    config = TrainConfig(seq_len=settings.seq_len, batch_size=settings.batch_size,
-                         optimizer="adam", lr=LR, grad_clip=GRAD_CLIP, max_steps=settings.steps,
-                         max_epochs=0, eval_every=0, checkpoint_every=0,
-                         log_every=max(settings.steps, 1), val_frac=VAL_FRAC, seed=settings.seed)
+    config = TrainConfig(
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        optimizer="adam",
+        lr=LR,
+        grad_clip=GRAD_CLIP,
+        max_steps=settings.steps,
+        max_epochs=0,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=max(settings.steps, 1),
+        val_frac=VAL_FRAC,
+        seed=settings.seed,
+    )
     arrivals, losses = [], []
 
     def on_event(event):
@@ -143,17 +165,27 @@ def run_numrnn(settings):
     with tempfile.TemporaryDirectory(prefix="numrnn-quality-") as tmp:
         # val_ids=None: the trainer would score the split at the end with the same evaluate();
         # it is called once below instead. Training itself never reads the validation ids.
-        task = LanguageModelTask(model, vocab, train_ids, None, batch_size=settings.batch_size,
-                                 seq_len=settings.seq_len)
+        task = LanguageModelTask(
+            model, vocab, train_ids, None, batch_size=settings.batch_size, seq_len=settings.seq_len
+        )
         trainer = Trainer(task, config, Path(tmp) / "quality.safetensors", on_event=on_event)
         trainer.run()
-    step_times = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    val_loss, val_chars = evaluate(model, val_ids, batch_size=settings.batch_size,
-                                   seq_len=settings.seq_len)
-    return side_result("numrnn", float(val_loss), int(val_chars), step_times, losses, settings,
-                       dict(corpus_chars=int(len(train_ids) + len(val_ids)),
-                            train_chars=int(len(train_ids)), vocab_size=len(vocab),
-                            parameters=int(model.layout.size)))
+    step_times = [b - a for a, b in pairwise(arrivals)]
+    val_loss, val_chars = evaluate(model, val_ids, batch_size=settings.batch_size, seq_len=settings.seq_len)
+    return side_result(
+        "numrnn",
+        float(val_loss),
+        int(val_chars),
+        step_times,
+        losses,
+        settings,
+        dict(
+            corpus_chars=int(len(train_ids) + len(val_ids)),
+            train_chars=len(train_ids),
+            vocab_size=len(vocab),
+            parameters=int(model.layout.size),
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- PyTorch side
@@ -175,8 +207,9 @@ def torch_evaluate(torch, model, ids, settings):
             tokens = torch.from_numpy(np.ascontiguousarray(streams[:, pos : pos + T].T))
             targets = torch.from_numpy(np.ascontiguousarray(streams[:, pos + 1 : pos + T + 1].T))
             logits, state = model(tokens, state)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     targets.reshape(-1))
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+            )
             total += float(loss) * T * batch
             count += T * batch
     return total / count, count
@@ -185,9 +218,9 @@ def torch_evaluate(torch, model, ids, settings):
 def run_torch(settings):
     """The same run in PyTorch: Trainer's batches, state carrying and epoch resets."""
     import torch
+    from twins import CharLM
 
     from numrnn.data import TextStreams
-    from twins import CharLM
 
     torch.set_num_threads(TORCH_THREADS)
     vocab, train_ids, val_ids = load_splits(settings)
@@ -208,8 +241,15 @@ def run_torch(settings):
         step_times.append(time.perf_counter() - started)
     model.eval()
     val_loss, val_chars = torch_evaluate(torch, model, val_ids, settings)
-    return side_result("PyTorch", float(val_loss), int(val_chars), step_times, losses, settings,
-                       dict(threads=torch.get_num_threads()))
+    return side_result(
+        "PyTorch",
+        float(val_loss),
+        int(val_chars),
+        step_times,
+        losses,
+        settings,
+        dict(threads=torch.get_num_threads()),
+    )
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -218,16 +258,26 @@ def run_torch(settings):
 def summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start):
     from numrnn import __version__
 
-    summary = dict(settings=asdict(settings), numrnn_version=__version__, torch_version=torch_ver,
-                   cpu=cpu_name(), cpus=os.cpu_count(), load_at_start=load_at_start,
-                   warmup_steps=WARMUP_STEPS,
-                   numrnn=numrnn_row, torch=torch_row, wall_s=walls)
+    summary = dict(
+        settings=asdict(settings),
+        numrnn_version=__version__,
+        torch_version=torch_ver,
+        cpu=cpu_name(),
+        cpus=os.cpu_count(),
+        load_at_start=load_at_start,
+        warmup_steps=WARMUP_STEPS,
+        numrnn=numrnn_row,
+        torch=torch_row,
+        wall_s=walls,
+    )
     if torch_row is not None:
         pct = 100.0 * (numrnn_row["val_loss"] / torch_row["val_loss"] - 1.0)
-        summary.update(val_loss_ratio=ratio(numrnn_row["val_loss"], torch_row["val_loss"]),
-                       chars_per_s_ratio=ratio(numrnn_row["train_chars_per_s"],
-                                               torch_row["train_chars_per_s"]),
-                       val_loss_pct=pct, meets_target=pct <= TARGET_PCT)
+        summary.update(
+            val_loss_ratio=ratio(numrnn_row["val_loss"], torch_row["val_loss"]),
+            chars_per_s_ratio=ratio(numrnn_row["train_chars_per_s"], torch_row["train_chars_per_s"]),
+            val_loss_pct=pct,
+            meets_target=pct <= TARGET_PCT,
+        )
     return summary
 
 
@@ -237,30 +287,45 @@ def summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start):
 def header_line(summary):
     s, n = summary["settings"], summary["numrnn"]
     embed = f"embed {s['embed']}" if s["embed"] else "one-hot"
-    torch_part = (f"torch {summary['torch_version']} ({TORCH_THREADS} threads)"
-                  if summary["torch_version"] else "torch not installed")
+    torch_part = (
+        f"torch {summary['torch_version']} ({TORCH_THREADS} threads)"
+        if summary["torch_version"]
+        else "torch not installed"
+    )
     load = summary["load_at_start"]
     load_part = f", load {load:.2f} at start" if load is not None else ""
-    return (f"{summary['cpu']} ({summary['cpus']} CPUs{load_part}) | "
-            f"{s['cell']} {s['layers']}x{s['hidden']}, {embed}, "
-            f"B{s['batch_size']} x T{s['seq_len']}, {s['steps']} steps, Adam {LR:g}, "
-            f"clip {GRAD_CLIP:g}, seed {s['seed']} | numrnn {summary['numrnn_version']}, "
-            f"{torch_part} | {Path(s['corpus']).name}: "
-            f"{n['corpus_chars']:,} chars, vocab {n['vocab_size']}, val {n['val_chars']:,} "
-            f"scored, {n['parameters']:,} parameters")
+    return (
+        f"{summary['cpu']} ({summary['cpus']} CPUs{load_part}) | "
+        f"{s['cell']} {s['layers']}x{s['hidden']}, {embed}, "
+        f"B{s['batch_size']} x T{s['seq_len']}, {s['steps']} steps, Adam {LR:g}, "
+        f"clip {GRAD_CLIP:g}, seed {s['seed']} | numrnn {summary['numrnn_version']}, "
+        f"{torch_part} | {Path(s['corpus']).name}: "
+        f"{n['corpus_chars']:,} chars, vocab {n['vocab_size']}, val {n['val_chars']:,} "
+        f"scored, {n['parameters']:,} parameters"
+    )
 
 
 def table_rows(summary):
     def row(side):
-        return [side["name"], f"{side['val_loss']:.4f}", f"{side['val_bpc']:.4f}",
-                f"{side['train_chars_per_s']:,.0f}"]
+        return [
+            side["name"],
+            f"{side['val_loss']:.4f}",
+            f"{side['val_bpc']:.4f}",
+            f"{side['train_chars_per_s']:,.0f}",
+        ]
 
     rows = [row(summary["numrnn"])]
     if summary["torch"] is not None:
         rows.append(row(summary["torch"]))
         bpc_ratio = ratio(summary["numrnn"]["val_bpc"], summary["torch"]["val_bpc"])
-        rows.append(["ratio (numrnn/PyTorch)", f"{summary['val_loss_ratio']:.4f}",
-                     f"{bpc_ratio:.4f}", f"{summary['chars_per_s_ratio']:.3f}"])
+        rows.append(
+            [
+                "ratio (numrnn/PyTorch)",
+                f"{summary['val_loss_ratio']:.4f}",
+                f"{bpc_ratio:.4f}",
+                f"{summary['chars_per_s_ratio']:.3f}",
+            ]
+        )
     return rows
 
 
@@ -275,19 +340,27 @@ def notes(summary):
     else:
         pct = summary["val_loss_pct"]
         verdict = "meets" if summary["meets_target"] else "misses"
-        lines.append(f"numrnn's validation loss is within {pct:+.2f}% of PyTorch's "
-                     f"(negative = better); this {verdict} the {TARGET_PCT:g}% target.")
-        lines.append(f"first-step train loss (same weights, same batch): "
-                     f"numrnn {n['first_loss']:.6f}, PyTorch {t['first_loss']:.6f}; "
-                     f"last step: numrnn {n['last_loss']:.4f}, PyTorch {t['last_loss']:.4f}.")
+        lines.append(
+            f"numrnn's validation loss is within {pct:+.2f}% of PyTorch's "
+            f"(negative = better); this {verdict} the {TARGET_PCT:g}% target."
+        )
+        lines.append(
+            f"first-step train loss (same weights, same batch): "
+            f"numrnn {n['first_loss']:.6f}, PyTorch {t['first_loss']:.6f}; "
+            f"last step: numrnn {n['last_loss']:.4f}, PyTorch {t['last_loss']:.4f}."
+        )
     load = summary["load_at_start"]
     if load is not None and load > BUSY_LOAD:
-        lines.append(f"note: the machine was busy (load {load:.2f}) when this started; other "
-                     f"work skews the chars/s columns (the losses are unaffected).")
+        lines.append(
+            f"note: the machine was busy (load {load:.2f}) when this started; other "
+            f"work skews the chars/s columns (the losses are unaffected)."
+        )
     walls = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in w.items())
-    lines.append(f"chars/s: {summary['settings']['batch_size'] * summary['settings']['seq_len']:,} "
-                 f"chars per step / median step time after {WARMUP_STEPS} warm-up steps. "
-                 f"Process wall time: {walls}.")
+    lines.append(
+        f"chars/s: {summary['settings']['batch_size'] * summary['settings']['seq_len']:,} "
+        f"chars per step / median step time after {WARMUP_STEPS} warm-up steps. "
+        f"Process wall time: {walls}."
+    )
     return lines
 
 
@@ -297,9 +370,11 @@ def notes(summary):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Validation loss and train speed of numrnn vs PyTorch at equal steps.",
-        epilog="Example: python benchmarks/quality.py --quick --json")
-    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS),
-                        help="UTF-8 text to train on (default: %(default)s)")
+        epilog="Example: python benchmarks/quality.py --quick --json",
+    )
+    parser.add_argument(
+        "--corpus", default=str(DEFAULT_CORPUS), help="UTF-8 text to train on (default: %(default)s)"
+    )
     parser.add_argument("--steps", type=int, help=f"training steps (default {DEFAULTS['steps']})")
     parser.add_argument("--cell", choices=("lstm", "gru", "rnn"), help="recurrent cell (lstm)")
     parser.add_argument("--hidden", type=int, help="hidden units per layer (256)")
@@ -308,17 +383,21 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="parallel streams (32)")
     parser.add_argument("--seq-len", type=int, help="characters per step and stream (128)")
     parser.add_argument("--seed", type=int, help="seed of the initial weights (0)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: lstm 1x64, embed 32, B16 x T32, 60 steps "
-                             "(options given explicitly still win)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: lstm 1x64, embed 32, B16 x T32, 60 steps (options given explicitly still win)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     return parser.parse_args(argv)
 
 
 def settings_from(args):
     base = QUICK if args.quick else DEFAULTS
-    chosen = {key: getattr(args, key) if getattr(args, key) is not None else default
-              for key, default in base.items()}
+    chosen = {
+        key: getattr(args, key) if getattr(args, key) is not None else default
+        for key, default in base.items()
+    }
     for key in ("steps", "hidden", "layers", "batch_size", "seq_len"):
         if chosen[key] < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1")
@@ -343,8 +422,7 @@ def main(argv=None):
     summary = summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start)
     title = header_line(summary)
     print(title)
-    print_table(COLUMNS, table_rows(summary), f"validation loss after {settings.steps} steps",
-                width=100)
+    print_table(COLUMNS, table_rows(summary), f"validation loss after {settings.steps} steps", width=100)
     for line in notes(summary):
         print(line)
     if args.json:

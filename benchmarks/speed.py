@@ -88,59 +88,87 @@ from machine import cpu_name, load_average, package_version
 from speed_ceilings import measure_gemm
 from speed_report import print_report, summarise_row
 from speed_sample import MAX_SAMPLE_RUNS, child_numrnn_sample, child_torch_sample
-from speed_setup import (CONFIGS, GATES, SAMPLE_LENGTH, THREADS, Job, Row, Settings, child_env,
-                         say)
+from speed_setup import CONFIGS, GATES, SAMPLE_LENGTH, THREADS, Job, Row, Settings, child_env, say
 from speed_startup import measure_compile, measure_startup
 from speed_train import MAX_TRAIN_STEPS, child_numrnn_train, child_torch_train
 
-DEFAULTS = dict(repeats=3, steps=20, warmup=3, sample_runs=3, min_seconds=1.0, gemm_runs=10,
-                startup_runs=3)
-QUICK = dict(repeats=1, steps=5, warmup=2, sample_runs=1, min_seconds=0.3, gemm_runs=5,
-             startup_runs=1)
+DEFAULTS = dict(repeats=3, steps=20, warmup=3, sample_runs=3, min_seconds=1.0, gemm_runs=10, startup_runs=3)
+QUICK = dict(repeats=1, steps=5, warmup=2, sample_runs=1, min_seconds=0.3, gemm_runs=5, startup_runs=1)
 # The child that measures each side and task of a row; its name keys the raw results.
-ROW_CHILDREN = {"numrnn-train": child_numrnn_train, "torch-train": child_torch_train,
-                "numrnn-sample": child_numrnn_sample, "torch-sample": child_torch_sample}
+ROW_CHILDREN = {
+    "numrnn-train": child_numrnn_train,
+    "torch-train": child_torch_train,
+    "numrnn-sample": child_numrnn_sample,
+    "torch-sample": child_torch_sample,
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train and sample speed of numrnn vs PyTorch (configs A-D), its share of "
-                    "the GEMM peak and of the memory bandwidth, peak memory, start-up time.",
-        epilog="Example: python benchmarks/speed.py --quick --configs A,B")
-    parser.add_argument("--quick", action="store_true",
-                        help="short run: 1 repeat, 5 timed steps, 1 sample run (options given "
-                             "explicitly still win)")
-    parser.add_argument("--configs", default="A,B,C,D",
-                        help="configurations to run, comma-separated (default: %(default)s)")
-    parser.add_argument("--cells", default="rnn,gru,lstm",
-                        help="cells to run where a configuration has them (default: %(default)s)")
-    parser.add_argument("--models", default="numrnn,torch",
-                        help="sides to run: numrnn, torch or both (default: %(default)s)")
-    parser.add_argument("--repeats", type=int,
-                        help=f"alternating numrnn/PyTorch repeats ({DEFAULTS['repeats']}; quick 1)")
-    parser.add_argument("--steps", type=int,
-                        help=f"timed training steps per child, at least ({DEFAULTS['steps']}; "
-                             f"quick {QUICK['steps']})")
-    parser.add_argument("--warmup", type=int,
-                        help=f"untimed steps first ({DEFAULTS['warmup']}; quick {QUICK['warmup']})")
-    parser.add_argument("--sample-runs", type=int,
-                        help=f"timed {SAMPLE_LENGTH}-char generations per child, at least "
-                             f"({DEFAULTS['sample_runs']}; quick {QUICK['sample_runs']})")
-    parser.add_argument("--min-seconds", type=float,
-                        help=f"keep timing until this long, up to {MAX_TRAIN_STEPS} steps or "
-                             f"{MAX_SAMPLE_RUNS} generations ({DEFAULTS['min_seconds']:g}; "
-                             f"quick {QUICK['min_seconds']:g})")
+        "the GEMM peak and of the memory bandwidth, peak memory, start-up time.",
+        epilog="Example: python benchmarks/speed.py --quick --configs A,B",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 1 repeat, 5 timed steps, 1 sample run (options given explicitly still win)",
+    )
+    parser.add_argument(
+        "--configs", default="A,B,C,D", help="configurations to run, comma-separated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cells",
+        default="rnn,gru,lstm",
+        help="cells to run where a configuration has them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--models", default="numrnn,torch", help="sides to run: numrnn, torch or both (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help=f"alternating numrnn/PyTorch repeats ({DEFAULTS['repeats']}; quick 1)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"timed training steps per child, at least ({DEFAULTS['steps']}; quick {QUICK['steps']})",
+    )
+    parser.add_argument(
+        "--warmup", type=int, help=f"untimed steps first ({DEFAULTS['warmup']}; quick {QUICK['warmup']})"
+    )
+    parser.add_argument(
+        "--sample-runs",
+        type=int,
+        help=f"timed {SAMPLE_LENGTH}-char generations per child, at least "
+        f"({DEFAULTS['sample_runs']}; quick {QUICK['sample_runs']})",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        help=f"keep timing until this long, up to {MAX_TRAIN_STEPS} steps or "
+        f"{MAX_SAMPLE_RUNS} generations ({DEFAULTS['min_seconds']:g}; "
+        f"quick {QUICK['min_seconds']:g})",
+    )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up table")
-    parser.add_argument("--kernel-cache", metavar="DIR",
-                        help="numrnn's kernel cache for the run (default: a fresh temporary "
-                             "folder, so compile s is a cold compile)")
-    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS),
-                        help="text to train on; random ids when missing or not 65 distinct "
-                             "characters (default: %(default)s)")
+    parser.add_argument(
+        "--kernel-cache",
+        metavar="DIR",
+        help="numrnn's kernel cache for the run (default: a fresh temporary "
+        "folder, so compile s is a cold compile)",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=str(DEFAULT_CORPUS),
+        help="text to train on; random ids when missing or not 65 distinct characters (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data (0)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                        help="write every raw result as JSON to PATH (no PATH: to stdout, "
-                             "after the tables)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="write every raw result as JSON to PATH (no PATH: to stdout, after the tables)",
+    )
     return parser.parse_args(argv)
 
 
@@ -148,15 +176,18 @@ def split_list(text, allowed, what):
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in chosen if item not in allowed]
     if unknown or not chosen:
-        raise SystemExit(f"error: {what} must be a comma-separated subset of "
-                         f"{','.join(allowed)}, not {text!r}")
+        raise SystemExit(
+            f"error: {what} must be a comma-separated subset of {','.join(allowed)}, not {text!r}"
+        )
     return chosen
 
 
 def settings_from(args, kernel_cache):
     base = QUICK if args.quick else DEFAULTS
-    chosen = {key: getattr(args, key) if getattr(args, key, None) is not None else default
-              for key, default in base.items()}
+    chosen = {
+        key: getattr(args, key) if getattr(args, key, None) is not None else default
+        for key, default in base.items()
+    }
     for key in ("repeats", "steps", "sample_runs", "gemm_runs", "startup_runs"):
         if chosen[key] < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1")
@@ -172,14 +203,22 @@ def settings_from(args, kernel_cache):
         notes.append("PyTorch columns empty: torch is not installed (pip install torch).")
         if not sides:
             raise SystemExit("error: --models torch, but torch is not installed")
-    rows = [Row.of(config, cell)
-            for config in configs for cell in CONFIGS[config]["cells"] if cell in cells]
+    rows = [Row.of(config, cell) for config in configs for cell in CONFIGS[config]["cells"] if cell in cells]
     if not rows:
-        raise SystemExit(f"error: no row left: configs {','.join(configs)} have none of the "
-                         f"cells {','.join(cells)}")
-    return Settings(rows=rows, sides=sides, corpus=str(Path(args.corpus).resolve()),
-                    seed=args.seed, kernel_cache=kernel_cache, startup=not args.no_startup,
-                    quick=args.quick, notes=notes, **chosen)
+        raise SystemExit(
+            f"error: no row left: configs {','.join(configs)} have none of the cells {','.join(cells)}"
+        )
+    return Settings(
+        rows=rows,
+        sides=sides,
+        corpus=str(Path(args.corpus).resolve()),
+        seed=args.seed,
+        kernel_cache=kernel_cache,
+        startup=not args.no_startup,
+        quick=args.quick,
+        notes=notes,
+        **chosen,
+    )
 
 
 def describe_child(result, task):
@@ -188,15 +227,19 @@ def describe_child(result, task):
         return f"FAILED: {result['error']}"
     if task == "train":
         rate = result["chars_per_step"] / median(result["step_s"])
-        return (f"{rate:,.0f} chars/s (median of {len(result['step_s'])} steps), "
-                f"warm-up {sum(result['warmup_s']):.2f} s")
+        return (
+            f"{rate:,.0f} chars/s (median of {len(result['step_s'])} steps), "
+            f"warm-up {sum(result['warmup_s']):.2f} s"
+        )
     rate = result["chars_per_run"] / median(result["run_s"])
     extra = ""
     if "bandwidth" in result:
         bandwidth = result["bandwidth"]
-        extra = (f", reads {bandwidth['buffer_bytes'] / 1e6:.1f} MB at "
-                 f"{bandwidth['bytes_per_s'] / 1e9:.0f} GB/s ({bandwidth['method']}), "
-                 f"{bandwidth['threaded_bytes_per_s'] / 1e9:.0f} GB/s on {THREADS} threads")
+        extra = (
+            f", reads {bandwidth['buffer_bytes'] / 1e6:.1f} MB at "
+            f"{bandwidth['bytes_per_s'] / 1e9:.0f} GB/s ({bandwidth['method']}), "
+            f"{bandwidth['threaded_bytes_per_s'] / 1e9:.0f} GB/s on {THREADS} threads"
+        )
     return f"{rate:,.0f} chars/s (median of {len(result['run_s'])} run(s)){extra}"
 
 
@@ -208,19 +251,28 @@ def measure_row(row, settings, counter):
         for task in ("train", "sample"):
             for side in order:
                 kind = f"{side}-{task}"
-                job = Job(row=row, steps=settings.steps, warmup=settings.warmup,
-                          runs=settings.sample_runs, min_seconds=settings.min_seconds,
-                          corpus=settings.corpus, seed=settings.seed)
+                job = Job(
+                    row=row,
+                    steps=settings.steps,
+                    warmup=settings.warmup,
+                    runs=settings.sample_runs,
+                    min_seconds=settings.min_seconds,
+                    corpus=settings.corpus,
+                    seed=settings.seed,
+                )
                 load = load_average()
                 result, wall = run_in_own_process_or_error(
-                    ROW_CHILDREN[kind], job, env=child_env(side, task, settings.kernel_cache))
+                    ROW_CHILDREN[kind], job, env=child_env(side, task, settings.kernel_cache)
+                )
                 result.update(wall_s=wall, load_before=load)
                 runs[kind].append(result)
                 counter[0] += 1
                 load_part = "" if load is None else f", load {load:.2f} before"
-                say(f"[{counter[0]:>3}/{counter[1]}] {row.name:<7} repeat {repeat + 1}/"
+                say(
+                    f"[{counter[0]:>3}/{counter[1]}] {row.name:<7} repeat {repeat + 1}/"
                     f"{settings.repeats} {side:<6} {task:<6} {describe_child(result, task)}"
-                    f" ({wall:.1f} s{load_part})")
+                    f" ({wall:.1f} s{load_part})"
+                )
     return runs
 
 
@@ -236,9 +288,14 @@ def versions():
 def run_benchmark(settings, tmp):
     """Every measurement, in order: GEMM peak, compile, the rows, GEMM peak again, start-up."""
     started = time.perf_counter()
-    report = dict(cpu=cpu_name(), cpus=os.cpu_count(), versions=versions(),
-                  date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  load=dict(start=load_average()), gemm={})
+    report = dict(
+        cpu=cpu_name(),
+        cpus=os.cpu_count(),
+        versions=versions(),
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        load=dict(start=load_average()),
+        gemm={},
+    )
     report["gemm"]["start"] = measure_gemm(settings, "start")
     compile_times = measure_compile(settings) if "numrnn" in settings.sides else {}
     if "error" in compile_times:
@@ -249,8 +306,7 @@ def run_benchmark(settings, tmp):
     report["gemm"]["end"] = measure_gemm(settings, "end")
     peaks = [g["gflops"] for g in report["gemm"].values() if "gflops" in g]
     report["gemm_peak"] = max(peaks) if peaks else float("nan")
-    report["rows"] = [summarise_row(row, runs, compile_times, report["gemm_peak"])
-                      for row, runs in all_runs]
+    report["rows"] = [summarise_row(row, runs, compile_times, report["gemm_peak"]) for row, runs in all_runs]
     report["compile"] = compile_times
     report["startup"] = measure_startup(settings, tmp) if settings.startup else None
     report["load"]["end"] = load_average()
@@ -264,8 +320,9 @@ def main(argv=None):
         kernel_cache = args.kernel_cache or str(Path(tmp) / "kernel-cache")
         settings = settings_from(args, str(Path(kernel_cache).resolve()))
         report = run_benchmark(settings, tmp)
-    report["settings"] = dict(asdict(settings), rows=[asdict(r) for r in settings.rows],
-                              kernel_cache_given=bool(args.kernel_cache))
+    report["settings"] = dict(
+        asdict(settings), rows=[asdict(r) for r in settings.rows], kernel_cache_given=bool(args.kernel_cache)
+    )
     print_report(report)
     if args.json == "-":
         print(json.dumps(report, default=str))

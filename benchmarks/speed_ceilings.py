@@ -29,8 +29,10 @@ def read_bandwidth(nbytes, min_seconds):
     buffer = np.full((rows, cols), 0.5, dtype=np.float32)
     x_cols, out_rows = np.ones(cols, np.float32), np.empty(rows, np.float32)
     x_rows, out_cols = np.ones(rows, np.float32), np.empty(cols, np.float32)
-    shares = [(part, np.ones(part.shape[0], np.float32), np.empty(cols, np.float32))
-              for part in np.array_split(buffer, THREADS)]
+    shares = [
+        (part, np.ones(part.shape[0], np.float32), np.empty(cols, np.float32))
+        for part in np.array_split(buffer, THREADS)
+    ]
 
     def read_share(share):
         part, x, out = share
@@ -38,19 +40,25 @@ def read_bandwidth(nbytes, min_seconds):
             np.matmul(x, part, out=out)
 
     def rate(call, reads=1):
-        _, timed = time_calls(call, warmup=3, min_calls=20, min_seconds=min_seconds,
-                              max_calls=5000)
+        _, timed = time_calls(call, warmup=3, min_calls=20, min_seconds=min_seconds, max_calls=5000)
         return reads * buffer.nbytes / median(timed)
 
-    single = {"sum": rate(lambda: buffer.sum()),
-              "A@x": rate(lambda: np.matmul(buffer, x_cols, out=out_rows)),
-              "x@A": rate(lambda: np.matmul(x_rows, buffer, out=out_cols))}
+    single = {
+        "sum": rate(lambda: buffer.sum()),
+        "A@x": rate(lambda: np.matmul(buffer, x_cols, out=out_rows)),
+        "x@A": rate(lambda: np.matmul(x_rows, buffer, out=out_cols)),
+    }
     with ThreadPoolExecutor(THREADS) as pool:
         threaded = rate(lambda: list(pool.map(read_share, shares)), READS_PER_CALL)
     best = max(single, key=single.get)
-    return dict(bytes_per_s=single[best], method=best, rates=single,
-                threaded_bytes_per_s=max(threaded, single[best]), threads=THREADS,
-                buffer_bytes=int(buffer.nbytes))
+    return dict(
+        bytes_per_s=single[best],
+        method=best,
+        rates=single,
+        threaded_bytes_per_s=max(threaded, single[best]),
+        threads=THREADS,
+        buffer_bytes=int(buffer.nbytes),
+    )
 
 
 def child_gemm_peak(job):
@@ -60,19 +68,29 @@ def child_gemm_peak(job):
     rng = np.random.default_rng(job.seed)
     a, b = (rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
     c = np.empty_like(a)
-    warm, timed = time_calls(lambda: np.matmul(a, b, out=c), warmup=2, min_calls=job.runs,
-                             min_seconds=0.0, max_calls=job.runs)
+    _, timed = time_calls(
+        lambda: np.matmul(a, b, out=c), warmup=2, min_calls=job.runs, min_seconds=0.0, max_calls=job.runs
+    )
     flops = 2.0 * GEMM_N**3
-    return dict(gflops=flops / median(timed) / 1e9, best_gflops=flops / min(timed) / 1e9,
-                run_s=timed, n=GEMM_N, openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"))
+    return dict(
+        gflops=flops / median(timed) / 1e9,
+        best_gflops=flops / min(timed) / 1e9,
+        run_s=timed,
+        n=GEMM_N,
+        openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"),
+    )
 
 
 def measure_gemm(settings, when):
     """The GEMM peak in a child of its own, with the thread settings of numrnn's training."""
     result, _ = run_in_own_process_or_error(
-        child_gemm_peak, Job(runs=settings.gemm_runs, seed=settings.seed),
-        env=child_env("numrnn", "train", settings.kernel_cache))
+        child_gemm_peak,
+        Job(runs=settings.gemm_runs, seed=settings.seed),
+        env=child_env("numrnn", "train", settings.kernel_cache),
+    )
     if "error" not in result:
-        say(f"GEMM peak ({when}): {result['gflops']:.0f} GFLOP/s "
-            f"(float32 {GEMM_N}^3, {THREADS} threads, median of {settings.gemm_runs})")
+        say(
+            f"GEMM peak ({when}): {result['gflops']:.0f} GFLOP/s "
+            f"(float32 {GEMM_N}^3, {THREADS} threads, median of {settings.gemm_runs})"
+        )
     return result

@@ -8,13 +8,30 @@ from dataclasses import asdict
 from harness import median, ratio
 from machine import BUSY_LOAD
 from speed_ceilings import GEMM_N
-from speed_setup import (GRAD_CLIP, LR, SAMPLE_LENGTH, SAMPLE_TEMPERATURE,
-                         STARTUP_SAMPLE_LENGTH, THREADS, Row, sample_weight_bytes, train_flops)
+from speed_setup import (
+    GRAD_CLIP,
+    LR,
+    SAMPLE_LENGTH,
+    SAMPLE_TEMPERATURE,
+    STARTUP_SAMPLE_LENGTH,
+    THREADS,
+    Row,
+    sample_weight_bytes,
+    train_flops,
+)
 from tables import print_table
 
 # numrnn / PyTorch chars/s ratios to reach; shares of the GEMM peak and of the bandwidth ceiling.
-TRAIN_TARGETS = {("A", "rnn"): 10.0, ("B", "rnn"): 2.5, ("B", "gru"): 2.5, ("B", "lstm"): 1.5,
-                 ("C", "rnn"): 1.3, ("C", "gru"): 1.3, ("C", "lstm"): 1.0, ("D", "lstm"): 1.0}
+TRAIN_TARGETS = {
+    ("A", "rnn"): 10.0,
+    ("B", "rnn"): 2.5,
+    ("B", "gru"): 2.5,
+    ("B", "lstm"): 1.5,
+    ("C", "rnn"): 1.3,
+    ("C", "gru"): 1.3,
+    ("C", "lstm"): 1.0,
+    ("D", "lstm"): 1.0,
+}
 SAMPLE_TARGETS = {"A": 20.0, "B": 20.0, "C": 20.0, "D": 10.0}
 GEMM_SHARE_TARGET = {"C": 0.65, "D": 0.65}
 BANDWIDTH_SHARE_TARGET = {"C": 0.60, "D": 0.60}
@@ -44,39 +61,49 @@ def summarise_side(results, task, row):
         return dict(chars_per_s=float("nan"), errors=errors) if errors else None
     if task == "train":
         step = median(pooled(ok, "step_s"))
-        summary = dict(chars_per_s=row.chars_per_step / step, median_step_s=step,
-                       timed_steps=len(pooled(ok, "step_s")),
-                       warmup_s=median([sum(r["warmup_s"]) for r in ok]),
-                       warmup_overhead_s=median([warmup_overhead(r) for r in ok]),
-                       rss_growth_mb=median([r["rss_growth_mb"] for r in ok]),
-                       rss_peak_mb=median([r["rss_peak_mb"] for r in ok]),
-                       per_repeat_chars_per_s=[row.chars_per_step / median(r["step_s"])
-                                               for r in ok],
-                       data=ok[0]["data"])
+        summary = dict(
+            chars_per_s=row.chars_per_step / step,
+            median_step_s=step,
+            timed_steps=len(pooled(ok, "step_s")),
+            warmup_s=median([sum(r["warmup_s"]) for r in ok]),
+            warmup_overhead_s=median([warmup_overhead(r) for r in ok]),
+            rss_growth_mb=median([r["rss_growth_mb"] for r in ok]),
+            rss_peak_mb=median([r["rss_peak_mb"] for r in ok]),
+            per_repeat_chars_per_s=[row.chars_per_step / median(r["step_s"]) for r in ok],
+            data=ok[0]["data"],
+        )
     else:
         run = median(pooled(ok, "run_s"))
-        summary = dict(chars_per_s=SAMPLE_LENGTH / run, median_run_s=run,
-                       timed_runs=len(pooled(ok, "run_s")),
-                       per_repeat_chars_per_s=[SAMPLE_LENGTH / median(r["run_s"]) for r in ok])
+        summary = dict(
+            chars_per_s=SAMPLE_LENGTH / run,
+            median_run_s=run,
+            timed_runs=len(pooled(ok, "run_s")),
+            per_repeat_chars_per_s=[SAMPLE_LENGTH / median(r["run_s"]) for r in ok],
+        )
         if "bandwidth" in ok[0]:
             summary.update(
                 read_bytes_per_s=median([r["bandwidth"]["bytes_per_s"] for r in ok]),
-                threaded_read_bytes_per_s=median([r["bandwidth"]["threaded_bytes_per_s"]
-                                                  for r in ok]))
+                threaded_read_bytes_per_s=median([r["bandwidth"]["threaded_bytes_per_s"] for r in ok]),
+            )
     summary["errors"] = [r["error"] for r in results if "error" in r]
     return summary
 
 
 def summarise_row(row, runs, compile_times, gemm_peak):
-    sides = {kind: summarise_side(results, kind.split("-")[1], row)
-             for kind, results in runs.items()}
+    sides = {kind: summarise_side(results, kind.split("-")[1], row) for kind, results in runs.items()}
     get = lambda kind: (sides.get(kind) or {}).get("chars_per_s", float("nan"))  # noqa: E731
-    summary = dict(row=asdict(row), sides=sides, runs=runs, compile=compile_times.get(row.name),
-                   train_ratio=ratio(get("numrnn-train"), get("torch-train")),
-                   sample_ratio=ratio(get("numrnn-sample"), get("torch-sample")),
-                   train_target=TRAIN_TARGETS.get((row.config, row.cell)),
-                   sample_target=SAMPLE_TARGETS.get(row.config),
-                   train_flops=train_flops(row), sample_weight_bytes=sample_weight_bytes(row))
+    summary = dict(
+        row=asdict(row),
+        sides=sides,
+        runs=runs,
+        compile=compile_times.get(row.name),
+        train_ratio=ratio(get("numrnn-train"), get("torch-train")),
+        sample_ratio=ratio(get("numrnn-sample"), get("torch-sample")),
+        train_target=TRAIN_TARGETS.get((row.config, row.cell)),
+        sample_target=SAMPLE_TARGETS.get(row.config),
+        train_flops=train_flops(row),
+        sample_weight_bytes=sample_weight_bytes(row),
+    )
     numrnn_train = sides.get("numrnn-train") or {}
     if "median_step_s" in numrnn_train:
         gflops = train_flops(row) / numrnn_train["median_step_s"] / 1e9
@@ -84,10 +111,13 @@ def summarise_row(row, runs, compile_times, gemm_peak):
     numrnn_sample = sides.get("numrnn-sample") or {}
     if "read_bytes_per_s" in numrnn_sample:
         ceiling = numrnn_sample["read_bytes_per_s"] / sample_weight_bytes(row)
-        summary.update(bandwidth_ceiling_chars_per_s=ceiling,
-                       bandwidth_ceiling_threads_chars_per_s=(
-                           numrnn_sample["threaded_read_bytes_per_s"] / sample_weight_bytes(row)),
-                       bandwidth_share=numrnn_sample["chars_per_s"] / ceiling)
+        summary.update(
+            bandwidth_ceiling_chars_per_s=ceiling,
+            bandwidth_ceiling_threads_chars_per_s=(
+                numrnn_sample["threaded_read_bytes_per_s"] / sample_weight_bytes(row)
+            ),
+            bandwidth_share=numrnn_sample["chars_per_s"] / ceiling,
+        )
     return summary
 
 
@@ -147,43 +177,65 @@ def fmt_warmup(summary):
     parts = []
     for kind in ("numrnn-train", "torch-train"):
         side = summary["sides"].get(kind)
-        parts.append("-" if not side or "warmup_overhead_s" not in side
-                     else f"{side['warmup_overhead_s']:.2f}")
+        parts.append(
+            "-" if not side or "warmup_overhead_s" not in side else f"{side['warmup_overhead_s']:.2f}"
+        )
     return " / ".join(parts)
 
 
-COLUMNS = ["model", "train c/s\nnumrnn", "train c/s\nPyTorch", "train\nratio", "train\ntarget",
-           "sample c/s\nnumrnn", "sample c/s\nPyTorch", "sample\nratio", "sample\ntarget",
-           "numrnn\nGFLOP/s", "% GEMM\npeak", f"bw ceiling c/s\n1 / {THREADS} threads",
-           "share of\n1-thr. ceil.",
-           "mem MB after\nimports nr/pt", "peak RSS MB\nnr / pt", "compile s\n(cold)",
-           "warm-up +s\nnr / pt"]
+COLUMNS = [
+    "model",
+    "train c/s\nnumrnn",
+    "train c/s\nPyTorch",
+    "train\nratio",
+    "train\ntarget",
+    "sample c/s\nnumrnn",
+    "sample c/s\nPyTorch",
+    "sample\nratio",
+    "sample\ntarget",
+    "numrnn\nGFLOP/s",
+    "% GEMM\npeak",
+    f"bw ceiling c/s\n1 / {THREADS} threads",
+    "share of\n1-thr. ceil.",
+    "mem MB after\nimports nr/pt",
+    "peak RSS MB\nnr / pt",
+    "compile s\n(cold)",
+    "warm-up +s\nnr / pt",
+]
 
 
 def table_row(summary):
     row = Row(**summary["row"])
     rate = lambda kind: (summary["sides"].get(kind) or {}).get("chars_per_s")  # noqa: E731
-    return [row.name,
-            fmt_rate(rate("numrnn-train")), fmt_rate(rate("torch-train")),
-            fmt_ratio(summary["train_ratio"]),
-            verdict(summary["train_ratio"], summary["train_target"]),
-            fmt_rate(rate("numrnn-sample")), fmt_rate(rate("torch-sample")),
-            fmt_ratio(summary["sample_ratio"]),
-            verdict(summary["sample_ratio"], summary["sample_target"]),
-            fmt_gflops(summary.get("gflops")),
-            fmt_share(summary.get("gemm_share"), GEMM_SHARE_TARGET.get(row.config)),
-            fmt_ceilings(summary),
-            fmt_share(summary.get("bandwidth_share"), BANDWIDTH_SHARE_TARGET.get(row.config)),
-            fmt_memory(summary, "rss_growth_mb"), fmt_memory(summary, "rss_peak_mb"),
-            fmt_compile(summary), fmt_warmup(summary)]
+    return [
+        row.name,
+        fmt_rate(rate("numrnn-train")),
+        fmt_rate(rate("torch-train")),
+        fmt_ratio(summary["train_ratio"]),
+        verdict(summary["train_ratio"], summary["train_target"]),
+        fmt_rate(rate("numrnn-sample")),
+        fmt_rate(rate("torch-sample")),
+        fmt_ratio(summary["sample_ratio"]),
+        verdict(summary["sample_ratio"], summary["sample_target"]),
+        fmt_gflops(summary.get("gflops")),
+        fmt_share(summary.get("gemm_share"), GEMM_SHARE_TARGET.get(row.config)),
+        fmt_ceilings(summary),
+        fmt_share(summary.get("bandwidth_share"), BANDWIDTH_SHARE_TARGET.get(row.config)),
+        fmt_memory(summary, "rss_growth_mb"),
+        fmt_memory(summary, "rss_peak_mb"),
+        fmt_compile(summary),
+        fmt_warmup(summary),
+    ]
 
 
 STARTUP_COLUMNS = ["command", "cold s", "warm s", "warm target", "ok"]
 
 
 def startup_rows(startup):
-    labels = {"help": "numrnn --help",
-              "sample": f"numrnn sample -c small.safetensors --length {STARTUP_SAMPLE_LENGTH}"}
+    labels = {
+        "help": "numrnn --help",
+        "sample": f"numrnn sample -c small.safetensors --length {STARTUP_SAMPLE_LENGTH}",
+    }
     rows = []
     for name, label in labels.items():
         result = startup.get(name) or dict(error=startup.get("error", "not run"))
@@ -192,19 +244,19 @@ def startup_rows(startup):
             rows.append([label, "error", "-", f"<={target:g}", "-"])
             continue
         ok = "ok" if result["warm_s"] <= target else "miss"
-        rows.append([label, f"{result['cold_s']:.2f}", f"{result['warm_s']:.2f}",
-                     f"<={target:g}", ok])
+        rows.append([label, f"{result['cold_s']:.2f}", f"{result['warm_s']:.2f}", f"<={target:g}", ok])
     return rows
 
 
 def header_lines(report):
     v, s, gemm = report["versions"], report["settings"], report["gemm"]
     peaks = ", ".join(f"{when} {g['gflops']:.0f}" for when, g in gemm.items() if "gflops" in g)
-    loads = ", ".join(f"{when} {load:.2f}" for when, load in report["load"].items()
-                      if load is not None)
+    loads = ", ".join(f"{when} {load:.2f}" for when, load in report["load"].items() if load is not None)
     torch_part = f"torch {v['torch']}" if v["torch"] else "torch not installed"
-    data = next((side["data"] for row in report["rows"] for side in row["sides"].values()
-                 if side and "data" in side), "-")
+    data = next(
+        (side["data"] for row in report["rows"] for side in row["sides"].values() if side and "data" in side),
+        "-",
+    )
     return [
         f"{report['cpu']} | {report['cpus']} CPUs | load {loads} | {report['date']}",
         f"numrnn {v['numrnn']}, numba {v['numba']}, numpy {v['numpy']}, {torch_part} | "
@@ -247,8 +299,10 @@ def notes(report):
     # The start only: by the end the 1-minute load counts this run's own two threads.
     load = report["load"]["start"]
     if load is not None and load > BUSY_LOAD:
-        lines.append(f"note: the machine was busy (1-minute load {load:.2f}) when this started; "
-                     f"other work skews the speed columns of both sides.")
+        lines.append(
+            f"note: the machine was busy (1-minute load {load:.2f}) when this started; "
+            f"other work skews the speed columns of both sides."
+        )
     lines.append(f"wall time of this run: {report['wall_s']:.0f} s.")
     return lines
 
@@ -258,11 +312,18 @@ def print_report(report):
     for line in header_lines(report):
         print(line)
     rows = [table_row(summary) for summary in report["rows"]]
-    print_table(COLUMNS, rows, "numrnn vs PyTorch: train and sample speed, float32, "
-                f"{THREADS} threads each", width=230)
+    print_table(
+        COLUMNS,
+        rows,
+        f"numrnn vs PyTorch: train and sample speed, float32, {THREADS} threads each",
+        width=230,
+    )
     if report["startup"] is not None:
-        print_table(STARTUP_COLUMNS, startup_rows(report["startup"]),
-                    "start-up (python -m numrnn_cli; wall seconds, warm = median after the "
-                    "cold run)", width=110)
+        print_table(
+            STARTUP_COLUMNS,
+            startup_rows(report["startup"]),
+            "start-up (python -m numrnn_cli; wall seconds, warm = median after the cold run)",
+            width=110,
+        )
     for line in notes(report):
         print(line)

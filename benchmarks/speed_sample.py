@@ -9,16 +9,33 @@ import time
 
 from harness import peak_rss_mb, time_calls
 from speed_ceilings import read_bandwidth
-from speed_setup import (ARBITRARY_CHARS, PRIME_LENGTH, SAMPLE_LENGTH, SAMPLE_TEMPERATURE,
-                         STARTUP_SAMPLE_LENGTH, THREADS, build_numrnn_model, build_torch_model,
-                         load_ids, numrnn_threads, sample_weight_bytes)
+from speed_setup import (
+    ARBITRARY_CHARS,
+    PRIME_LENGTH,
+    SAMPLE_LENGTH,
+    SAMPLE_TEMPERATURE,
+    STARTUP_SAMPLE_LENGTH,
+    THREADS,
+    build_numrnn_model,
+    build_torch_model,
+    load_ids,
+    numrnn_threads,
+    sample_weight_bytes,
+)
 
 MAX_SAMPLE_RUNS = 100
 
 
 def sample_result(job, warm, timed, rss_base, threads, extra=None):
-    return dict(run_s=timed, warmup_s=warm, chars_per_run=SAMPLE_LENGTH, threads=threads,
-                rss_after_imports_mb=rss_base, rss_peak_mb=peak_rss_mb(), **(extra or {}))
+    return dict(
+        run_s=timed,
+        warmup_s=warm,
+        chars_per_run=SAMPLE_LENGTH,
+        threads=threads,
+        rss_after_imports_mb=rss_base,
+        rss_peak_mb=peak_rss_mb(),
+        **(extra or {}),
+    )
 
 
 def child_numrnn_sample(job):
@@ -43,11 +60,11 @@ def child_numrnn_sample(job):
     warm_started = time.perf_counter()
     generate(STARTUP_SAMPLE_LENGTH)  # loads the kernels
     first = time.perf_counter() - warm_started
-    warm, timed = time_calls(generate, warmup=1, min_calls=job.runs,
-                             min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS)
+    warm, timed = time_calls(
+        generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
+    )
     bandwidth = read_bandwidth(sample_weight_bytes(job.row), min(job.min_seconds, 0.25))
-    return sample_result(job, [first, *warm], timed, rss_base, numrnn_threads(),
-                         dict(bandwidth=bandwidth))
+    return sample_result(job, [first, *warm], timed, rss_base, numrnn_threads(), dict(bandwidth=bandwidth))
 
 
 def torch_generate(torch, model, prime, length, generator):
@@ -79,6 +96,7 @@ def child_torch_sample(job):
     def generate(length=SAMPLE_LENGTH):
         assert len(torch_generate(torch, model, prime, length, generator)) == length
 
-    warm, timed = time_calls(generate, warmup=1, min_calls=job.runs,
-                             min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS)
+    warm, timed = time_calls(
+        generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
+    )
     return sample_result(job, warm, timed, rss_base, dict(torch=torch.get_num_threads()))

@@ -10,7 +10,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 VOCAB_SIZE = 65
 # Any 65 distinct characters do for sampling: the text itself is thrown away.
@@ -68,7 +67,7 @@ class Row:
 class Job:
     """What one spawned child measures: the fields its function reads."""
 
-    row: Optional[Row] = None
+    row: Row | None = None
     rows: tuple = ()
     steps: int = 0
     warmup: int = 0
@@ -155,8 +154,9 @@ def build_numrnn_model(row, seed):
 
     from numrnn.model import Model, ModelConfig
 
-    config = ModelConfig(cell=row.cell, vocab_size=row.vocab, hidden=row.hidden,
-                         layers=row.layers, embed=row.embed)
+    config = ModelConfig(
+        cell=row.cell, vocab_size=row.vocab, hidden=row.hidden, layers=row.layers, embed=row.embed
+    )
     return Model(config, dtype=np.float32).init_weights(np.random.default_rng(seed))
 
 
@@ -171,16 +171,19 @@ def numrnn_threads():
     """The threads numrnn's child runs with, for the raw results."""
     import numba
 
-    return dict(numba=numba.get_num_threads(),
-                openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"))
+    return dict(numba=numba.get_num_threads(), openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"))
 
 
 def child_env(side, task, cache_dir):
     """Thread settings (and numrnn's kernel cache) for one child."""
     blas = "1" if (side, task) == ("numrnn", "sample") else str(THREADS)
-    return {"OPENBLAS_NUM_THREADS": blas, "OMP_NUM_THREADS": str(THREADS),
-            "MKL_NUM_THREADS": str(THREADS), "NUMBA_NUM_THREADS": str(THREADS),
-            "NUMRNN_CACHE_DIR": cache_dir}
+    return {
+        "OPENBLAS_NUM_THREADS": blas,
+        "OMP_NUM_THREADS": str(THREADS),
+        "MKL_NUM_THREADS": str(THREADS),
+        "NUMBA_NUM_THREADS": str(THREADS),
+        "NUMRNN_CACHE_DIR": cache_dir,
+    }
 
 
 def say(message):

@@ -13,8 +13,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness import REPO_ROOT, median, run_in_own_process_or_error
-from speed_setup import (ARBITRARY_CHARS, GRAD_CLIP, LR, STARTUP_SAMPLE_LENGTH, Job,
-                         Row, build_numrnn_model, child_env, say)
+from speed_setup import (
+    ARBITRARY_CHARS,
+    GRAD_CLIP,
+    LR,
+    STARTUP_SAMPLE_LENGTH,
+    Job,
+    Row,
+    build_numrnn_model,
+    child_env,
+    say,
+)
 
 
 def child_compile(job):
@@ -36,8 +45,7 @@ def child_compile(job):
         optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
         tokens = rng.integers(0, row.vocab, size=(tiny.seq_len, tiny.batch))
         started = time.perf_counter()
-        result = model.loss_and_grad(tokens, tokens, model.zero_state(tiny.batch), train=True,
-                                     rng=rng)
+        result = model.loss_and_grad(tokens, tokens, model.zero_state(tiny.batch), train=True, rng=rng)
         model.kernels.clip_global_norm(model.grads, GRAD_CLIP)
         optimizer.update(model.params, model.grads, LR)
         assert math.isfinite(result.loss)
@@ -62,10 +70,10 @@ def child_make_checkpoint(job):
 def measure_compile(settings):
     """child_compile in a child of its own, with the run's kernel cache."""
     job = Job(rows=tuple(settings.rows), seed=settings.seed)
-    say(f"compiling numrnn's kernels for {len(job.rows)} row(s) "
-        f"(kernel cache {settings.kernel_cache})")
+    say(f"compiling numrnn's kernels for {len(job.rows)} row(s) (kernel cache {settings.kernel_cache})")
     result, wall = run_in_own_process_or_error(
-        child_compile, job, env=child_env("numrnn", "train", settings.kernel_cache))
+        child_compile, job, env=child_env("numrnn", "train", settings.kernel_cache)
+    )
     if "error" not in result:
         total = sum(t["train_s"] + t["sample_s"] for t in result.values())
         say(f"  compiled in {total:.1f} s ({wall:.1f} s with the process start)")
@@ -75,12 +83,14 @@ def measure_compile(settings):
 def time_command(args, env, cwd):
     """Wall seconds of one command; its failure raised with the end of its stderr."""
     started = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=600)
+    done = subprocess.run(
+        args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[2:])} exited with {done.returncode}: "
-                           f"{done.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"{' '.join(args[2:])} exited with {done.returncode}: {done.stderr.strip()[-300:]}"
+        )
     return wall
 
 
@@ -96,15 +106,26 @@ def measure_startup(settings, tmp):
     checkpoint made here, each command with a kernel cache of its own under ``tmp``."""
     checkpoint = Path(tmp) / "small.safetensors"
     made, _ = run_in_own_process_or_error(
-        child_make_checkpoint, Job(row=Row.of("B", "lstm"), seed=settings.seed,
-                                   path=str(checkpoint)),
-        env=child_env("numrnn", "sample", settings.kernel_cache))
+        child_make_checkpoint,
+        Job(row=Row.of("B", "lstm"), seed=settings.seed, path=str(checkpoint)),
+        env=child_env("numrnn", "sample", settings.kernel_cache),
+    )
     if "error" in made:
         return dict(error=made["error"])
     commands = {
         "help": [sys.executable, "-m", "numrnn_cli", "--help"],
-        "sample": [sys.executable, "-m", "numrnn_cli", "sample", "-c", str(checkpoint),
-                   "--length", str(STARTUP_SAMPLE_LENGTH), "--seed", "1"],
+        "sample": [
+            sys.executable,
+            "-m",
+            "numrnn_cli",
+            "sample",
+            "-c",
+            str(checkpoint),
+            "--length",
+            str(STARTUP_SAMPLE_LENGTH),
+            "--seed",
+            "1",
+        ],
     }
     results = dict(checkpoint_bytes=made["bytes"])
     for name, args in commands.items():

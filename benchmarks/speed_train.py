@@ -6,8 +6,15 @@ row's twin (``twins.CharLM.train_step``).
 """
 
 from harness import peak_rss_mb, time_calls
-from speed_setup import (GRAD_CLIP, LR, THREADS, build_numrnn_model, build_torch_model,
-                         load_ids, numrnn_threads)
+from speed_setup import (
+    GRAD_CLIP,
+    LR,
+    THREADS,
+    build_numrnn_model,
+    build_torch_model,
+    load_ids,
+    numrnn_threads,
+)
 
 MAX_TRAIN_STEPS = 1000  # caps --min-seconds for tiny steps (config A)
 
@@ -51,10 +58,18 @@ def torch_train_step(model, optimizer, cursor, carry):
 
 def train_result(job, warm, timed, losses, rss_base, source, threads):
     rss_peak = peak_rss_mb()
-    return dict(step_s=timed, warmup_s=warm, chars_per_step=job.row.chars_per_step,
-                first_loss=losses[0], last_loss=losses[-1], rss_after_imports_mb=rss_base,
-                rss_peak_mb=rss_peak, rss_growth_mb=rss_peak - rss_base, data=source,
-                threads=threads)
+    return dict(
+        step_s=timed,
+        warmup_s=warm,
+        chars_per_step=job.row.chars_per_step,
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        rss_after_imports_mb=rss_base,
+        rss_peak_mb=rss_peak,
+        rss_growth_mb=rss_peak - rss_base,
+        data=source,
+        threads=threads,
+    )
 
 
 def child_numrnn_train(job):
@@ -69,9 +84,13 @@ def child_numrnn_train(job):
     optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
     cursor, rng = BatchCursor(ids, job.row), np.random.default_rng(job.seed)
     carry = dict(state=model.zero_state(job.row.batch), losses=[])
-    warm, timed = time_calls(lambda: numrnn_train_step(model, optimizer, cursor, rng, carry),
-                             warmup=job.warmup, min_calls=job.steps,
-                             min_seconds=job.min_seconds, max_calls=MAX_TRAIN_STEPS)
+    warm, timed = time_calls(
+        lambda: numrnn_train_step(model, optimizer, cursor, rng, carry),
+        warmup=job.warmup,
+        min_calls=job.steps,
+        min_seconds=job.min_seconds,
+        max_calls=MAX_TRAIN_STEPS,
+    )
     return train_result(job, warm, timed, carry["losses"], rss_base, source, numrnn_threads())
 
 
@@ -86,8 +105,13 @@ def child_torch_train(job):
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     cursor, carry = BatchCursor(ids, job.row), dict(state=None, losses=[])
-    warm, timed = time_calls(lambda: torch_train_step(model, optimizer, cursor, carry),
-                             warmup=job.warmup, min_calls=job.steps,
-                             min_seconds=job.min_seconds, max_calls=MAX_TRAIN_STEPS)
-    return train_result(job, warm, timed, carry["losses"], rss_base, source,
-                        dict(torch=torch.get_num_threads()))
+    warm, timed = time_calls(
+        lambda: torch_train_step(model, optimizer, cursor, carry),
+        warmup=job.warmup,
+        min_calls=job.steps,
+        min_seconds=job.min_seconds,
+        max_calls=MAX_TRAIN_STEPS,
+    )
+    return train_result(
+        job, warm, timed, carry["losses"], rss_base, source, dict(torch=torch.get_num_threads())
+    )

@@ -15,8 +15,11 @@ def print_table(columns, rows, title, width):
         flat = [[c.replace("\n", " ") for c in columns], *rows]
         widths = [max(len(str(r[i])) for r in flat) for i in range(len(columns))]
         for r in flat:
-            print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                            for i, (c, w) in enumerate(zip(r, widths))))
+            print(
+                "  ".join(
+                    str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                )
+            )
         return
     table = Table(title=title)
     table.add_column(columns[0], justify="left", no_wrap=True)

@@ -5,11 +5,11 @@ import os
 import click
 
 from numrnn import __version__
-from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.classify import classify
-from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.evaluate import evaluate
+from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.generate import generate
+from numrnn_cli.gradcheck import gradcheck
 from numrnn_cli.info import info
 from numrnn_cli.plot import plot
 from numrnn_cli.sample import sample

@@ -25,22 +25,42 @@ def classify():
 
 @classify.command("train")
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--bidirectional", is_flag=True,
-              help="Read each line in both directions and classify from both final states.")
-@click.option("--balance", is_flag=True,
-              help="Weight each class's loss by the inverse of its frequency, so rare classes count "
-                   "as much as common ones.")
-@click.option("--test-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              help="Share of each label's examples held out for `numrnn classify eval`; 0: none.")
+@click.option(
+    "--bidirectional",
+    is_flag=True,
+    help="Read each line in both directions and classify from both final states.",
+)
+@click.option(
+    "--balance",
+    is_flag=True,
+    help="Weight each class's loss by the inverse of its frequency, so rare classes count "
+    "as much as common ones.",
+)
+@click.option(
+    "--test-frac",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    help="Share of each label's examples held out for `numrnn classify eval`; 0: none.",
+)
 @training_options(
-    cell="gru", hidden=128, layers=1, embed=0, batch_size=64, lr=1e-3, max_epochs=20,
-    eval_every=250, checkpoint_every=250, log_every=50, val_frac=0.1,
+    cell="gru",
+    hidden=128,
+    layers=1,
+    embed=0,
+    batch_size=64,
+    lr=1e-3,
+    max_epochs=20,
+    eval_every=250,
+    checkpoint_every=250,
+    log_every=50,
+    val_frac=0.1,
     embed_help="Character embedding width; 0 feeds one-hot vectors.",
     batch_help="Examples per step (batched by similar length).",
     val_help="Share of each label's examples held out for validation (early stopping and the "
-             "best checkpoint); 0: none.",
+    "best checkpoint); 0: none.",
     out_help="Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
-             "[default: DATA's name with .safetensors, or the --resume file]")
+    "[default: DATA's name with .safetensors, or the --resume file]",
+)
 @click.pass_context
 def train(ctx, data, **options):
     """Train a classifier on labelled lines of text.
@@ -70,15 +90,27 @@ def train(ctx, data, **options):
 
 
 @classify.command("eval")
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="The classifier's checkpoint (.safetensors).")
+@click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The classifier's checkpoint (.safetensors).",
+)
 @click.argument("data", type=click.Path(path_type=Path), required=False)
-@click.option("--split", "split_name", type=click.Choice(["test", "val", "train", "all"]),
-              default=None, help="Which examples to score.  [default: all of DATA, or the "
-                                 "checkpoint's test split without DATA]")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print the scores as JSON on stdout: {"accuracy", "macro_f1", "per_class", '
-                   '"confusion", ...}.')
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["test", "val", "train", "all"]),
+    default=None,
+    help="Which examples to score.  [default: all of DATA, or the checkpoint's test split without DATA]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the scores as JSON on stdout: {"accuracy", "macro_f1", "per_class", "confusion", ...}.',
+)
 def evaluate(checkpoint, data, split_name, as_json):
     """Score a classifier: accuracy, macro-F1, per-class precision, recall and F1, and a
     confusion matrix.
@@ -100,13 +132,27 @@ def evaluate(checkpoint, data, split_name, as_json):
 
 
 @classify.command("predict")
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="The classifier's checkpoint (.safetensors).")
+@click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The classifier's checkpoint (.safetensors).",
+)
 @click.argument("texts", nargs=-1, required=True)
-@click.option("-k", "--top-k", type=click.IntRange(min=1), default=3,
-              help="How many of the most probable labels to print per text.")
-@click.option("--json", "as_json", is_flag=True,
-              help='One JSON object per text: {"text", "predictions": [{"label", "probability"}]}.')
+@click.option(
+    "-k",
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=3,
+    help="How many of the most probable labels to print per text.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per text: {"text", "predictions": [{"label", "probability"}]}.',
+)
 def predict(checkpoint, texts, top_k, as_json):
     """Name the most probable labels of each TEXT, with their probabilities.
 

@@ -13,6 +13,7 @@ from numrnn.errors import DataError
 from numrnn.metrics import classification_report, top_k
 from numrnn.model import ModelConfig
 from numrnn.tasks import classify, require_task
+from numrnn.tasks.examples import EncodedTexts
 from numrnn_cli.console import err_console, out_console
 from numrnn_cli.training import MODEL_OPTIONS
 from numrnn_cli.training_run import TrainingCommand
@@ -23,37 +24,52 @@ SPLITS = ("train", "val", "test")
 
 
 def _split(data, train_config):
-    return stratified_split(data.labels, train_config.val_frac, train_config.test_frac,
-                            train_config.seed)
+    return stratified_split(data.labels, train_config.val_frac, train_config.test_frac, train_config.seed)
 
 
 def _new_model(data, options, train_config):
     train_rows = _split(data, train_config)[0]
     vocab = Vocab.from_text("".join(data.texts[i] for i in train_rows))
-    config = ModelConfig(cell=options["cell"], vocab_size=len(vocab), hidden=options["hidden"],
-                         layers=options["layers"], embed=options["embed"],
-                         output_size=len(data.label_names), dropout=options["dropout"],
-                         bidirectional=options["bidirectional"])
+    config = ModelConfig(
+        cell=options["cell"],
+        vocab_size=len(vocab),
+        hidden=options["hidden"],
+        layers=options["layers"],
+        embed=options["embed"],
+        output_size=len(data.label_names),
+        dropout=options["dropout"],
+        bidirectional=options["bidirectional"],
+    )
     return vocab, config
 
 
 def _prepare(path, data, vocab, options, train_config, resume):
     if resume is not None and resume.labels != data.label_names:
-        raise DataError(f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
-                        f"was trained on {_listing(resume.labels)}; resume on the same data")
+        raise DataError(
+            f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
+            f"was trained on {_listing(resume.labels)}; resume on the same data"
+        )
     split = _split(data, train_config)
     if len(split[0]) == 0:
-        raise DataError(f"{path} leaves no example to train on after the validation and test "
-                        f"splits; lower --val-frac or --test-frac")
+        raise DataError(
+            f"{path} leaves no example to train on after the validation and test "
+            f"splits; lower --val-frac or --test-frac"
+        )
     balance = options["balance"] or bool(resume and resume.meta.get("classify", {}).get("balance"))
     return {"path": path, "data": data, "split": split, "balance": balance}
 
 
 def _make_task(model, vocab, prepared, options, train_config, on_event):
-    return classify.ClassifyTask(model, vocab, prepared["data"], prepared["split"],
-                                 batch_size=train_config.batch_size, seed=train_config.seed,
-                                 balance=prepared["balance"],
-                                 split_meta={"path": str(Path(prepared["path"]).resolve())})
+    return classify.ClassifyTask(
+        model,
+        vocab,
+        prepared["data"],
+        prepared["split"],
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
+        balance=prepared["balance"],
+        split_meta={"path": str(Path(prepared["path"]).resolve())},
+    )
 
 
 def _describe(data, prepared):
@@ -65,10 +81,12 @@ def _describe(data, prepared):
         notes.append(f"{data.conflicts():,} under more than one label")
     if data.ignored_files:
         notes.append(f"{len(data.ignored_files)} file(s) not ending in .txt ignored")
-    lines = [f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
-             + (f" ({', '.join(notes)})" if notes else ""),
-             f"split by label: {train:,} training, {val:,} validation, {test:,} test examples"
-             + (", classes weighted by inverse frequency" if prepared["balance"] else "")]
+    lines = [
+        f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
+        + (f" ({', '.join(notes)})" if notes else ""),
+        f"split by label: {train:,} training, {val:,} validation, {test:,} test examples"
+        + (", classes weighted by inverse frequency" if prepared["balance"] else ""),
+    ]
     return lines
 
 
@@ -83,10 +101,17 @@ def _summary(result, out):
 
 
 CLASSIFIER = TrainingCommand(
-    task=classify.NAME, command="numrnn classify train", read=read_labelled, new_model=_new_model,
-    prepare=_prepare, make_task=_make_task, summary=_summary, describe=_describe,
+    task=classify.NAME,
+    command="numrnn classify train",
+    read=read_labelled,
+    new_model=_new_model,
+    prepare=_prepare,
+    make_task=_make_task,
+    summary=_summary,
+    describe=_describe,
     model_options=MODEL_OPTIONS + ("bidirectional",),
-    fixed_options=("val_frac", "test_frac", "seed"))
+    fixed_options=("val_frac", "test_frac", "seed"),
+)
 
 
 # --------------------------------------------------------------------------- eval
@@ -108,21 +133,22 @@ def run_eval(checkpoint, data_path, split_name, as_json):
     rows = np.arange(len(data))
     if split_name != "all":
         train = loaded.meta["train"]
-        rows = stratified_split(data.labels, train["val_frac"], train.get("test_frac", 0.0),
-                                train["seed"])[SPLITS.index(split_name)]
+        rows = stratified_split(data.labels, train["val_frac"], train.get("test_frac", 0.0), train["seed"])[
+            SPLITS.index(split_name)
+        ]
     if len(rows) == 0:
-        raise DataError(f"{source} is empty (trained with --{split_name}-frac 0?); "
-                        f"give DATA to score other examples")
+        raise DataError(
+            f"{source} is empty (trained with --{split_name}-frac 0?); give DATA to score other examples"
+        )
     model = loaded.build_model()
-    encoded = classify.EncodedTexts(loaded.vocab, data.texts, label_ids)
+    encoded = EncodedTexts(loaded.vocab, data.texts, label_ids)
     _warn_dropped(encoded.dropped)
     empty = int(np.count_nonzero(encoded.lengths[rows] == 0))
     if empty:
         _warn(f"{empty} example(s) have no character the model knows and are left out")
     loss, probs, scored = classify.score(model, encoded, rows)
     report = classification_report(label_ids[scored], probs.argmax(axis=1), labels)
-    report = {"checkpoint": str(checkpoint), "data": source, "examples": len(scored),
-              "loss": loss, **report}
+    report = {"checkpoint": str(checkpoint), "data": source, "examples": len(scored), "loss": loss, **report}
     if as_json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -136,12 +162,16 @@ def _training_data(loaded):
     if not path:
         raise DataError(f"{loaded.path} does not record where its data is; give DATA")
     if not Path(path).exists():
-        raise DataError(f"{loaded.path} was trained on {path}, which is not there any more; "
-                        f"give DATA to score another labelled set")
+        raise DataError(
+            f"{loaded.path} was trained on {path}, which is not there any more; "
+            f"give DATA to score another labelled set"
+        )
     data = read_labelled(path)
     if data.digest != recorded.get("digest"):
-        raise DataError(f"{path} changed since the model was trained on it, so its test split "
-                        f"cannot be recreated; give DATA ({path}) to score all of it")
+        raise DataError(
+            f"{path} changed since the model was trained on it, so its test split "
+            f"cannot be recreated; give DATA ({path}) to score all of it"
+        )
     return data
 
 
@@ -150,8 +180,10 @@ def _label_ids(data, labels, data_path):
     index = {name: i for i, name in enumerate(labels)}
     unknown = [name for name in data.label_names if name not in index]
     if unknown:
-        raise DataError(f"{data_path} has label(s) the model does not know: {_listing(unknown)}; "
-                        f"it knows {_listing(labels)}")
+        raise DataError(
+            f"{data_path} has label(s) the model does not know: {_listing(unknown)}; "
+            f"it knows {_listing(labels)}"
+        )
     mapping = np.array([index[name] for name in data.label_names], np.int64)
     return mapping[data.labels]
 
@@ -167,7 +199,7 @@ def run_predict(checkpoint, texts, k, as_json):
         texts = [text for text in texts if text.strip()]
         if not texts:
             raise DataError("no text on stdin; give one text per line")
-    encoded = classify.EncodedTexts(loaded.vocab, list(texts))
+    encoded = EncodedTexts(loaded.vocab, list(texts))
     _warn_dropped(encoded.dropped)
     for text, length in zip(texts, encoded.lengths):
         if length == 0:
@@ -181,11 +213,14 @@ def run_predict(checkpoint, texts, k, as_json):
     out = sys.stdout
     for text, row_ids, row_values in zip(texts, ids, values):
         if as_json:
-            predictions = [{"label": labels[i], "probability": round(float(p), 6)}
-                           for i, p in zip(row_ids, row_values)]
+            predictions = [
+                {"label": labels[i], "probability": round(float(p), 6)} for i, p in zip(row_ids, row_values)
+            ]
             out.write(json.dumps({"text": text, "predictions": predictions}, ensure_ascii=False) + "\n")
         else:
-            out.write("\t".join([text] + [f"{labels[i]}\t{p:.4f}" for i, p in zip(row_ids, row_values)]) + "\n")
+            out.write(
+                "\t".join([text] + [f"{labels[i]}\t{p:.4f}" for i, p in zip(row_ids, row_values)]) + "\n"
+            )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -203,8 +238,10 @@ def _warn(message):
 def _warn_dropped(dropped):
     if not dropped:
         return
-    shown = ", ".join(f"{describe_char(char)} x{count}" for char, count in
-                      sorted(dropped.items(), key=lambda item: -item[1])[:8])
+    shown = ", ".join(
+        f"{describe_char(char)} x{count}"
+        for char, count in sorted(dropped.items(), key=lambda item: -item[1])[:8]
+    )
     more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
     _warn(f"dropped {sum(dropped.values()):,} character(s) the model never saw: {shown}{more}")
 
@@ -213,8 +250,10 @@ def _print_report(report):
     from rich.table import Table
 
     console = out_console()
-    console.print(f"[bold]{report['checkpoint']}[/] on {report['data']}: {report['examples']:,} "
-                  f"examples", soft_wrap=True)
+    console.print(
+        f"[bold]{report['checkpoint']}[/] on {report['data']}: {report['examples']:,} examples",
+        soft_wrap=True,
+    )
     summary = Table(show_header=False, box=None, padding=(0, 2))
     summary.add_column("measure", style="bold")
     summary.add_column("value", justify="right")
@@ -227,8 +266,13 @@ def _print_report(report):
     for name in ("label", "precision", "recall", "F1", "count"):
         per_class.add_column(name, justify="left" if name == "label" else "right")
     for label, scores in report["per_class"].items():
-        per_class.add_row(label, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}",
-                          f"{scores['f1']:.3f}", f"{scores['count']:,}")
+        per_class.add_row(
+            label,
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
+            f"{scores['count']:,}",
+        )
     console.print(per_class)
     table, width = confusion_table(report["confusion"]["labels"], report["confusion"]["matrix"])
     # Never wrapped: a matrix is read by its columns (a pipe gets it whole, too).
@@ -245,8 +289,13 @@ def confusion_table(labels, matrix):
 
     matrix = np.asarray(matrix)
     short = _abbreviations(labels)
-    table = Table(title="confusion (rows: true label; columns: predicted, by first letters)",
-                  title_justify="left", box=None, padding=(0, 0), show_edge=False)
+    table = Table(
+        title="confusion (rows: true label; columns: predicted, by first letters)",
+        title_justify="left",
+        box=None,
+        padding=(0, 0),
+        show_edge=False,
+    )
     table.add_column("", justify="left", no_wrap=True, style="bold")
     widths = [max(len(name), len(str(int(matrix[:, j].max())))) + 1 for j, name in enumerate(short)]
     for name, width in zip(short, widths):
@@ -259,7 +308,7 @@ def confusion_table(labels, matrix):
                 cells.append(Text("·", style="dim"))
                 continue
             share = min(count / totals[i], 1.0)
-            level = int(round(60 + 190 * share ** 0.5))
+            level = int(round(60 + 190 * share**0.5))
             color = f"rgb(0,{level // 2},0)" if i == j else f"rgb({level},0,0)"
             cells.append(Text(str(count), style=Style(bgcolor=color, bold=share >= 0.2)))
         table.add_row(label + " ", *cells)
@@ -271,8 +320,9 @@ def _abbreviations(labels, least=2):
     short = []
     for label in labels:
         size = least
-        while size < len(label) and any(other != label and other.startswith(label[:size])
-                                        for other in labels):
+        while size < len(label) and any(
+            other != label and other.startswith(label[:size]) for other in labels
+        ):
             size += 1
         short.append(label[:size])
     return short

@@ -3,7 +3,7 @@
 import functools
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def err_console():
     """Progress, status, warnings and errors: stderr."""
     from rich.console import Console
@@ -11,7 +11,7 @@ def err_console():
     return Console(stderr=True, highlight=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def out_console():
     """The product of a command (tables, text): stdout."""
     from rich.console import Console

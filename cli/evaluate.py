@@ -8,11 +8,20 @@ import click
 
 
 @click.command("eval")
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="The model's checkpoint (.safetensors).")
+@click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The model's checkpoint (.safetensors).",
+)
 @click.argument("text_file", metavar="FILE", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON object: {"loss", "bpc", "perplexity", "chars", "unknown_chars"}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object: {"loss", "bpc", "perplexity", "chars", "unknown_chars"}.',
+)
 def evaluate(checkpoint, text_file, as_json):
     """Score a UTF-8 text: loss (nats/char), bits/char and perplexity.
 
@@ -45,8 +54,11 @@ def evaluate(checkpoint, text_file, as_json):
         if status is not None:
             status.stop()
     if score.unknown_chars:
-        console.print(f"[yellow]warning:[/] dropped {score.unknown_chars:,} character(s) of "
-                      f"{text_file} that the model never saw", highlight=False)
+        console.print(
+            f"[yellow]warning:[/] dropped {score.unknown_chars:,} character(s) of "
+            f"{text_file} that the model never saw",
+            highlight=False,
+        )
     if as_json:
         json.dump(score.to_dict(), sys.stdout)
         sys.stdout.write("\n")

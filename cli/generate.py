@@ -31,18 +31,32 @@ def generate():
 
 @generate.command("train")
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--condition", type=click.Choice(CONDITIONS[1:]), default=DEFAULT_CONDITION,
-              help="How the label enters the model: state (a learnt initial state per label), "
-                   "input (a learnt per-label input added at every step) or both.")
+@click.option(
+    "--condition",
+    type=click.Choice(CONDITIONS[1:]),
+    default=DEFAULT_CONDITION,
+    help="How the label enters the model: state (a learnt initial state per label), "
+    "input (a learnt per-label input added at every step) or both.",
+)
 @training_options(
-    cell="lstm", hidden=256, layers=1, embed=32, batch_size=64, lr=1e-3, max_epochs=20,
-    eval_every=250, checkpoint_every=250, log_every=50, val_frac=0.1,
+    cell="lstm",
+    hidden=256,
+    layers=1,
+    embed=32,
+    batch_size=64,
+    lr=1e-3,
+    max_epochs=20,
+    eval_every=250,
+    checkpoint_every=250,
+    log_every=50,
+    val_frac=0.1,
     embed_help="Character embedding width; 0 feeds one-hot vectors.",
     batch_help="Names per step (batched by similar length).",
     val_help="Share of each label's examples held out for validation (loss per character, "
-             "the best checkpoint); 0: none.",
+    "the best checkpoint); 0: none.",
     out_help="Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
-             "[default: DATA's name with .safetensors, or the --resume file]")
+    "[default: DATA's name with .safetensors, or the --resume file]",
+)
 @click.pass_context
 def train(ctx, data, **options):
     """Train a character model that writes examples of a given label.
@@ -75,38 +89,75 @@ def train(ctx, data, **options):
 
 
 @generate.command("sample")
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="The generator's checkpoint (.safetensors).")
+@click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The generator's checkpoint (.safetensors).",
+)
 @click.option("--label", required=True, help="The label to write examples of, e.g. Russian.")
-@click.option("--start", default=None, metavar="TEXT",
-              help="Every sample begins with this text, and the model goes on from it.  "
-                   "[default: none]")
-@click.option("-n", "--num-samples", type=click.IntRange(min=1), default=10,
-              help="How many samples, one per line.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Below 1: safer, more common names; above 1: wilder ones.")
-@click.option("--top-k", type=click.IntRange(min=0), default=0,
-              help="Draw only from the K most probable characters; 0: off.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              help="Draw only from the most probable characters whose probabilities sum to P; "
-                   "1: off.")
-@click.option("--seed", type=int, default=None,
-              help="Seed for the draws: the same seed gives the same samples.  "
-                   "[default: random, shown on stderr]")
-@click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH,
-              help="At most this many characters after --start; a sample that reaches it "
-                   "without ending is cut there (with a warning).")
-@click.option("--unique", is_flag=True,
-              help="No sample twice: keep drawing until -n distinct samples, or until 20 x N + "
-                   "100 draws (then fewer come out, with a warning).")
-@click.option("--novel", is_flag=True,
-              help="Also leave out samples that are examples in the training data, of any "
-                   "label (implies --unique).")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="The examples --novel leaves out.  [default: the training data, read again "
-                   "from where the checkpoint says it was]")
-def sample(checkpoint, label, start, num_samples, temperature, top_k, top_p, seed, max_length,
-           unique, novel, data):
+@click.option(
+    "--start",
+    default=None,
+    metavar="TEXT",
+    help="Every sample begins with this text, and the model goes on from it.  [default: none]",
+)
+@click.option(
+    "-n", "--num-samples", type=click.IntRange(min=1), default=10, help="How many samples, one per line."
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    help="Below 1: safer, more common names; above 1: wilder ones.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Draw only from the K most probable characters; 0: off.",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    help="Draw only from the most probable characters whose probabilities sum to P; 1: off.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for the draws: the same seed gives the same samples.  [default: random, shown on stderr]",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_LENGTH,
+    help="At most this many characters after --start; a sample that reaches it "
+    "without ending is cut there (with a warning).",
+)
+@click.option(
+    "--unique",
+    is_flag=True,
+    help="No sample twice: keep drawing until -n distinct samples, or until 20 x N + "
+    "100 draws (then fewer come out, with a warning).",
+)
+@click.option(
+    "--novel",
+    is_flag=True,
+    help="Also leave out samples that are examples in the training data, of any label (implies --unique).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The examples --novel leaves out.  [default: the training data, read again "
+    "from where the checkpoint says it was]",
+)
+def sample(
+    checkpoint, label, start, num_samples, temperature, top_k, top_p, seed, max_length, unique, novel, data
+):
     """Write samples for a label from a trained generator, one per line on stdout.
 
     Each sample starts at the start token (then --start), and the model writes one
@@ -127,6 +178,17 @@ def sample(checkpoint, label, start, num_samples, temperature, top_k, top_p, see
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from numrnn_cli.generate_run import run_sample
 
-    run_sample(checkpoint, label=label, start=start or "", count=num_samples, temperature=temperature,
-               top_k=top_k, top_p=top_p, seed=seed, max_length=max_length,
-               unique=unique or novel, novel=novel, data=data)
+    run_sample(
+        checkpoint,
+        label=label,
+        start=start or "",
+        count=num_samples,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        max_length=max_length,
+        unique=unique or novel,
+        novel=novel,
+        data=data,
+    )

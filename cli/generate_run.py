@@ -34,11 +34,17 @@ def _split(data, train_config):
 def _new_model(data, options, train_config):
     train_rows = _split(data, train_config)[0]
     vocab = generate.build_vocab([data.texts[i] for i in train_rows])
-    config = ModelConfig(cell=options["cell"], vocab_size=len(vocab), hidden=options["hidden"],
-                         layers=options["layers"], embed=options["embed"],
-                         output_size=generate.output_size(vocab), dropout=options["dropout"],
-                         condition=options["condition"],
-                         condition_classes=len(data.label_names))
+    config = ModelConfig(
+        cell=options["cell"],
+        vocab_size=len(vocab),
+        hidden=options["hidden"],
+        layers=options["layers"],
+        embed=options["embed"],
+        output_size=generate.output_size(vocab),
+        dropout=options["dropout"],
+        condition=options["condition"],
+        condition_classes=len(data.label_names),
+    )
     return vocab, config
 
 
@@ -49,30 +55,46 @@ def _listing(names, most=8):
 
 def _prepare(path, data, vocab, options, train_config, resume):
     if resume is not None and resume.labels != data.label_names:
-        raise DataError(f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
-                        f"was trained on {_listing(resume.labels)}; resume on the same data")
+        raise DataError(
+            f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
+            f"was trained on {_listing(resume.labels)}; resume on the same data"
+        )
     split = _split(data, train_config)
     if resume is not None:
         unknown = sorted({char for i in split[0] for char in data.texts[i] if char not in vocab})
         if unknown:
             shown = ", ".join(describe_char(char) for char in unknown[:5])
-            raise DataError(f"{path} has {len(unknown)} character(s) in its training examples "
-                            f"that the checkpoint's vocabulary lacks ({shown}); resume on the "
-                            f"data the model was trained on")
+            raise DataError(
+                f"{path} has {len(unknown)} character(s) in its training examples "
+                f"that the checkpoint's vocabulary lacks ({shown}); resume on the "
+                f"data the model was trained on"
+            )
     return {"path": path, "data": data, "split": split}
 
 
 def _make_task(model, vocab, prepared, options, train_config, on_event):
     from numrnn.trainer import Notice
 
-    task = generate.GenerateTask(model, vocab, prepared["data"], prepared["split"],
-                                 batch_size=train_config.batch_size, seed=train_config.seed,
-                                 split_meta={"path": str(Path(prepared["path"]).resolve()),
-                                             "val_frac": train_config.val_frac,
-                                             "seed": train_config.seed})
+    task = generate.GenerateTask(
+        model,
+        vocab,
+        prepared["data"],
+        prepared["split"],
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
+        split_meta={
+            "path": str(Path(prepared["path"]).resolve()),
+            "val_frac": train_config.val_frac,
+            "seed": train_config.seed,
+        },
+    )
     if task.val_skipped:
-        on_event(Notice(f"{task.val_skipped} validation example(s) have characters no training "
-                        f"example has; they are left out of the validation loss"))
+        on_event(
+            Notice(
+                f"{task.val_skipped} validation example(s) have characters no training "
+                f"example has; they are left out of the validation loss"
+            )
+        )
     return task
 
 
@@ -83,32 +105,45 @@ def _describe(data, prepared):
         notes.append(f"{data.duplicates():,} repeated")
     if data.ignored_files:
         notes.append(f"{len(data.ignored_files)} file(s) not ending in .txt ignored")
-    return [f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
-            + (f" ({', '.join(notes)})" if notes else ""),
-            f"split by label: {train:,} training and {val:,} validation examples"]
+    return [
+        f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
+        + (f" ({', '.join(notes)})" if notes else ""),
+        f"split by label: {train:,} training and {val:,} validation examples",
+    ]
 
 
 def _summary(result, out):
     best = result.best_out or out
     lines = []
     if result.best_out is not None:
-        lines.append(f"best validation loss {result.best_val_loss:.4f} nats/char "
-                     f"({result.best_val_loss / np.log(2):.4f} bits/char) in {result.best_out}")
+        lines.append(
+            f"best validation loss {result.best_val_loss:.4f} nats/char "
+            f"({result.best_val_loss / np.log(2):.4f} bits/char) in {result.best_out}"
+        )
     lines.append(f"sample from it:  numrnn generate sample -c {shlex.quote(str(best))} --label LABEL")
     return lines
 
 
 GENERATOR = TrainingCommand(
-    task=generate.NAME, command="numrnn generate train", read=_read, new_model=_new_model,
-    prepare=_prepare, make_task=_make_task, summary=_summary, describe=_describe,
-    model_options=MODEL_OPTIONS + ("condition",), fixed_options=("val_frac", "seed"))
+    task=generate.NAME,
+    command="numrnn generate train",
+    read=_read,
+    new_model=_new_model,
+    prepare=_prepare,
+    make_task=_make_task,
+    summary=_summary,
+    describe=_describe,
+    model_options=MODEL_OPTIONS + ("condition",),
+    fixed_options=("val_frac", "seed"),
+)
 
 
 # --------------------------------------------------------------------------- sample
 
 
-def run_sample(checkpoint, *, label, start, count, temperature, top_k, top_p, seed, max_length,
-               unique, novel, data):
+def run_sample(
+    checkpoint, *, label, start, count, temperature, top_k, top_p, seed, max_length, unique, novel, data
+):
     from numrnn.sampling import ConditionalSampler, SampleConfig, unique_draw_limit
     from numrnn.tunables import kernels_compiled
 
@@ -117,42 +152,44 @@ def run_sample(checkpoint, *, label, start, count, temperature, top_k, top_p, se
     require_task(loaded, generate.NAME)
     labels = loaded.labels
     if label not in labels:
-        raise DataError(f"unknown label {label!r}; {loaded.path} knows {len(labels)}: "
-                        f"{', '.join(labels)}")
+        raise DataError(f"unknown label {label!r}; {loaded.path} knows {len(labels)}: {', '.join(labels)}")
     vocab = loaded.vocab
     generate.check_reserved([start], what="--start")
     unknown = sorted({char for char in start if char not in vocab})
     if unknown:
-        raise DataError(f"--start has {', '.join(describe_char(char) for char in unknown)}, which "
-                        f"the model never saw; use the characters of its training data")
+        raise DataError(
+            f"--start has {', '.join(describe_char(char) for char in unknown)}, which "
+            f"the model never saw; use the characters of its training data"
+        )
     exclude = _training_examples(loaded, data) if novel else ()
-    config = SampleConfig(length=max_length, temperature=temperature, top_k=top_k,
-                          top_p=top_p).validate()
+    config = SampleConfig(length=max_length, temperature=temperature, top_k=top_k, top_p=top_p).validate()
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
-        console.print(f"seed {seed} (pass --seed {seed} to get these samples again)",
-                      highlight=False)
+        console.print(f"seed {seed} (pass --seed {seed} to get these samples again)", highlight=False)
     rng = np.random.default_rng(seed)
     sampler = ConditionalSampler(loaded.build_model(), vocab, generate.START, generate.END)
     label_id = labels.index(label)
     spinner = None
     if console.is_terminal and not kernels_compiled(*sampler.kernel_names):
-        spinner = console.status("compiling the sampler (first run only; later runs start at once)...",
-                                 spinner="dots")
+        spinner = console.status(
+            "compiling the sampler (first run only; later runs start at once)...", spinner="dots"
+        )
         spinner.start()
     try:
         if unique:
-            texts, drawn, unended = sampler.distinct(label_id, count, config, rng, start,
-                                                     exclude=exclude)
+            texts, drawn, unended = sampler.distinct(label_id, count, config, rng, start, exclude=exclude)
             _stop(spinner)
             spinner = None
             _write("".join(text + "\n" for text in texts))
             if len(texts) < count:
                 what = "distinct" + (", novel" if novel else "")
                 plural = "" if len(texts) == 1 else "s"
-                console.print(f"[yellow]warning:[/] only {len(texts)} {what} sample{plural} after "
-                              f"{drawn:,} draws (at most {unique_draw_limit(count):,} for -n "
-                              f"{count}); try a higher --temperature", highlight=False)
+                console.print(
+                    f"[yellow]warning:[/] only {len(texts)} {what} sample{plural} after "
+                    f"{drawn:,} draws (at most {unique_draw_limit(count):,} for -n "
+                    f"{count}); try a higher --temperature",
+                    highlight=False,
+                )
         else:
             unended = 0
             for text, ended in sampler.texts(label_id, count, config, rng, start):
@@ -161,8 +198,11 @@ def run_sample(checkpoint, *, label, start, count, temperature, top_k, top_p, se
                 _write(text + "\n")
                 unended += not ended
         if unended:
-            console.print(f"[yellow]warning:[/] {unended} sample(s) reached --max-length "
-                          f"{max_length} without ending and were cut there", highlight=False)
+            console.print(
+                f"[yellow]warning:[/] {unended} sample(s) reached --max-length "
+                f"{max_length} without ending and were cut there",
+                highlight=False,
+            )
     except BrokenPipeError:
         # The reader (e.g. `head`) has gone: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -177,15 +217,20 @@ def _training_examples(loaded, data_path):
     if data_path is None:
         recorded = loaded.meta.get("data", {}).get("path")
         if not recorded:
-            raise DataError(f"{loaded.path} does not record where its training data is; "
-                            f"give it with --data for --novel")
+            raise DataError(
+                f"{loaded.path} does not record where its training data is; give it with --data for --novel"
+            )
         if not Path(recorded).exists():
-            raise DataError(f"--novel needs the training data, and {loaded.path} was trained on "
-                            f"{recorded}, which is not there any more; give it with --data")
+            raise DataError(
+                f"--novel needs the training data, and {loaded.path} was trained on "
+                f"{recorded}, which is not there any more; give it with --data"
+            )
         data = read_labelled(recorded)
         if data.digest != loaded.meta["data"].get("digest"):
-            raise DataError(f"{recorded} has changed since {loaded.path} was trained on it; give "
-                            f"the training data with --data")
+            raise DataError(
+                f"{recorded} has changed since {loaded.path} was trained on it; give "
+                f"the training data with --data"
+            )
         return set(data.texts)
     return set(read_labelled(data_path).texts)
 

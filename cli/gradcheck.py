@@ -11,15 +11,30 @@ from numrnn_cli.exit_codes import ExitCode
 
 
 @click.command("gradcheck")
-@click.option("--cell", "cells", multiple=True, type=click.Choice(CELLS),
-              help="Cell to check; repeat for several.  [default: all of rnn, lstm, gru]")
-@click.option("--loss", "losses", multiple=True, type=click.Choice(GRADCHECK_LOSSES),
-              help="Topology's loss to check; repeat for several.  [default: all]")
+@click.option(
+    "--cell",
+    "cells",
+    multiple=True,
+    type=click.Choice(CELLS),
+    help="Cell to check; repeat for several.  [default: all of rnn, lstm, gru]",
+)
+@click.option(
+    "--loss",
+    "losses",
+    multiple=True,
+    type=click.Choice(GRADCHECK_LOSSES),
+    help="Topology's loss to check; repeat for several.  [default: all]",
+)
 @click.option("--seed", default=0, type=int, help="Seed for the tiny models' weights and data.")
-@click.option("--tolerance", default=1e-6, type=click.FloatRange(min=0, min_open=True),
-              help="Largest relative error |a-b|/max(|a|+|b|,1e-12) that passes.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print the results as JSON on stdout: {"ok": ..., "rows": [...]}.')
+@click.option(
+    "--tolerance",
+    default=1e-6,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest relative error |a-b|/max(|a|+|b|,1e-12) that passes.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print the results as JSON on stdout: {"ok": ..., "rows": [...]}.'
+)
 def gradcheck(cells, losses, seed, tolerance, as_json):
     """Check the analytic BPTT gradients of every cell against finite differences.
 
@@ -48,10 +63,12 @@ def gradcheck(cells, losses, seed, tolerance, as_json):
 
     cells = cells or CELLS
     console = err_console()
-    with console.status("checking gradients (the first run compiles the kernels)...",
-                        spinner="dots") if console.is_terminal else contextlib.nullcontext():
-        report = run_gradcheck(cells=cells, losses=losses or GRADCHECK_LOSSES, seed=seed,
-                               tolerance=tolerance)
+    with (
+        console.status("checking gradients (the first run compiles the kernels)...", spinner="dots")
+        if console.is_terminal
+        else contextlib.nullcontext()
+    ):
+        report = run_gradcheck(cells=cells, losses=losses or GRADCHECK_LOSSES, seed=seed, tolerance=tolerance)
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -68,18 +85,27 @@ def _print_table(report):
 
     failed = sum(not row.ok for row in report.rows)
     table = Table(title="Analytic vs numeric gradients (float64)", title_justify="left")
-    for name, justify in (("cell", "left"), ("layers", "right"), ("loss", "left"),
-                          ("tensor", "left"), ("max rel error", "right"), ("verdict", "left")):
+    for name, justify in (
+        ("cell", "left"),
+        ("layers", "right"),
+        ("loss", "left"),
+        ("tensor", "left"),
+        ("max rel error", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(name, justify=justify)
     for row in report.rows:
         verdict = "[green]ok[/]" if row.ok else "[bold red]MISMATCH[/]"
-        table.add_row(row.cell, str(row.layers), row.loss, row.tensor,
-                      f"{row.max_rel_error:.2e}", verdict)
+        table.add_row(row.cell, str(row.layers), row.loss, row.tensor, f"{row.max_rel_error:.2e}", verdict)
     out = out_console()
     out.print(table)
     if failed:
-        out.print(f"[bold red]{failed} of {len(report.rows)} tensors above the tolerance "
-                  f"{report.tolerance:g}[/] (worst {report.worst():.2e})")
+        out.print(
+            f"[bold red]{failed} of {len(report.rows)} tensors above the tolerance "
+            f"{report.tolerance:g}[/] (worst {report.worst():.2e})"
+        )
     else:
-        out.print(f"[green]all {len(report.rows)} tensors within {report.tolerance:g}[/] "
-                  f"(worst {report.worst():.2e})")
+        out.print(
+            f"[green]all {len(report.rows)} tensors within {report.tolerance:g}[/] "
+            f"(worst {report.worst():.2e})"
+        )

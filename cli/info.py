@@ -42,11 +42,14 @@ def info(checkpoint, as_json):
     table.add_column("value")
     rows = [
         ("task", f"{loaded.task}: {TASKS[loaded.task].what} (use it with {TASKS[loaded.task].commands})"),
-        ("model", f"{config.cell}, {config.layers} x {config.hidden} hidden, "
-                  + ("bidirectional, " if config.bidirectional else "")
-                  + (f"embedding {config.embed}" if config.embed else "one-hot input")
-                  + (f", dropout {config.dropout:g}" if config.dropout else "")
-                  + (f", label as {config.condition}" if config.condition != "none" else "")),
+        (
+            "model",
+            f"{config.cell}, {config.layers} x {config.hidden} hidden, "
+            + ("bidirectional, " if config.bidirectional else "")
+            + (f"embedding {config.embed}" if config.embed else "one-hot input")
+            + (f", dropout {config.dropout:g}" if config.dropout else "")
+            + (f", label as {config.condition}" if config.condition != "none" else ""),
+        ),
         ("parameters", f"{loaded.parameter_count:,} ({meta['dtype']})"),
         ("vocabulary", f"{len(loaded.vocab)} characters: {_preview(loaded.vocab.chars)}"),
     ]
@@ -55,23 +58,46 @@ def info(checkpoint, as_json):
     data = meta.get("data")
     if data:
         split = meta.get("split", {})
-        rows.append(("data", f"{data.get('examples', 0):,} examples from {data.get('path', '?')} "
-                             f"(digest {data.get('digest', '?')})"))
-        rows.append(("split", f"{split.get('train', 0):,} training, {split.get('val', 0):,} "
-                              f"validation, {split.get('test', 0):,} test (seed {train.get('seed')}, "
-                              f"val {train.get('val_frac')}, test {train.get('test_frac', 0)})"))
+        rows.append(
+            (
+                "data",
+                f"{data.get('examples', 0):,} examples from {data.get('path', '?')} "
+                f"(digest {data.get('digest', '?')})",
+            )
+        )
+        rows.append(
+            (
+                "split",
+                f"{split.get('train', 0):,} training, {split.get('val', 0):,} "
+                f"validation, {split.get('test', 0):,} test (seed {train.get('seed')}, "
+                f"val {train.get('val_frac')}, test {train.get('test_frac', 0)})",
+            )
+        )
     unit = "example" if loaded.task == "classify" else "char"
     rows += [
         ("step", f"{progress.get('step', 0):,} (epoch {progress.get('epoch', 0)})"),
-        ("best validation loss", "-" if best is None else
-            f"{best:.4f} nats/{unit}"
+        (
+            "best validation loss",
+            "-"
+            if best is None
+            else f"{best:.4f} nats/{unit}"
             + (f" ({best / 0.6931471805599453:.4f} bits/char)" if unit == "char" else "")
-            + f" at step {progress.get('best_step'):,}"),
-        ("training", ", ".join(f"{key} {train[key]}" for key in
-                               ("optimizer", "lr", "lr_decay", "batch_size", "seq_len", "grad_clip")
-                               if key in train and (key != "seq_len" or unit == "char")) or "-"),
-        ("format", f"numrnn checkpoint v{meta['format_version']}, written by numrnn "
-                   f"{meta.get('numrnn_version', '?')}"),
+            + f" at step {progress.get('best_step'):,}",
+        ),
+        (
+            "training",
+            ", ".join(
+                f"{key} {train[key]}"
+                for key in ("optimizer", "lr", "lr_decay", "batch_size", "seq_len", "grad_clip")
+                if key in train and (key != "seq_len" or unit == "char")
+            )
+            or "-",
+        ),
+        (
+            "format",
+            f"numrnn checkpoint v{meta['format_version']}, written by numrnn "
+            f"{meta.get('numrnn_version', '?')}",
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)

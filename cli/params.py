@@ -20,8 +20,10 @@ class Duration(click.ParamType):
             if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
                 seconds = float(text)
             elif re.fullmatch(r"([0-9]+(\.[0-9]+)?[smhd])+", text):
-                seconds = sum(float(number) * _UNITS[unit]
-                              for number, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)([smhd])", text))
+                seconds = sum(
+                    float(number) * _UNITS[unit]
+                    for number, _, unit in re.findall(r"([0-9]+(\.[0-9]+)?)([smhd])", text)
+                )
             else:
                 self.fail(f"{value!r} is not a duration; write e.g. 90s, 10m, 2h or 1h30m", param, ctx)
         if seconds <= 0:

@@ -14,18 +14,28 @@ from numrnn_cli.exit_codes import ExitCode
 
 X_AXES = ("step", "time")
 SERIES = ("both", "train", "val")
-IMAGE_FORMATS = ("png", "svg", "pdf")       # by the --out file's extension
+IMAGE_FORMATS = ("png", "svg", "pdf")  # by the --out file's extension
 IMAGE_INCHES = (8.0, 5.0)
-IMAGE_DPI = 150                             # a PNG of 1200 x 750 pixels
-MIN_WIDTH, MIN_HEIGHT = 40, 12              # terminal characters; smaller leaves no room to plot
-TERMINAL_COLORS = (12, 9, 2, 13, 6, 3)     # xterm-256 numbers: blue, red, green, magenta, cyan, yellow
-IMAGE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+IMAGE_DPI = 150  # a PNG of 1200 x 750 pixels
+MIN_WIDTH, MIN_HEIGHT = 40, 12  # terminal characters; smaller leaves no room to plot
+TERMINAL_COLORS = (12, 9, 2, 13, 6, 3)  # xterm-256 numbers: blue, red, green, magenta, cyan, yellow
+IMAGE_COLORS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
 # Terminal markers: a fine line for train, dots for validation; without colour, each run its own.
 TRAIN_MARKERS, VAL_MARKERS = ("braille", "hd", "·", "+", "-", "="), ("•", "x", "o", "*", "#", "@")
-_GLYPHS = {"braille": "⢕", "hd": "▚"}        # how plotext's named markers look, for a text legend
-LEGEND_HIDES_AT_MOST = 2                    # curve cells a legend box may cover; else it goes below
-_FRAME_LINES = 6                            # title, two frame lines, tick labels, axis labels, room
+_GLYPHS = {"braille": "⢕", "hd": "▚"}  # how plotext's named markers look, for a text legend
+LEGEND_HIDES_AT_MOST = 2  # curve cells a legend box may cover; else it goes below
+_FRAME_LINES = 6  # title, two frame lines, tick labels, axis labels, room
 _TIME_UNITS = ((7200, 3600, "h"), (120, 60, "min"), (0, 1, "s"))  # (from seconds, divisor, unit)
 
 
@@ -34,35 +44,66 @@ class Line:
     """One curve to draw: a run's train or validation loss."""
 
     label: str
-    color: int        # the run's index into the palette
-    kind: str         # "train" or "val"
+    color: int  # the run's index into the palette
+    kind: str  # "train" or "val"
     xs: tuple
     ys: tuple
-    smooth: int = 1   # the train loss averaged over this many records
+    smooth: int = 1  # the train loss averaged over this many records
 
 
 @click.command("plot")
 @click.argument("metrics", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--x", "x_axis", type=click.Choice(X_AXES), default="step",
-              help="Horizontal axis: training steps, or training time (summed over resumed "
-                   "sessions; in s, min or h by its length).")
-@click.option("--series", type=click.Choice(SERIES), default="both",
-              help="Which losses to draw: train, validation, or both.")
-@click.option("--smooth", type=click.IntRange(min=1), default=1, metavar="N",
-              help="Draw the train loss as a moving average over N records (each point the mean of "
-                   "itself and the N-1 before it); 1: as logged.")
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(X_AXES),
+    default="step",
+    help="Horizontal axis: training steps, or training time (summed over resumed "
+    "sessions; in s, min or h by its length).",
+)
+@click.option(
+    "--series",
+    type=click.Choice(SERIES),
+    default="both",
+    help="Which losses to draw: train, validation, or both.",
+)
+@click.option(
+    "--smooth",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="N",
+    help="Draw the train loss as a moving average over N records (each point the mean of "
+    "itself and the N-1 before it); 1: as logged.",
+)
 @click.option("--log-y", is_flag=True, help="Logarithmic loss axis.")
-@click.option("--title", default=None,
-              help="Title above the plot.  [default: the file's name for one run, else "
-                   "'train and validation loss']")
-@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write an image to this file instead of drawing in the terminal: PNG, or SVG "
-                   "or PDF by the extension (1200 x 750 pixels as PNG); an existing file is "
-                   "replaced. Needs matplotlib: pip install 'numrnn[plot]'.")
-@click.option("--width", type=click.IntRange(min=MIN_WIDTH), default=None, metavar="COLUMNS",
-              help="Terminal plot width in characters.  [default: the terminal's width]")
-@click.option("--height", type=click.IntRange(min=MIN_HEIGHT), default=None, metavar="LINES",
-              help="Terminal plot height in lines.  [default: the terminal's height less 2]")
+@click.option(
+    "--title",
+    default=None,
+    help="Title above the plot.  [default: the file's name for one run, else 'train and validation loss']",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write an image to this file instead of drawing in the terminal: PNG, or SVG "
+    "or PDF by the extension (1200 x 750 pixels as PNG); an existing file is "
+    "replaced. Needs matplotlib: pip install 'numrnn[plot]'.",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=MIN_WIDTH),
+    default=None,
+    metavar="COLUMNS",
+    help="Terminal plot width in characters.  [default: the terminal's width]",
+)
+@click.option(
+    "--height",
+    type=click.IntRange(min=MIN_HEIGHT),
+    default=None,
+    metavar="LINES",
+    help="Terminal plot height in lines.  [default: the terminal's height less 2]",
+)
 def plot(metrics, x_axis, series, smooth, log_y, title, out, width, height):
     """Plot train and validation loss from --metrics files, in the terminal or as an image.
 
@@ -86,9 +127,11 @@ def plot(metrics, x_axis, series, smooth, log_y, title, out, width, height):
     """
     if out is not None:
         if width is not None or height is not None:
-            raise click.UsageError("--width and --height size the terminal plot; with --out the "
-                                   f"image is {IMAGE_INCHES[0] * IMAGE_DPI:.0f} x "
-                                   f"{IMAGE_INCHES[1] * IMAGE_DPI:.0f} pixels")
+            raise click.UsageError(
+                "--width and --height size the terminal plot; with --out the "
+                f"image is {IMAGE_INCHES[0] * IMAGE_DPI:.0f} x "
+                f"{IMAGE_INCHES[1] * IMAGE_DPI:.0f} pixels"
+            )
         _image_format(out)
         try:
             import matplotlib  # noqa: F401  (checked first: the missing extra is the first thing to fix)
@@ -112,8 +155,9 @@ def plot(metrics, x_axis, series, smooth, log_y, title, out, width, height):
     width = width or max(columns, MIN_WIDTH)
     height = height or max(rows - 2, MIN_HEIGHT)
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    text = _render_terminal(lines, title=title, x_label=x_label, log_y=log_y, width=width,
-                            height=height, color=color)
+    text = _render_terminal(
+        lines, title=title, x_label=x_label, log_y=log_y, width=width, height=height, color=color
+    )
     try:
         click.echo(text, color=color)
     except BrokenPipeError:
@@ -150,11 +194,14 @@ def _lines(paths, series, smooth, x_axis):
                 drawn = True
             color += 1
         if not drawn and series == "train":
-            raise DataError(f"{path} has no train loss to plot (no \"train\" record with a "
-                            f"train_loss); try --series val")
+            raise DataError(
+                f'{path} has no train loss to plot (no "train" record with a train_loss); try --series val'
+            )
         if not drawn:
-            raise DataError(f"{path} has no validation loss to plot (no \"eval\" record with a "
-                            f"val_loss); try --series train")
+            raise DataError(
+                f'{path} has no validation loss to plot (no "eval" record with a '
+                f"val_loss); try --series train"
+            )
     return lines
 
 
@@ -166,8 +213,9 @@ def file_labels(paths):
     labels = list(stems)
     clashing = {p for p in parts if stems.count(p[-1]) > 1}  # distinct files with equal stems
     depth = 1
-    while len({"/".join(p[-depth:]) for p in clashing}) < len(clashing) \
-            and depth < max(len(p) for p in clashing):
+    while len({"/".join(p[-depth:]) for p in clashing}) < len(clashing) and depth < max(
+        len(p) for p in clashing
+    ):
         depth += 1
     if clashing:
         labels = ["/".join(p[-depth:]) if p in clashing else p[-1] for p in parts]
@@ -181,9 +229,8 @@ def file_labels(paths):
 
 def _in_time_unit(lines):
     longest = max(max(line.xs) for line in lines)
-    for limit, divisor, unit in _TIME_UNITS:
-        if longest >= limit:
-            break
+    # The first unit whose threshold the run reaches, else the last.
+    _, divisor, unit = next((entry for entry in _TIME_UNITS if longest >= entry[0]), _TIME_UNITS[-1])
     for line in lines:
         line.xs = tuple(x / divisor for x in line.xs)
     return lines, f"training time ({unit})"
@@ -195,15 +242,16 @@ def _check_positive(lines):
     for line in lines:
         low = min(line.ys)
         if low <= 0:
-            raise ConfigError(f"--log-y needs losses above 0, but {line.label}'s {line.kind} loss "
-                              f"reaches {low:g}; plot it without --log-y")
+            raise ConfigError(
+                f"--log-y needs losses above 0, but {line.label}'s {line.kind} loss "
+                f"reaches {low:g}; plot it without --log-y"
+            )
 
 
 def _default_title(lines, series):
     if len({line.label for line in lines}) == 1:
         return lines[0].label
-    return {"both": "train and validation loss", "train": "train loss",
-            "val": "validation loss"}[series]
+    return {"both": "train and validation loss", "train": "train loss", "val": "validation loss"}[series]
 
 
 def _legend_name(line, single):
@@ -217,7 +265,7 @@ def nice_ticks(low, high, most, whole=False):
     if not high > low:
         return [low]
     magnitude = 10.0 ** math.floor(math.log10((high - low) / max(most, 1)))
-    for spacing in (m * magnitude * 10 ** e for e in range(3) for m in (1, 2, 5)):
+    for spacing in (m * magnitude * 10**e for e in range(3) for m in (1, 2, 5)):
         if whole and spacing < 1:
             continue
         first, last = math.ceil(low / spacing - 1e-9), math.floor(high / spacing + 1e-9)
@@ -254,23 +302,24 @@ def _render_terminal(lines, *, title, x_label, log_y, width, height, color):
 
     single = len({line.label for line in lines}) == 1
     order = sorted(lines, key=lambda line: (line.kind != "train", line.color))  # dots over lines
-    entries = [(_marker(line, color), TERMINAL_COLORS[line.color % len(TERMINAL_COLORS)],
-                _legend_name(line, single)) for line in order]
+    entries = [
+        (_marker(line, color), TERMINAL_COLORS[line.color % len(TERMINAL_COLORS)], _legend_name(line, single))
+        for line in order
+    ]
     xs = [x for line in lines for x in line.xs]
     ys = [y for line in lines for y in line.ys]
     x_low, x_high = _span(xs)
     y_low, y_high = _span(ys)
     # The legend box goes in a corner the curves leave free; where none is (or the box is
     # taller than the canvas, which plotext would drop), the legend goes below the plot.
-    corner, hidden = _legend_corner(lines, entries, (x_low, x_high), (y_low, y_high), log_y,
-                                    width, height)
+    corner, hidden = _legend_corner(lines, entries, (x_low, x_high), (y_low, y_high), log_y, width, height)
     boxed = 2 * len(entries) + 3 <= height - _FRAME_LINES and hidden <= LEGEND_HIDES_AT_MOST
     legend_rows = [] if boxed else _text_legend(entries, width, color)
 
     fig = plt.figure
     fig.clear()
     plt.terminal.limit(False, False)  # honour --width/--height even beyond the terminal
-    fig.theme("simple")               # the terminal's own background; only the curves coloured
+    fig.theme("simple")  # the terminal's own background; only the curves coloured
     fig.plot_size(width, max(height - len(legend_rows), MIN_HEIGHT))
     for line, (symbol, colour, name) in zip(order, entries):
         marker = plt.marker(symbol, plt.pixel(colour))
@@ -291,8 +340,13 @@ def _render_terminal(lines, *, title, x_label, log_y, width, height, color):
     if boxed:
         right, top = corner
         y = y_high if top else y_low
-        fig.legend(x=x_high if right else x_low, y=math.log10(y) if log_y else y,  # log axis: log10
-                   ha="right" if right else "left", va="top" if top else "bottom", relative=True)
+        fig.legend(
+            x=x_high if right else x_low,
+            y=math.log10(y) if log_y else y,  # log axis: log10
+            ha="right" if right else "left",
+            va="top" if top else "bottom",
+            relative=True,
+        )
     return "\n".join([fig.build().string(colorless=not color).rstrip("\n"), *legend_rows])
 
 
@@ -316,9 +370,12 @@ def _legend_corner(lines, entries, x_span, y_span, log_y, width, height):
 
     def covered(corner):
         right, top = corner
-        return sum(1 for cx, cy in cells
-                   if (cx >= (1 - box_w) * columns if right else cx <= box_w * columns)
-                   and (cy >= (1 - box_h) * rows if top else cy <= box_h * rows))
+        return sum(
+            1
+            for cx, cy in cells
+            if (cx >= (1 - box_w) * columns if right else cx <= box_w * columns)
+            and (cy >= (1 - box_h) * rows if top else cy <= box_h * rows)
+        )
 
     best = min(corners, key=covered)
     return best, covered(best)
@@ -358,11 +415,25 @@ def _write_image(lines, out, *, title, x_label, log_y):
     for line in lines:
         color = IMAGE_COLORS[line.color % len(IMAGE_COLORS)]
         if line.kind == "train":
-            ax.plot(line.xs, line.ys, color=color, linewidth=1.4, label=_legend_name(line, single),
-                    marker="o" if len(line.xs) == 1 else None)
+            ax.plot(
+                line.xs,
+                line.ys,
+                color=color,
+                linewidth=1.4,
+                label=_legend_name(line, single),
+                marker="o" if len(line.xs) == 1 else None,
+            )
         else:
-            ax.plot(line.xs, line.ys, color=color, linewidth=1.4, linestyle="--", marker="o",
-                    markersize=4, label=_legend_name(line, single))
+            ax.plot(
+                line.xs,
+                line.ys,
+                color=color,
+                linewidth=1.4,
+                linestyle="--",
+                marker="o",
+                markersize=4,
+                label=_legend_name(line, single),
+            )
     ax.set_title(title)
     ax.set_xlabel(x_label)
     ax.set_ylabel("loss (nats)")

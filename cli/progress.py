@@ -8,8 +8,7 @@ import click
 
 from numrnn_cli.params import format_duration
 
-
-_NOUNS = {"chars": "characters"}     # how a unit reads in a sentence
+_NOUNS = {"chars": "characters"}  # how a unit reads in a sentence
 _PER = {"chars": "char", "names": "name", "examples": "example"}
 _METRICS = {"bpc": "{:.4f} bits/char", "accuracy": "accuracy {:.2%}", "macro_f1": "macro-F1 {:.3f}"}
 
@@ -28,8 +27,8 @@ class TrainView:
     def __init__(self, console, *, quiet=False, metrics=None, compiling=False):
         self.console = console
         self.quiet = quiet
-        self.metrics = metrics        # an open text file or None
-        self.compiling = compiling    # a cold kernel cache: the first step compiles
+        self.metrics = metrics  # an open text file or None
+        self.compiling = compiling  # a cold kernel cache: the first step compiles
         self.live = console.is_terminal and not quiet
         self.bar = None
         self.task = None
@@ -43,14 +42,28 @@ class TrainView:
 
     def __enter__(self):
         if self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=self.console, transient=False)
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
             self.bar.start()
         return self
 
@@ -88,46 +101,74 @@ class TrainView:
         total = f" of {event.total_steps:,}" if event.total_steps else ""
         self.unit = event.unit
         noun = _NOUNS.get(event.unit, event.unit)
-        self.say(f"{what} {event.step:,}{total}: {event.parameters:,} parameters, "
-                 f"{event.train_items:,} training and {event.val_items:,} validation {noun}, "
-                 f"{event.steps_per_epoch:,} steps per epoch of {event.items_per_step:,} {noun}")
+        self.say(
+            f"{what} {event.step:,}{total}: {event.parameters:,} parameters, "
+            f"{event.train_items:,} training and {event.val_items:,} validation {noun}, "
+            f"{event.steps_per_epoch:,} steps per epoch of {event.items_per_step:,} {noun}"
+        )
         if self.bar is not None:
-            self.task = self.bar.add_task("compiling (first run only)" if self.compiling else "training",
-                                          total=event.total_steps, completed=event.step, stats="")
+            self.task = self.bar.add_task(
+                "compiling (first run only)" if self.compiling else "training",
+                total=event.total_steps,
+                completed=event.step,
+                stats="",
+            )
 
     def _on_StepDone(self, event):
         if self.bar is not None:
-            self.last_train = event.loss if self.last_train is None else 0.9 * self.last_train + 0.1 * event.loss
+            self.last_train = (
+                event.loss if self.last_train is None else 0.9 * self.last_train + 0.1 * event.loss
+            )
             self.epoch = event.epoch
-            self.bar.update(self.task, completed=event.step, description="training",
-                            stats=self._stats())
+            self.bar.update(self.task, completed=event.step, description="training", stats=self._stats())
 
     def _on_StepReport(self, event):
         self.items_per_s = event.items_per_s
         self.last_train = event.train_loss
-        self._record({"event": "train", "step": event.step, "epoch": round(event.epoch, 4),
-                      "elapsed_s": round(event.elapsed_s, 3), "train_loss": event.train_loss,
-                      "val_loss": event.val_loss, f"{event.unit}_per_s": round(event.items_per_s, 1),
-                      "unit": event.unit, "lr": event.lr})
+        self._record(
+            {
+                "event": "train",
+                "step": event.step,
+                "epoch": round(event.epoch, 4),
+                "elapsed_s": round(event.elapsed_s, 3),
+                "train_loss": event.train_loss,
+                "val_loss": event.val_loss,
+                f"{event.unit}_per_s": round(event.items_per_s, 1),
+                "unit": event.unit,
+                "lr": event.lr,
+            }
+        )
         if self.bar is not None:
             self.bar.update(self.task, stats=self._stats())
         elif not self.quiet:
-            click.echo(f"step {event.step:>7,}  epoch {event.epoch:6.2f}  loss {event.train_loss:.4f}"
-                       f"  val {_loss(event.val_loss)}  {event.items_per_s:>9,.0f} {event.unit}/s"
-                       f"  lr {event.lr:.2e}  {format_duration(event.elapsed_s)}", err=True)
+            click.echo(
+                f"step {event.step:>7,}  epoch {event.epoch:6.2f}  loss {event.train_loss:.4f}"
+                f"  val {_loss(event.val_loss)}  {event.items_per_s:>9,.0f} {event.unit}/s"
+                f"  lr {event.lr:.2e}  {format_duration(event.elapsed_s)}",
+                err=True,
+            )
 
     def _on_EvalReport(self, event):
         self.last_val = event.val_loss
-        self._record({"event": "eval", "step": event.step, "epoch": round(event.epoch, 4),
-                      "elapsed_s": round(event.elapsed_s, 3), "val_loss": event.val_loss,
-                      **{f"val_{name}": value for name, value in event.metrics.items()},
-                      f"val_{event.unit}": event.items})
+        self._record(
+            {
+                "event": "eval",
+                "step": event.step,
+                "epoch": round(event.epoch, 4),
+                "elapsed_s": round(event.elapsed_s, 3),
+                "val_loss": event.val_loss,
+                **{f"val_{name}": value for name, value in event.metrics.items()},
+                f"val_{event.unit}": event.items,
+            }
+        )
         mark = " [green](best)[/]" if event.improved else f" (best {event.best_val_loss:.4f})"
         noun = _NOUNS.get(event.unit, event.unit)
         per = _PER.get(event.unit, event.unit)
         extra = "".join(f", {_metric(name, value)}" for name, value in event.metrics.items())
-        self.say(f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/{per}{extra} "
-                 f"over {event.items:,} {noun}{mark}")
+        self.say(
+            f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/{per}{extra} "
+            f"over {event.items:,} {noun}{mark}"
+        )
 
     def _on_CheckpointSaved(self, event):
         if event.best:
@@ -147,8 +188,10 @@ class TrainView:
     def _record(self, record):
         if self.metrics is None:
             return
-        clean = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-                 for key, value in record.items()}
+        clean = {
+            key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in record.items()
+        }
         self.metrics.write(json.dumps(clean) + "\n")
         self.metrics.flush()
 

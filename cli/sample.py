@@ -10,33 +10,82 @@ from numrnn_cli.exit_codes import ExitCode
 
 
 @click.command("sample")
-@click.option("-c", "--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="The model's checkpoint (.safetensors).")
-@click.option("--length", type=click.IntRange(min=0), default=1000,
-              help="Characters to generate after the prime text.")
-@click.option("--prime", default=None, metavar="TEXT",
-              help="Text the model reads first; it is printed first.  [default: none; the first "
-                   "character is drawn uniformly]")
-@click.option("--prime-file", type=click.Path(path_type=Path), default=None,
-              help="Read the prime text from this UTF-8 file.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Below 1: safer, more repetitive text; above 1: wilder text.")
-@click.option("--top-k", type=click.IntRange(min=0), default=0,
-              help="Draw only from the K most probable characters; 0: off.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0,
-              help="Draw only from the most probable characters whose probabilities sum to P; 1: off.")
+@click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The model's checkpoint (.safetensors).",
+)
+@click.option(
+    "--length", type=click.IntRange(min=0), default=1000, help="Characters to generate after the prime text."
+)
+@click.option(
+    "--prime",
+    default=None,
+    metavar="TEXT",
+    help="Text the model reads first; it is printed first.  [default: none; the first "
+    "character is drawn uniformly]",
+)
+@click.option(
+    "--prime-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Read the prime text from this UTF-8 file.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    help="Below 1: safer, more repetitive text; above 1: wilder text.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Draw only from the K most probable characters; 0: off.",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    help="Draw only from the most probable characters whose probabilities sum to P; 1: off.",
+)
 @click.option("--argmax", is_flag=True, help="Always take the most probable character (no randomness).")
-@click.option("--stop", default=None, metavar="TEXT",
-              help="End a sample as soon as this text is generated (e.g. $'\\n\\n').")
-@click.option("--seed", type=int, default=None,
-              help="Seed for the draws: the same seed gives the same text.  [default: random, shown on stderr]")
+@click.option(
+    "--stop",
+    default=None,
+    metavar="TEXT",
+    help="End a sample as soon as this text is generated (e.g. $'\\n\\n').",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for the draws: the same seed gives the same text.  [default: random, shown on stderr]",
+)
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), default=1, help="How many samples.")
-@click.option("--separator", default="\n\n", show_default=r"a blank line",
-              help="Printed between samples.")
-@click.option("--drop-unknown", is_flag=True,
-              help="Drop prime characters the model never saw (with a warning) instead of failing.")
-def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, argmax, stop, seed,
-           num_samples, separator, drop_unknown):
+@click.option("--separator", default="\n\n", show_default=r"a blank line", help="Printed between samples.")
+@click.option(
+    "--drop-unknown",
+    is_flag=True,
+    help="Drop prime characters the model never saw (with a warning) instead of failing.",
+)
+def sample(
+    checkpoint,
+    length,
+    prime,
+    prime_file,
+    temperature,
+    top_k,
+    top_p,
+    argmax,
+    stop,
+    seed,
+    num_samples,
+    separator,
+    drop_unknown,
+):
     """Generate text from a trained character-level model.
 
     The model reads the prime text (if any), then writes --length more characters, drawing
@@ -57,10 +106,10 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     import numpy as np
 
     from numrnn.checkpoint import load_checkpoint
-    from numrnn.tunables import kernels_compiled
     from numrnn.data import read_text
     from numrnn.sampling import SampleConfig, Sampler
     from numrnn.tasks import require_task
+    from numrnn.tunables import kernels_compiled
     from numrnn_cli.console import err_console
 
     console = err_console()
@@ -72,10 +121,12 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     vocab = loaded.vocab
     prime_ids, dropped = vocab.encode(prime, drop_unknown=drop_unknown, what="the prime text")
     if dropped:
-        console.print(f"[yellow]warning:[/] dropped {dropped} prime character(s) the model never saw",
-                      highlight=False)
-    config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                          argmax=argmax, stop=stop or "").validate()
+        console.print(
+            f"[yellow]warning:[/] dropped {dropped} prime character(s) the model never saw", highlight=False
+        )
+    config = SampleConfig(
+        length=length, temperature=temperature, top_k=top_k, top_p=top_p, argmax=argmax, stop=stop or ""
+    ).validate()
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
         if not argmax:
@@ -84,8 +135,9 @@ def sample(checkpoint, length, prime, prime_file, temperature, top_k, top_p, arg
     sampler = Sampler(loaded.build_model(), vocab)
     spinner = None
     if console.is_terminal and not kernels_compiled(*sampler.kernel_names):
-        spinner = console.status("compiling the sampler (first run only; later runs start at once)...",
-                                 spinner="dots")
+        spinner = console.status(
+            "compiling the sampler (first run only; later runs start at once)...", spinner="dots"
+        )
     try:
         _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separator, spinner)
     except BrokenPipeError:
@@ -114,6 +166,7 @@ def _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separat
     finally:
         if spinner is not None:
             spinner.stop()
+
 
 def _write(text):
     sys.stdout.write(text)

@@ -9,16 +9,30 @@ from numrnn_cli.training import POSITIVE, explicit_options, limit_threads, train
 
 @click.command("train")
 @click.argument("corpus", type=click.Path(path_type=Path))
-@click.option("--seq-len", type=POSITIVE, default=128,
-              help="Characters per stream per step (the BPTT truncation length).")
+@click.option(
+    "--seq-len",
+    type=POSITIVE,
+    default=128,
+    help="Characters per stream per step (the BPTT truncation length).",
+)
 @training_options(
-    cell="lstm", hidden=256, layers=2, embed=64, batch_size=32, lr=2e-3, max_epochs=50,
-    eval_every=250, checkpoint_every=250, log_every=50, val_frac=0.05,
+    cell="lstm",
+    hidden=256,
+    layers=2,
+    embed=64,
+    batch_size=32,
+    lr=2e-3,
+    max_epochs=50,
+    eval_every=250,
+    checkpoint_every=250,
+    log_every=50,
+    val_frac=0.05,
     embed_help="Character embedding width; 0 feeds one-hot vectors instead.",
     batch_help="Parallel streams per step.",
     val_help="Share of the text, at its end, held out for validation; 0: none.",
     out_help="Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
-             "[default: CORPUS's name with .safetensors, or the --resume file]")
+    "[default: CORPUS's name with .safetensors, or the --resume file]",
+)
 @click.pass_context
 def train(ctx, corpus, **options):
     """Train a character-level language model on a UTF-8 text file.

@@ -13,8 +13,14 @@ from numrnn_cli.training_run import TrainingCommand
 
 def _new_model(text, options, train_config):
     vocab = Vocab.from_text(text)
-    config = ModelConfig(cell=options["cell"], vocab_size=len(vocab), hidden=options["hidden"],
-                         layers=options["layers"], embed=options["embed"], dropout=options["dropout"])
+    config = ModelConfig(
+        cell=options["cell"],
+        vocab_size=len(vocab),
+        hidden=options["hidden"],
+        layers=options["layers"],
+        embed=options["embed"],
+        dropout=options["dropout"],
+    )
     return vocab, config
 
 
@@ -24,8 +30,10 @@ def _prepare(corpus, text, vocab, options, train_config, resume):
         unknown = sorted({char for char in set(text) if char not in vocab})
         if unknown:
             shown = ", ".join(describe_char(char) for char in unknown[:5])
-            raise DataError(f"{corpus} has {len(unknown)} character(s) the checkpoint's vocabulary "
-                            f"lacks ({shown}); resume on the text the model was trained on")
+            raise DataError(
+                f"{corpus} has {len(unknown)} character(s) the checkpoint's vocabulary "
+                f"lacks ({shown}); resume on the text the model was trained on"
+            )
     ids = vocab.encode(text)[0]
     if train_config.val_frac == 0:
         return ids, None
@@ -34,19 +42,34 @@ def _prepare(corpus, text, vocab, options, train_config, resume):
 
 def _make_task(model, vocab, prepared, options, train_config, on_event):
     train_ids, val_ids = prepared
-    return lm.LanguageModelTask(model, vocab, train_ids, val_ids, batch_size=train_config.batch_size,
-                                seq_len=train_config.seq_len, on_event=on_event)
+    return lm.LanguageModelTask(
+        model,
+        vocab,
+        train_ids,
+        val_ids,
+        batch_size=train_config.batch_size,
+        seq_len=train_config.seq_len,
+        on_event=on_event,
+    )
 
 
 def _summary(result, out):
     lines = []
     if result.best_out is not None:
-        lines.append(f"best validation loss {result.best_val_loss:.4f} nats/char "
-                     f"({result.best_val_loss / np.log(2):.4f} bits/char) in {result.best_out}")
+        lines.append(
+            f"best validation loss {result.best_val_loss:.4f} nats/char "
+            f"({result.best_val_loss / np.log(2):.4f} bits/char) in {result.best_out}"
+        )
     lines.append(f"sample from it:  numrnn sample -c {shlex.quote(str(out))}")
     return lines
 
 
-LANGUAGE_MODEL = TrainingCommand(task=lm.NAME, command="numrnn train", read=read_text,
-                                 new_model=_new_model, prepare=_prepare, make_task=_make_task,
-                                 summary=_summary)
+LANGUAGE_MODEL = TrainingCommand(
+    task=lm.NAME,
+    command="numrnn train",
+    read=read_text,
+    new_model=_new_model,
+    prepare=_prepare,
+    make_task=_make_task,
+    summary=_summary,
+)

@@ -8,9 +8,9 @@ again come from the checkpoint), the model, metrics, progress, Ctrl-C and the su
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import click
 import numpy as np
@@ -31,16 +31,16 @@ from numrnn_cli.training import MODEL_OPTIONS, TRAIN_OPTIONS, InterruptFlag
 
 @dataclass(frozen=True)
 class TrainingCommand:
-    task: str                    # the task's name in checkpoints (numrnn.tasks.TASKS)
-    command: str                 # how a user runs it, e.g. "numrnn classify train"
-    read: Callable               # (path) -> data, raising DataError
-    new_model: Callable          # (data, options, train_config) -> (vocab, ModelConfig)
-    prepare: Callable            # (path, data, vocab, options, train_config, resume) -> prepared
-    make_task: Callable          # (model, vocab, prepared, options, train_config, on_event) -> task
-    summary: Callable            # (result, out) -> extra summary lines
+    task: str  # the task's name in checkpoints (numrnn.tasks.TASKS)
+    command: str  # how a user runs it, e.g. "numrnn classify train"
+    read: Callable  # (path) -> data, raising DataError
+    new_model: Callable  # (data, options, train_config) -> (vocab, ModelConfig)
+    prepare: Callable  # (path, data, vocab, options, train_config, resume) -> prepared
+    make_task: Callable  # (model, vocab, prepared, options, train_config, on_event) -> task
+    summary: Callable  # (result, out) -> extra summary lines
     model_options: tuple = MODEL_OPTIONS
-    fixed_options: tuple = ()    # options a resume may not change (e.g. how data is split)
-    describe: Callable = None    # (data, prepared) -> lines said before training starts
+    fixed_options: tuple = ()  # options a resume may not change (e.g. how data is split)
+    describe: Callable = None  # (data, prepared) -> lines said before training starts
 
 
 def run_training(command, data_path, options, explicit):
@@ -62,7 +62,8 @@ def run_training(command, data_path, options, explicit):
             if path.exists() and not options["force"]:
                 raise CheckpointError(
                     f"{path} already exists; continue it with --resume {path}, or pass --force "
-                    f"to overwrite it, or choose another file with -o")
+                    f"to overwrite it, or choose another file with -o"
+                )
     model_config.validate()
     train_config.validate()
     prepared = command.prepare(data_path, data, vocab, options, train_config, resume)
@@ -72,7 +73,8 @@ def run_training(command, data_path, options, explicit):
     metrics = _open_metrics(options["metrics"])
 
     model = network_class(command.task)(
-        model_config, dtype=np.float32 if dtype == "float32" else np.float64, device=options["device"])
+        model_config, dtype=np.float32 if dtype == "float32" else np.float64, device=options["device"]
+    )
     rng = np.random.default_rng(train_config.seed)
     if resume is None:
         model.init_weights(rng)
@@ -81,15 +83,21 @@ def run_training(command, data_path, options, explicit):
 
     console = err_console()
     try:
-        cold = not kernels_compiled(f"{model_config.cell}_forward", f"{model_config.cell}_backward",
-                                    f"{train_config.optimizer}_update")
+        cold = not kernels_compiled(
+            f"{model_config.cell}_forward",
+            f"{model_config.cell}_backward",
+            f"{train_config.optimizer}_update",
+        )
         with TrainView(console, quiet=options["quiet"], metrics=metrics, compiling=cold) as view:
             for line in command.describe(data, prepared) if command.describe else ():
                 view.say(line)
             task = command.make_task(model, vocab, prepared, options, train_config, view)
             trainer = Trainer(task, train_config, out, on_event=view, resume=resume, rng=rng)
-            stop = InterruptFlag(lambda: view.say(
-                "[yellow]stopping after this step and saving (Ctrl-C again quits without saving)[/]"))
+            stop = InterruptFlag(
+                lambda: view.say(
+                    "[yellow]stopping after this step and saving (Ctrl-C again quits without saving)[/]"
+                )
+            )
             with stop:
                 result = trainer.run(should_stop=stop)
     finally:
@@ -112,8 +120,10 @@ def _resumed_configs(command, checkpoint, options, explicit):
     meta = checkpoint.meta
     require_task(checkpoint, command.task)
     if "train" not in meta or "progress" not in meta:
-        raise CheckpointError(f"{checkpoint.path} holds no training state (it was not written by "
-                              f"{command.command}), so it cannot be resumed")
+        raise CheckpointError(
+            f"{checkpoint.path} holds no training state (it was not written by "
+            f"{command.command}), so it cannot be resumed"
+        )
     saved = checkpoint.model_config
     for name in command.model_options:
         if name in explicit and options[name] != getattr(saved, name):
@@ -121,18 +131,25 @@ def _resumed_configs(command, checkpoint, options, explicit):
             raise ConfigError(
                 f"--{name.replace('_', '-')} {shown} contradicts the checkpoint, whose "
                 f"model has {name} {getattr(saved, name)}; leave --{name.replace('_', '-')} out "
-                f"to resume it")
+                f"to resume it"
+            )
     if "dtype" in explicit and options["dtype"] != meta["dtype"]:
-        raise ConfigError(f"--dtype {options['dtype']} contradicts the checkpoint ({meta['dtype']}); "
-                          f"leave --dtype out to resume it")
+        raise ConfigError(
+            f"--dtype {options['dtype']} contradicts the checkpoint ({meta['dtype']}); "
+            f"leave --dtype out to resume it"
+        )
     if "optimizer" in explicit and options["optimizer"] != meta["train"].get("optimizer"):
-        raise ConfigError(f"--optimizer {options['optimizer']} contradicts the checkpoint, trained "
-                          f"with {meta['train'].get('optimizer')}; leave --optimizer out to resume it")
+        raise ConfigError(
+            f"--optimizer {options['optimizer']} contradicts the checkpoint, trained "
+            f"with {meta['train'].get('optimizer')}; leave --optimizer out to resume it"
+        )
     for name in command.fixed_options:
         if name in explicit and options[name] != meta["train"].get(name):
-            raise ConfigError(f"--{name.replace('_', '-')} {options[name]} contradicts the "
-                              f"checkpoint ({meta['train'].get(name)}), which fixed how the data "
-                              f"is split; leave --{name.replace('_', '-')} out to resume it")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {options[name]} contradicts the "
+                f"checkpoint ({meta['train'].get(name)}), which fixed how the data "
+                f"is split; leave --{name.replace('_', '-')} out to resume it"
+            )
     model_config = saved
     if "dropout" in explicit:
         model_config = replace(saved, dropout=options["dropout"])
@@ -160,16 +177,21 @@ def _open_metrics(path):
 
 def _summarise(command, result, data_path, quiet):
     console = err_console()
-    resume_cmd = (f"{command.command} {shlex.quote(str(data_path))} "
-                  f"--resume {shlex.quote(str(result.out))}")
+    resume_cmd = f"{command.command} {shlex.quote(str(data_path))} --resume {shlex.quote(str(result.out))}"
     if result.reason == "interrupted":
-        console.print(f"[yellow]interrupted[/] at step {result.step:,}; saved {result.out}. "
-                      f"Resume with:\n  {resume_cmd}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]interrupted[/] at step {result.step:,}; saved {result.out}. "
+            f"Resume with:\n  {resume_cmd}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     if quiet:
         return
-    lines = [f"stopped at step {result.step:,} ({STOP_REASONS[result.reason]}) after "
-             f"{format_duration(result.elapsed_s)} of training; saved {result.out}"]
+    lines = [
+        f"stopped at step {result.step:,} ({STOP_REASONS[result.reason]}) after "
+        f"{format_duration(result.elapsed_s)} of training; saved {result.out}"
+    ]
     lines += command.summary(result, result.out)
     if result.reason in ("max_steps", "max_epochs"):
         lines.append(f"train further:   {resume_cmd} --{result.reason.replace('_', '-')} N")

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Cell:
     name: str
-    gates: int          # gate blocks: the gate width G is gates * H
-    states: tuple       # the recurrent state tensors, in order ("h", then "c" for the LSTM)
-    code: int           # the generation kernels' cell code (numrnn.kernels.cpu)
-    gate_names: str     # PyTorch's gate order, one letter a block
+    gates: int  # gate blocks: the gate width G is gates * H
+    states: tuple  # the recurrent state tensors, in order ("h", then "c" for the LSTM)
+    code: int  # the generation kernels' cell code (numrnn.kernels.cpu)
+    gate_names: str  # PyTorch's gate order, one letter a block
 
     @property
     def forward(self):

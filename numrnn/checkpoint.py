@@ -34,7 +34,7 @@ from numrnn import __version__
 from numrnn.cells import CELL_TABLE
 from numrnn.data import Vocab
 from numrnn.errors import CheckpointError, ConfigError, DataError
-from numrnn.params import torch_shapes, to_torch
+from numrnn.params import to_torch, torch_shapes
 
 FORMAT = "numrnn-checkpoint"
 FORMAT_VERSION = 2
@@ -50,9 +50,9 @@ class Checkpoint:
     """What a checkpoint file holds, checked. ``meta`` is the JSON document."""
 
     meta: dict
-    weights: dict          # PyTorch layout, by state_dict name
-    optim: dict            # optimizer state, names without the "optim." prefix
-    state: dict            # carried state of the training streams: "h" (and "c"), or empty
+    weights: dict  # PyTorch layout, by state_dict name
+    optim: dict  # optimizer state, names without the "optim." prefix
+    state: dict  # carried state of the training streams: "h" (and "c"), or empty
     path: Path = None
 
     @property
@@ -234,8 +234,9 @@ def _read_header(path, raw):
     if length > _HEADER_LIMIT or length < 2:
         raise CheckpointError(f"{not_safetensors} (its first bytes are not a safetensors header)")
     if 8 + length > len(raw):
-        raise CheckpointError(f"{path} is truncated: its header needs {8 + length} bytes, "
-                              f"the file has {len(raw)}")
+        raise CheckpointError(
+            f"{path} is truncated: its header needs {8 + length} bytes, the file has {len(raw)}"
+        )
     try:
         header = json.loads(raw[8 : 8 + length].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -248,8 +249,10 @@ def _read_header(path, raw):
 def _read_document(path, header):
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or META_KEY not in metadata:
-        raise CheckpointError(f"{path} is a safetensors file but not a numrnn checkpoint "
-                              f"(its metadata has no {META_KEY!r} entry)")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a numrnn checkpoint "
+            f"(its metadata has no {META_KEY!r} entry)"
+        )
     try:
         document = json.loads(metadata[META_KEY])
     except (TypeError, json.JSONDecodeError):
@@ -263,10 +266,13 @@ def _read_document(path, header):
         raise CheckpointError(
             f"{path} was written by a newer numrnn ({document.get('numrnn_version', '?')}, "
             f"checkpoint format {version}); this numrnn {__version__} reads format "
-            f"{FORMAT_VERSION}; upgrade numrnn: pip install -U numrnn")
+            f"{FORMAT_VERSION}; upgrade numrnn: pip install -U numrnn"
+        )
     if version >= 2 and metadata.get(DIGEST_KEY) != text_digest(metadata[META_KEY]):
-        raise CheckpointError(f"{path} is damaged: its metadata does not match the digest written "
-                              f"with it; use another checkpoint (e.g. the .best one) or retrain")
+        raise CheckpointError(
+            f"{path} is damaged: its metadata does not match the digest written "
+            f"with it; use another checkpoint (e.g. the .best one) or retrain"
+        )
     return document
 
 
@@ -279,8 +285,10 @@ def _check(path, document, tensors):
 
     task = document.get("task") or DEFAULT_TASK
     if task not in TASKS:
-        raise CheckpointError(f"{path} holds a model for the task {task!r}, which this numrnn "
-                              f"{__version__} does not know; upgrade numrnn: pip install -U numrnn")
+        raise CheckpointError(
+            f"{path} holds a model for the task {task!r}, which this numrnn "
+            f"{__version__} does not know; upgrade numrnn: pip install -U numrnn"
+        )
 
     fields = {field.name for field in dataclasses.fields(ModelConfig)}
     model_doc = document.get("model")
@@ -304,8 +312,11 @@ def _check(path, document, tensors):
         raise bad(f"{len(vocab)} characters in the vocabulary, but vocab_size {config.vocab_size}")
     labels = document.get("labels")
     if task in ("classify", "generate"):
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels) \
-                or len(set(labels)) != len(labels):
+        if (
+            not isinstance(labels, list)
+            or not all(isinstance(label, str) for label in labels)
+            or len(set(labels)) != len(labels)
+        ):
             raise bad("its labels are not a list of distinct names")
     if task == "classify" and len(labels) != config.output_size:
         raise bad(f"{len(labels)} labels, but the classifier has {config.output_size} outputs")
@@ -315,17 +326,16 @@ def _check(path, document, tensors):
         if config.condition == "none":
             raise bad("a generator's model must be conditioned on its labels (condition none)")
         if len(labels) != config.condition_classes:
-            raise bad(f"{len(labels)} labels, but the model is conditioned on "
-                      f"{config.condition_classes}")
+            raise bad(f"{len(labels)} labels, but the model is conditioned on {config.condition_classes}")
 
     layout = model_layout(config)
     expected = torch_shapes(layout)
     weights, optim, state = {}, {}, {}
     for name, value in tensors.items():
         if name.startswith("optim."):
-            optim[name[len("optim."):]] = value
+            optim[name[len("optim.") :]] = value
         elif name.startswith("state."):
-            state[name[len("state."):]] = value
+            state[name[len("state.") :]] = value
         elif name in expected:
             weights[name] = value
         else:
@@ -356,10 +366,14 @@ def _check(path, document, tensors):
 
 def _check_digests(path, digests, tensors):
     if not isinstance(digests, dict) or set(digests) != set(tensors):
-        raise CheckpointError(f"{path} is damaged: the tensors it holds are not the ones written "
-                              f"(their list of digests differs); use another checkpoint or retrain")
+        raise CheckpointError(
+            f"{path} is damaged: the tensors it holds are not the ones written "
+            f"(their list of digests differs); use another checkpoint or retrain"
+        )
     for name, value in tensors.items():
         if tensor_digest(value) != digests[name]:
-            raise CheckpointError(f"{path} is damaged: the bytes of tensor {name!r} differ from "
-                                  f"those written (digest mismatch); use another checkpoint "
-                                  f"(e.g. the .best one) or retrain")
+            raise CheckpointError(
+                f"{path} is damaged: the bytes of tensor {name!r} differ from "
+                f"those written (digest mismatch); use another checkpoint "
+                f"(e.g. the .best one) or retrain"
+            )

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from numrnn.cells import CELL_TABLE, CELLS  # noqa: F401 (re-exported)
+from numrnn.cells import CELL_TABLE, CELLS
 from numrnn.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
@@ -34,8 +34,8 @@ class ModelConfig:
     output_size: int = 0
     dropout: float = 0.0
     bidirectional: bool = False  # a second stack reads each sequence backwards (classifiers)
-    condition: str = "none"      # how a label conditions the model (CONDITIONS)
-    condition_classes: int = 0   # how many labels a conditioned model knows (0 when none)
+    condition: str = "none"  # how a label conditions the model (CONDITIONS)
+    condition_classes: int = 0  # how many labels a conditioned model knows (0 when none)
 
     def validate(self):
         if self.cell not in CELLS:
@@ -49,17 +49,20 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.condition not in CONDITIONS:
-            raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, "
-                              f"not {self.condition!r}")
+            raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, not {self.condition!r}")
         if self.condition == "none" and self.condition_classes != 0:
-            raise ConfigError(f"condition_classes must be 0 when condition is none, "
-                              f"not {self.condition_classes}")
+            raise ConfigError(
+                f"condition_classes must be 0 when condition is none, not {self.condition_classes}"
+            )
         if self.condition != "none" and self.condition_classes < 1:
-            raise ConfigError(f"condition_classes must be at least 1 when condition is "
-                              f"{self.condition}, not {self.condition_classes}")
+            raise ConfigError(
+                f"condition_classes must be at least 1 when condition is "
+                f"{self.condition}, not {self.condition_classes}"
+            )
         if self.condition != "none" and self.bidirectional:
-            raise ConfigError("a conditioned generator reads left to right; condition needs "
-                              "bidirectional off")
+            raise ConfigError(
+                "a conditioned generator reads left to right; condition needs bidirectional off"
+            )
         return self
 
     @property
@@ -92,21 +95,28 @@ class TrainConfig:
     grad_clip: float = 5.0
     max_steps: int = 0
     max_epochs: int = 50
-    max_time: float = 0.0      # seconds of this session
-    eval_every: int = 250      # steps; 0 evaluates only at the end
+    max_time: float = 0.0  # seconds of this session
+    eval_every: int = 250  # steps; 0 evaluates only at the end
     checkpoint_every: int = 250
     log_every: int = 50
-    patience: int = 0          # evaluations without improvement before stopping; 0 = never
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never
     val_frac: float = 0.05
-    test_frac: float = 0.0     # a held-out test split (tasks with labelled examples)
+    test_frac: float = 0.0  # a held-out test split (tasks with labelled examples)
     seed: int = 0
 
     def validate(self):
         for name in ("seq_len", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("max_steps", "max_epochs", "max_time", "eval_every", "checkpoint_every",
-                     "patience", "grad_clip"):
+        for name in (
+            "max_steps",
+            "max_epochs",
+            "max_time",
+            "eval_every",
+            "checkpoint_every",
+            "patience",
+            "grad_clip",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -116,8 +126,10 @@ class TrainConfig:
         if not 0.0 <= self.val_frac < 1.0:
             raise ConfigError(f"val_frac must be in [0, 1), not {self.val_frac}")
         if not 0.0 <= self.test_frac < 1.0 or self.val_frac + self.test_frac >= 1.0:
-            raise ConfigError(f"test_frac must be in [0, 1) and leave examples to train on "
-                              f"(val_frac {self.val_frac} + test_frac {self.test_frac})")
+            raise ConfigError(
+                f"test_frac must be in [0, 1) and leave examples to train on "
+                f"(val_frac {self.val_frac} + test_frac {self.test_frac})"
+            )
         LRSchedule.parse(self.lr_decay)
         return self
 
@@ -126,13 +138,13 @@ class TrainConfig:
 class SampleConfig:
     """How to generate. ``argmax`` ignores temperature, top-k and top-p."""
 
-    length: int = 1000          # characters generated after the prime
-    temperature: float = 1.0    # > 0; below 1 sharpens the distribution, above 1 flattens it
-    top_k: int = 0              # keep the k most probable characters; 0 = off
-    top_p: float = 1.0          # keep the fewest most probable whose sum reaches p; 1.0 = off
-    argmax: bool = False        # greedy: always the most probable character
-    stop: str = ""              # end right after this string is generated; "" = never
-    chunk: int = 256            # characters per compiled call (streaming granularity)
+    length: int = 1000  # characters generated after the prime
+    temperature: float = 1.0  # > 0; below 1 sharpens the distribution, above 1 flattens it
+    top_k: int = 0  # keep the k most probable characters; 0 = off
+    top_p: float = 1.0  # keep the fewest most probable whose sum reaches p; 1.0 = off
+    argmax: bool = False  # greedy: always the most probable character
+    stop: str = ""  # end right after this string is generated; "" = never
+    chunk: int = 256  # characters per compiled call (streaming granularity)
 
     def validate(self):
         if self.length < 0:
@@ -191,8 +203,7 @@ class LRSchedule:
         if self.kind == "step":
             return base_lr * self.factor ** (step // self.every)
         if not total_steps:
-            raise ConfigError(f"lr_decay {self.kind} needs --max-steps or --max-epochs to know "
-                              f"where it ends")
+            raise ConfigError(f"lr_decay {self.kind} needs --max-steps or --max-epochs to know where it ends")
         progress = min(step / total_steps, 1.0)
         if self.kind == "cosine":
             shape = 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -111,8 +111,9 @@ def split_by_position(ids, val_frac):
         raise ConfigError(f"val_frac must be between 0 and 1 (exclusive), not {val_frac}")
     n_val = max(1, int(round(len(ids) * val_frac)))
     if n_val >= len(ids):
-        raise DataError(f"the text has only {len(ids)} characters: too short to split off "
-                        f"{val_frac:.0%} for validation")
+        raise DataError(
+            f"the text has only {len(ids)} characters: too short to split off {val_frac:.0%} for validation"
+        )
     return ids[:-n_val], ids[-n_val:]
 
 
@@ -134,9 +135,11 @@ class TextStreams:
             raise DataError(
                 f"{what} has {len(ids)} characters, fewer than one batch needs "
                 f"(batch size {batch} x (sequence length {seq_len} + 1) = {need}); "
-                f"use a smaller --batch-size or --seq-len, or a longer text")
-        self.streams = np.ascontiguousarray(np.asarray(ids, dtype=np.int64)[: batch * length]
-                                            .reshape(batch, length))
+                f"use a smaller --batch-size or --seq-len, or a longer text"
+            )
+        self.streams = np.ascontiguousarray(
+            np.asarray(ids, dtype=np.int64)[: batch * length].reshape(batch, length)
+        )
         self.batch = batch
         self.seq_len = seq_len
         # The last column is only ever a target.
@@ -167,8 +170,10 @@ _SHOW_CHARS = 60
 # Hex digits of the data digest (64 bits: plenty to notice a resume on different data).
 _DIGEST_HEX = 16
 _DIGEST_VERSION = b"numrnn-labelled-v1\x00"
-_EXPECTED = ("a folder of <label>.txt files (one example per line, e.g. names/Greek.txt) "
-             "or a UTF-8 TSV file of text<TAB>label lines")
+_EXPECTED = (
+    "a folder of <label>.txt files (one example per line, e.g. names/Greek.txt) "
+    "or a UTF-8 TSV file of text<TAB>label lines"
+)
 
 
 @dataclass
@@ -182,12 +187,12 @@ class LabelledData:
     kept as they are (see ``duplicates``/``conflicts``); only blank lines are skipped.
     """
 
-    texts: list            # list[str], one example each, surrounding whitespace stripped
-    labels: np.ndarray     # (N,) int64 label ids
-    label_names: list      # list[str], sorted; label id = index
-    blank_lines: int       # whitespace-only lines skipped
-    digest: str            # short hex fingerprint of label_names, texts and labels
-    source: str            # "folder" or "tsv"
+    texts: list  # list[str], one example each, surrounding whitespace stripped
+    labels: np.ndarray  # (N,) int64 label ids
+    label_names: list  # list[str], sorted; label id = index
+    blank_lines: int  # whitespace-only lines skipped
+    digest: str  # short hex fingerprint of label_names, texts and labels
+    source: str  # "folder" or "tsv"
     ignored_files: list = field(default_factory=list)  # folder entries not read (names only)
 
     def __len__(self):
@@ -238,9 +243,15 @@ def read_labelled(path):
         ignored = []
         source = "tsv"
     labels = np.asarray(label_ids, dtype=np.int64)
-    return LabelledData(texts=texts, labels=labels, label_names=names, blank_lines=blank,
-                        digest=_labelled_digest(texts, labels, names), source=source,
-                        ignored_files=ignored)
+    return LabelledData(
+        texts=texts,
+        labels=labels,
+        label_names=names,
+        blank_lines=blank,
+        digest=_labelled_digest(texts, labels, names),
+        source=source,
+        ignored_files=ignored,
+    )
 
 
 def _lines(text):
@@ -276,18 +287,22 @@ def _read_label_folder(folder):
             others = f" (it has {len(ignored)} other entries: {listed})"
         raise DataError(
             f"{folder} has no .txt files{others}; a folder of labelled examples holds one "
-            f"<label>.txt file per label with one example per line, e.g. Greek.txt, Irish.txt")
+            f"<label>.txt file per label with one example per line, e.g. Greek.txt, Irish.txt"
+        )
     if len(files) == 1:
         raise DataError(
             f"{folder} has one label file only ({files[0].name}); classification needs at "
-            f"least two labels: add another <label>.txt file")
+            f"least two labels: add another <label>.txt file"
+        )
     # Sorted by label name, so ids and example order do not depend on the listing order.
     files.sort(key=lambda p: p.stem)
     names = [p.stem for p in files]
     texts, label_ids, blank = [], [], 0
     for label_id, file in enumerate(files):
-        no_examples = (f"{file} has no examples for the label '{file.stem}'; put one example "
-                       f"per line in it, or remove it")
+        no_examples = (
+            f"{file} has no examples for the label '{file.stem}'; put one example "
+            f"per line in it, or remove it"
+        )
         try:
             if file.stat().st_size == 0:
                 raise DataError(no_examples)
@@ -316,11 +331,13 @@ def _read_label_tsv(path):
         where = f"{path}, line {number}"
         tabs = line.count("\t")
         if tabs == 0:
-            raise DataError(f"{where} has no tab: {_show(line)}; {form} "
-                            f"(or give a folder of <label>.txt files instead)")
+            raise DataError(
+                f"{where} has no tab: {_show(line)}; {form} (or give a folder of <label>.txt files instead)"
+            )
         if tabs > 1:
-            raise DataError(f"{where} has {tabs} tabs, not one: {_show(line)}; {form}, "
-                            f"with no tab inside the text")
+            raise DataError(
+                f"{where} has {tabs} tabs, not one: {_show(line)}; {form}, with no tab inside the text"
+            )
         text, label = (part.strip() for part in line.split("\t"))
         if not text:
             raise DataError(f"{where} has an empty text before the tab: {_show(line)}; {form}")
@@ -331,8 +348,7 @@ def _read_label_tsv(path):
         raise DataError(f"{path} has no examples (only {blank} blank lines); {form}")
     names = sorted({label for _, label in pairs})
     if len(names) < 2:
-        raise DataError(f"{path} has one label only ('{names[0]}'); classification needs at "
-                        f"least two labels")
+        raise DataError(f"{path} has one label only ('{names[0]}'); classification needs at least two labels")
     index = {name: i for i, name in enumerate(names)}
     return [t for t, _ in pairs], [index[label] for _, label in pairs], names, blank
 
@@ -360,8 +376,10 @@ def _check_fraction(value, option):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"{option} must be a number between 0 and 1, not {value!r}")
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ConfigError(f"{option} must be at least 0 and below 1, not {value}; "
-                          f"e.g. {option} 0.1 keeps 10% of each label's examples apart")
+        raise ConfigError(
+            f"{option} must be at least 0 and below 1, not {value}; "
+            f"e.g. {option} 0.1 keeps 10% of each label's examples apart"
+        )
     return float(value)
 
 
@@ -390,8 +408,10 @@ def stratified_split(labels, val_frac, test_frac, seed):
     val = _check_fraction(val_frac, "--val-frac")
     test = _check_fraction(test_frac, "--test-frac")
     if val + test >= 1.0:
-        raise ConfigError(f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
-                          f"leaving nothing to train on; keep their sum below 1, e.g. 0.1 and 0.1")
+        raise ConfigError(
+            f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
+            f"leaving nothing to train on; keep their sum below 1, e.g. 0.1 and 0.1"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"--seed must be a whole number of 0 or more, not {seed!r}")
     labels = np.asarray(labels)
@@ -410,8 +430,8 @@ def stratified_split(labels, val_frac, test_frac, seed):
             count[over] -= 1
         n_test, n_val = count["test"], count["val"]
         parts["test"].append(members[:n_test])
-        parts["val"].append(members[n_test:n_test + n_val])
-        parts["train"].append(members[n_test + n_val:])
+        parts["val"].append(members[n_test : n_test + n_val])
+        parts["train"].append(members[n_test + n_val :])
 
     def joined(arrays):
         if not arrays:

@@ -4,8 +4,8 @@ For each cell, layer count and loss, a tiny model is built from the seed; the gr
 the loss with respect to every element of every parameter tensor and of the initial states
 is computed by the kernels' backward and by central differences (f(x + e) - f(x - e)) / 2e
 extrapolated to e -> 0 by Ridders' method, so the numeric side is accurate to about 1e-14
-absolute and the comparison is limited by float64 alone. The error of one element is ``|a - b| / max(|a| + |b|, 1e-12)``;
-a tensor's row reports the largest over its elements.
+absolute and the comparison is limited by float64 alone. The error of one element is
+``|a - b| / max(|a| + |b|, 1e-12)``; a tensor's row reports the largest over its elements.
 
 Losses, one per topology:
 - ``lm``: many-to-many, next-token cross-entropy at every step, embedding input;
@@ -87,8 +87,7 @@ class GradcheckReport:
         return max(errors) if errors else 0.0
 
     def to_dict(self):
-        return {"ok": self.ok, "tolerance": self.tolerance,
-                "rows": [row.to_dict() for row in self.rows]}
+        return {"ok": self.ok, "tolerance": self.tolerance, "rows": [row.to_dict() for row in self.rows]}
 
 
 def _central_difference(f, x, index, step):
@@ -109,8 +108,9 @@ def ridders_derivative(f, x, index, step=FD_STEP, shrink=1.4, rows=12):
     Central differences at geometrically shrinking steps, extrapolated to step 0 in a Neville
     tableau (each column cancels one more even power of the step); the estimate with the
     smallest error estimate wins. Every row is computed (no early exit: stopping at the
-    first rise of the error estimate picked poor estimates on tanh-saturated cases). Truncation error vanishes while the steps stay large, so
-    rounding error stays near float64's floor (about 1e-14 here).
+    first rise of the error estimate picked poor estimates on tanh-saturated cases).
+    Truncation error vanishes while the steps stay large, so rounding error stays near
+    float64's floor (about 1e-14 here).
     """
     table = np.zeros((rows, rows))
     table[0, 0] = _central_difference(f, x, index, step)
@@ -176,10 +176,15 @@ def build_case(cell, layers, loss, seed, kernels=None):
         return _generate_case(cell, layers, rng, kernels)
     classify = loss != "lm"
     T = 1 if loss == "one-to-one" else STEPS
-    config = ModelConfig(cell=cell, vocab_size=VOCAB, hidden=HIDDEN, layers=layers,
-                         embed=EMBED if loss in ("lm", "classify-bi") else 0,
-                         output_size=CLASSES if classify else 0,
-                         bidirectional=loss == "classify-bi")
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=VOCAB,
+        hidden=HIDDEN,
+        layers=layers,
+        embed=EMBED if loss in ("lm", "classify-bi") else 0,
+        output_size=CLASSES if classify else 0,
+        bidirectional=loss == "classify-bi",
+    )
     model = (Classifier if classify else Model)(config, np.float64, kernels=kernels).init_weights(rng)
     # 1.5x PyTorch's scale keeps the lower layers' gradients well above float64's resolution.
     model.params *= INIT_SCALE
@@ -201,8 +206,16 @@ def build_case(cell, layers, loss, seed, kernels=None):
 def _generate_case(cell, layers, rng, kernels):
     # The generator's shape (numrnn.tasks.generate): the head outputs every id but the last
     # (the start token, an input only), the model reads each row's label.
-    config = ModelConfig(cell=cell, vocab_size=VOCAB, hidden=HIDDEN, layers=layers, embed=EMBED,
-                         output_size=VOCAB - 1, condition="both", condition_classes=CLASSES)
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=VOCAB,
+        hidden=HIDDEN,
+        layers=layers,
+        embed=EMBED,
+        output_size=VOCAB - 1,
+        condition="both",
+        condition_classes=CLASSES,
+    )
     model = Model(config, np.float64, kernels=kernels).init_weights(rng)
     model.params *= INIT_SCALE
     B = len(GENERATE_LABELS)
@@ -217,8 +230,15 @@ def _run(model, grad, *args, **kwargs):
     return model.loss_and_grad(*args, **kwargs) if grad else model.loss(*args, **kwargs)
 
 
-def run_gradcheck(cells=CELLS, layer_counts=LAYER_COUNTS, losses=LOSSES, seed=0,
-                  tolerance=DEFAULT_TOLERANCE, kernels=None, on_row=None):
+def run_gradcheck(
+    cells=CELLS,
+    layer_counts=LAYER_COUNTS,
+    losses=LOSSES,
+    seed=0,
+    tolerance=DEFAULT_TOLERANCE,
+    kernels=None,
+    on_row=None,
+):
     """Check every (cell, layers, loss) combination; returns a ``GradcheckReport``.
 
     kernels: a kernel module to check instead of the CPU backend (tests pass deliberately
@@ -230,8 +250,7 @@ def run_gradcheck(cells=CELLS, layer_counts=LAYER_COUNTS, losses=LOSSES, seed=0,
             for loss in losses:
                 model, run, state = build_case(cell, layers, loss, seed, kernels)
                 for name, rel_error, abs_error in check_model(model, run, state):
-                    row = GradcheckRow(cell, layers, loss, name, rel_error, abs_error,
-                                       rel_error < tolerance)
+                    row = GradcheckRow(cell, layers, loss, name, rel_error, abs_error, rel_error < tolerance)
                     report.rows.append(row)
                     if on_row is not None:
                         on_row(row)

@@ -182,7 +182,7 @@ class Conditioning:
         self.layers = stack.layers * stack.directions
         self.hidden = stack.hidden
         self.gate_width = stack.gate_width
-        self.states = stack.cell.states          # ("h",) or ("h", "c")
+        self.states = stack.cell.states  # ("h",) or ("h", "c")
         self.uses_state = mode in ("state", "both")
         self.uses_input = mode in ("input", "both")
         self.state_names = {state: f"{name}.{state}0" for state in self.states}
@@ -191,8 +191,9 @@ class Conditioning:
     def entries(self):
         entries = []
         if self.uses_state:
-            entries += [(self.state_names[state], (self.classes, self.layers, self.hidden))
-                        for state in self.states]
+            entries += [
+                (self.state_names[state], (self.classes, self.layers, self.hidden)) for state in self.states
+            ]
         if self.uses_input:
             entries.append((self.input, (self.classes, self.gate_width)))
         return entries
@@ -204,8 +205,10 @@ class Conditioning:
 
     def initial_state(self, w, labels, dtype):
         """{"h": (L, B, H), ...}: each row's label's learnt initial state (a copy)."""
-        return {state: np.ascontiguousarray(w[name][labels].transpose(1, 0, 2), dtype=dtype)
-                for state, name in self.state_names.items()}
+        return {
+            state: np.ascontiguousarray(w[name][labels].transpose(1, 0, 2), dtype=dtype)
+            for state, name in self.state_names.items()
+        }
 
     def state_backward(self, dw, labels, dstate):
         # cond.h0[labels[b]] += dstate["h"][:, b] (and c), rows of one label summed
@@ -216,18 +219,21 @@ class Conditioning:
 
     def input_gates(self, w, labels):
         """The stack's ``input_gates`` hook: adds each row's label row to its gates."""
-        rows = w[self.input][labels]                      # (B, G)
+        rows = w[self.input][labels]  # (B, G)
 
         def add(gate_rows, reverse):
             # gate_rows (T*B, G), row t*B + b belongs to batch row b
             gate_rows.reshape(-1, *rows.shape)[...] += rows
+
         return add
 
     def input_dgates(self, dw, labels):
         """The stack's ``input_dgates`` hook: the input rows' gradient, summed over time."""
+
         def accumulate(dgate_rows, reverse):
             B = labels.shape[0]
             scatter_add(dw[self.input], labels, dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0))
+
         return accumulate
 
 
@@ -271,7 +277,9 @@ class RecurrentStack:
 
     def _names(self, layer, direction):
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        return tuple(f"{self.name}.{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return tuple(
+            f"{self.name}.{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
 
     def entries(self):
         entries = []
@@ -334,8 +342,9 @@ class RecurrentStack:
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, k, w, ws, tokens, state, *, lengths=None, use_dropout=False, rng=None,
-                input_gates=None):
+    def forward(
+        self, k, w, ws, tokens, state, *, lengths=None, use_dropout=False, rng=None, input_gates=None
+    ):
         """Run every layer over tokens (T, B) from ``state`` (a dict like zero_state's).
 
         lengths (B): each row's real length, needed only by a bidirectional stack (the
@@ -348,7 +357,9 @@ class RecurrentStack:
         ws.used_dropout = use_dropout
         ws.reverse = reverse_rows(T if lengths is None else lengths, T) if R > 1 else None
         flat = tokens.reshape(-1)
-        ws.tokens = [flat] if R == 1 else [flat, np.ascontiguousarray(_take_rows(tokens, ws.reverse)).reshape(-1)]
+        ws.tokens = (
+            [flat] if R == 1 else [flat, np.ascontiguousarray(_take_rows(tokens, ws.reverse)).reshape(-1)]
+        )
         for layer in range(self.layers):
             x = None if layer == 0 else self.layer_input(ws, layer)
             for d in range(R):
@@ -415,9 +426,13 @@ class RecurrentStack:
         for name, buffers in (("h", ws.hs), ("c", ws.cs)):
             if buffers is None:
                 continue
-            final[name] = np.stack([buffers[(layer, d)][steps, rows] if lengths is not None
-                                    else buffers[(layer, d)][T]
-                                    for layer in range(self.layers) for d in range(self.directions)])
+            final[name] = np.stack(
+                [
+                    buffers[(layer, d)][steps, rows] if lengths is not None else buffers[(layer, d)][T]
+                    for layer in range(self.layers)
+                    for d in range(self.directions)
+                ]
+            )
         return final
 
     # ------------------------------------------------------------------ backward
@@ -444,12 +459,14 @@ class RecurrentStack:
                 if layer == 0:
                     if input_dgates is not None:
                         input_dgates(dgate_rows, bool(d))
-                    self.embedding.project_backward(k, w, dw, ws.embedding[d], dWx, dbx, dgate_rows,
-                                                    ws.tokens[d], Wx, ws.scratch)
+                    self.embedding.project_backward(
+                        k, w, dw, ws.embedding[d], dWx, dbx, dgate_rows, ws.tokens[d], Wx, ws.scratch
+                    )
                 elif R == 1:
                     # dhs now becomes the gradient of the layer below's outputs.
-                    k.linear_backward(ws.dhs[0].reshape(T * B, H), dWx, dbx, dgate_rows,
-                                      x.reshape(T * B, H), Wx, ws.scratch)
+                    k.linear_backward(
+                        ws.dhs[0].reshape(T * B, H), dWx, dbx, dgate_rows, x.reshape(T * B, H), Wx, ws.scratch
+                    )
                 else:
                     self._project_backward_bidirectional(k, ws, d, x, Wx, dWx, dbx, dgate_rows)
             if layer == 0:
@@ -473,8 +490,15 @@ class RecurrentStack:
         if d:
             x = _take_rows(x, ws.reverse)
         dx = np.empty((T, B, W), dtype=ws.dinputs.dtype)
-        k.linear_backward(dx.reshape(T * B, W), dWx, dbx, dgate_rows,
-                          np.ascontiguousarray(x).reshape(T * B, W), Wx, ws.scratch)
+        k.linear_backward(
+            dx.reshape(T * B, W),
+            dWx,
+            dbx,
+            dgate_rows,
+            np.ascontiguousarray(x).reshape(T * B, W),
+            Wx,
+            ws.scratch,
+        )
         ws.dinputs += _take_rows(dx, ws.reverse) if d else dx
 
     def _recur_backward(self, k, w, dw, ws, layer, d, dstate):
@@ -488,11 +512,36 @@ class RecurrentStack:
             k.rnn_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, Wh, ws.scratch)
         elif cell == "lstm":
             dcT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
-            k.lstm_backward(ws.dgates, ws.dh0[index], ws.dc0[index], dWh, dbh, dhs, dhT, dcT, hs,
-                            ws.cs[unit], ws.gates[unit], Wh, ws.scratch)
+            k.lstm_backward(
+                ws.dgates,
+                ws.dh0[index],
+                ws.dc0[index],
+                dWh,
+                dbh,
+                dhs,
+                dhT,
+                dcT,
+                hs,
+                ws.cs[unit],
+                ws.gates[unit],
+                Wh,
+                ws.scratch,
+            )
         else:
-            k.gru_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, ws.gates[unit],
-                           ws.hn[unit], Wh, ws.dhg, ws.scratch)
+            k.gru_backward(
+                ws.dgates,
+                ws.dh0[index],
+                dWh,
+                dbh,
+                dhs,
+                dhT,
+                hs,
+                ws.gates[unit],
+                ws.hn[unit],
+                Wh,
+                ws.dhg,
+                ws.scratch,
+            )
 
 
 class _StackWorkspace:

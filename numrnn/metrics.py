@@ -65,15 +65,19 @@ def classification_report(y_true, y_pred, label_names):
     N = int(confusion.sum())
     if N == 0:
         raise ValueError("no examples to score: y_true is empty")
-    tp = np.diag(confusion)                 # (C,)
-    true_count = confusion.sum(axis=1)      # (C,) support
-    pred_count = confusion.sum(axis=0)      # (C,)
+    tp = np.diag(confusion)  # (C,)
+    true_count = confusion.sum(axis=1)  # (C,) support
+    pred_count = confusion.sum(axis=0)  # (C,)
     precision = _ratio(tp, pred_count)
     recall = _ratio(tp, true_count)
     f1 = _ratio(2 * tp, true_count + pred_count)
     per_class = {
-        name: {"precision": float(precision[c]), "recall": float(recall[c]),
-               "f1": float(f1[c]), "count": int(true_count[c])}
+        name: {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "count": int(true_count[c]),
+        }
         for c, name in enumerate(label_names)
     }
     return {

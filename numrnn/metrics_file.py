@@ -45,8 +45,8 @@ class Run:
     """One training run of a metrics file: its train and validation loss curves."""
 
     path: Path
-    index: int        # 1 for the file's first run, 2 for a run appended after it, ...
-    first_line: int   # the line of the file where this run's records start
+    index: int  # 1 for the file's first run, 2 for a run appended after it, ...
+    first_line: int  # the line of the file where this run's records start
     train: Curve
     val: Curve
 
@@ -73,8 +73,7 @@ def read_metrics(path):
                 break
             raise DataError(f"{path} line {number} is not JSON ({_short(exc)}); {_HINT}") from None
         if not isinstance(record, dict):
-            raise DataError(f"{path} line {number} is not a JSON object but {_json_kind(record)}; "
-                            f"{_HINT}")
+            raise DataError(f"{path} line {number} is not a JSON object but {_json_kind(record)}; {_HINT}")
         event = record.get("event")
         if not isinstance(event, str) or event not in EVENT_LOSS_KEYS:
             continue  # another task's or a later version's event: not a loss
@@ -92,11 +91,14 @@ def read_metrics(path):
     runs.append((first_line, points))
     kept = [(line, pts) for line, pts in runs if pts["train"] or pts["eval"]]
     if not kept:
-        raise DataError(f"{path} has no loss records (no \"train\" event with a train_loss and no "
-                        f"\"eval\" event with a val_loss); {_HINT}")
-    return [Run(path=path, index=index, first_line=line, train=_curve(pts["train"]),
-                val=_curve(pts["eval"]))
-            for index, (line, pts) in enumerate(kept, start=1)]
+        raise DataError(
+            f'{path} has no loss records (no "train" event with a train_loss and no '
+            f'"eval" event with a val_loss); {_HINT}'
+        )
+    return [
+        Run(path=path, index=index, first_line=line, train=_curve(pts["train"]), val=_curve(pts["eval"]))
+        for index, (line, pts) in enumerate(kept, start=1)
+    ]
 
 
 def moving_average(values, window):
@@ -130,8 +132,10 @@ def _read_text(path):
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
-                        f"(offset {exc.start}); {_HINT}") from None
+        raise DataError(
+            f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
+            f"(offset {exc.start}); {_HINT}"
+        ) from None
 
 
 def _empty_points():
@@ -151,11 +155,12 @@ def _is_number(value):
 
 def _number(record, key, path, line, whole=False):
     value = record.get(key)
-    if not _is_number(value) or not math.isfinite(value) or value < 0 \
-            or (whole and value != int(value)):
+    if not _is_number(value) or not math.isfinite(value) or value < 0 or (whole and value != int(value)):
         kind = "a whole number" if whole else "a number"
-        raise DataError(f"{path} line {line}: the \"{record['event']}\" record needs \"{key}\" as "
-                        f"{kind} >= 0, not {_preview(value)}; {_HINT}")
+        raise DataError(
+            f'{path} line {line}: the "{record["event"]}" record needs "{key}" as '
+            f"{kind} >= 0, not {_preview(value)}; {_HINT}"
+        )
     return int(value) if whole else float(value)
 
 
@@ -164,14 +169,15 @@ def _loss(record, key, path, line):
     if value is None:
         return None  # not logged, or written as null because it was NaN or infinite
     if not _is_number(value):
-        raise DataError(f"{path} line {line}: \"{key}\" must be a number or null, not "
-                        f"{_preview(value)}; {_HINT}")
+        raise DataError(
+            f'{path} line {line}: "{key}" must be a number or null, not {_preview(value)}; {_HINT}'
+        )
     return float(value) if math.isfinite(value) else None
 
 
 def _preview(value, limit=40):
     text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _short(exc):

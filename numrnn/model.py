@@ -17,7 +17,6 @@ networks from the same layers (a classifier reads the head once per sequence).
 """
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +33,7 @@ class State:
     """Recurrent state of every layer: h (L, B, H) and, for the LSTM, c (L, B, H)."""
 
     h: np.ndarray
-    c: Optional[np.ndarray] = None
+    c: np.ndarray | None = None
 
     def copy(self):
         return State(self.h.copy(), None if self.c is None else self.c.copy())
@@ -49,9 +48,9 @@ class State:
 
 @dataclass
 class LossResult:
-    loss: float          # mean cross-entropy over the targets, nats
-    state: State         # the state after the last step, to carry into the next chunk
-    dstate: Optional[State] = None  # gradient of the loss with respect to the initial state
+    loss: float  # mean cross-entropy over the targets, nats
+    state: State  # the state after the last step, to carry into the next chunk
+    dstate: State | None = None  # gradient of the loss with respect to the initial state
 
 
 def standard_layers(config):
@@ -59,8 +58,15 @@ def standard_layers(config):
     ``Conditioning`` layer when ``config.condition`` is not "none" (last, so the other
     layers' entries and initial weights are those of the unconditioned model)."""
     embedding = Embedding("embed", config.vocab_size, config.embed)
-    stack = RecurrentStack("rnn", config.cell, embedding, config.hidden, config.layers,
-                           dropout=config.dropout, bidirectional=config.bidirectional)
+    stack = RecurrentStack(
+        "rnn",
+        config.cell,
+        embedding,
+        config.hidden,
+        config.layers,
+        dropout=config.dropout,
+        bidirectional=config.bidirectional,
+    )
     head = Linear("head", stack.output_width, config.outputs)
     if config.condition == "none":
         return embedding, stack, head
@@ -131,8 +137,9 @@ class Model(Network):
     def __init__(self, config, dtype=np.float32, device="cpu", kernels=None):
         self.config = config.validate()
         if config.bidirectional:
-            raise ConfigError("a model with a target per step reads left to right; "
-                              "bidirectional stacks are for classifiers")
+            raise ConfigError(
+                "a model with a target per step reads left to right; bidirectional stacks are for classifiers"
+            )
         layers = standard_layers(config)
         self.embedding, self.stack, self.head = layers[:3]
         self.conditioning = layers[3] if len(layers) > 3 else None
@@ -171,8 +178,9 @@ class Model(Network):
         """Mean cross-entropy without gradients (evaluation); dropout is off."""
         return self._run(tokens, targets, state, grad=False, labels=labels)
 
-    def loss_and_grad(self, tokens, targets, state=None, *, dstate=None, train=False, rng=None,
-                      zero_grad=True, labels=None):
+    def loss_and_grad(
+        self, tokens, targets, state=None, *, dstate=None, train=False, rng=None, zero_grad=True, labels=None
+    ):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
         tokens: (T, B) integer ids. targets: (T, B) ids; a target below 0 is ignored (padding).
@@ -183,11 +191,21 @@ class Model(Network):
         is each label's learnt one, and its gradient goes into those rows. Returns the loss, the
         final state and the initial state's gradient.
         """
-        return self._run(tokens, targets, state, grad=True, dstate=dstate, train=train, rng=rng,
-                         zero_grad=zero_grad, labels=labels)
+        return self._run(
+            tokens,
+            targets,
+            state,
+            grad=True,
+            dstate=dstate,
+            train=train,
+            rng=rng,
+            zero_grad=zero_grad,
+            labels=labels,
+        )
 
-    def _run(self, tokens, targets, state, *, grad, dstate=None, train=False, rng=None,
-             zero_grad=True, labels=None):
+    def _run(
+        self, tokens, targets, state, *, grad, dstate=None, train=False, rng=None, zero_grad=True, labels=None
+    ):
         cfg, k, w = self.config, self.kernels, self.weights
         tokens = np.ascontiguousarray(tokens, dtype=np.intp)
         T, B = tokens.shape
@@ -206,11 +224,18 @@ class Model(Network):
         if use_dropout and rng is None:
             raise ValueError("training with dropout needs an rng")
         if cond is not None and cond.uses_input:
-            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout,
-                               rng=rng, input_gates=cond.input_gates(w, labels))
+            self.stack.forward(
+                k,
+                w,
+                ws.stack,
+                tokens,
+                state.to_dict(),
+                use_dropout=use_dropout,
+                rng=rng,
+                input_gates=cond.input_gates(w, labels),
+            )
         else:
-            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout,
-                               rng=rng)
+            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout, rng=rng)
         feats = self.stack.top_outputs(ws.stack).reshape(T * B, cfg.hidden)
         self.head.forward(k, w, ws.logits, feats)
         count = max(int(np.count_nonzero(targets >= 0)), 1)
@@ -227,11 +252,17 @@ class Model(Network):
             self.grads[...] = 0.0
         dtop = ws.stack.dhs[0].reshape(T * B, cfg.hidden)
         self.head.backward(k, w, self.dweights, dtop, ws.logits, feats, ws.stack.scratch)
-        input_dgates = (cond.input_dgates(self.dweights, labels)
-                        if cond is not None and cond.uses_input else None)
-        dstate0 = self.stack.backward(k, w, self.dweights, ws.stack,
-                                      None if dstate is None else dstate.to_dict(),
-                                      input_dgates=input_dgates)
+        input_dgates = (
+            cond.input_dgates(self.dweights, labels) if cond is not None and cond.uses_input else None
+        )
+        dstate0 = self.stack.backward(
+            k,
+            w,
+            self.dweights,
+            ws.stack,
+            None if dstate is None else dstate.to_dict(),
+            input_dgates=input_dgates,
+        )
         if learnt_state:
             cond.state_backward(self.dweights, labels, dstate0)
         return LossResult(loss, final, State.from_dict(dstate0))

@@ -42,8 +42,17 @@ class Optimizer:
         k, s = self.kernels, self.state
         self.steps += 1
         if self.name == "adam":
-            k.adam_update(params, grads, s["exp_avg"], s["exp_avg_sq"], lr, ADAM_BETAS[0],
-                          ADAM_BETAS[1], ADAM_EPS, self.steps)
+            k.adam_update(
+                params,
+                grads,
+                s["exp_avg"],
+                s["exp_avg_sq"],
+                lr,
+                ADAM_BETAS[0],
+                ADAM_BETAS[1],
+                ADAM_EPS,
+                self.steps,
+            )
         elif self.name == "adagrad":
             k.adagrad_update(params, grads, s["sum_sq"], lr, ADAGRAD_EPS)
         elif self.name == "rmsprop":
@@ -58,7 +67,8 @@ class Optimizer:
                 raise ConfigError(f"the {self.name} optimizer state lacks {key!r}")
             source = np.asarray(tensors[key])
             if source.shape != target.shape:
-                raise ConfigError(f"optimizer state {key!r} has shape {source.shape}, "
-                                  f"expected {target.shape}")
+                raise ConfigError(
+                    f"optimizer state {key!r} has shape {source.shape}, expected {target.shape}"
+                )
             target[...] = source
         self.steps = int(steps)

@@ -44,10 +44,7 @@ class ParamLayout:
         """Named views into ``flat`` (no copies): writing to a view writes the buffer."""
         if flat.shape != (self.size,):
             raise ValueError(f"flat buffer has shape {flat.shape}, layout needs ({self.size},)")
-        return {
-            slot.name: flat[slot.offset : slot.offset + slot.size].reshape(slot.shape)
-            for slot in self
-        }
+        return {slot.name: flat[slot.offset : slot.offset + slot.size].reshape(slot.shape) for slot in self}
 
     def zeros(self, dtype):
         return np.zeros(self.size, dtype=dtype)
@@ -60,15 +57,13 @@ def is_transposed(name):
 
 def torch_shapes(layout):
     """Each tensor's shape in PyTorch's layout, keyed by state_dict name."""
-    return {slot.name: slot.shape[::-1] if is_transposed(slot.name) else slot.shape
-            for slot in layout}
+    return {slot.name: slot.shape[::-1] if is_transposed(slot.name) else slot.shape for slot in layout}
 
 
 def to_torch(views):
     """Tensors in PyTorch's layout (C-contiguous copies), keyed by state_dict name."""
     return {
-        name: np.ascontiguousarray(value.T if is_transposed(name) else value)
-        for name, value in views.items()
+        name: np.ascontiguousarray(value.T if is_transposed(name) else value) for name, value in views.items()
     }
 
 

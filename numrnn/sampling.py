@@ -8,14 +8,12 @@ consecutive draws of a Generator concatenate, so the text for a seed does not de
 chunk size.
 """
 
-
 import numpy as np
 
 from numrnn.cells import CELL_TABLE
 from numrnn.configs import SampleConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
 from numrnn.kernels import cpu
-
 
 # Generation splits each layer's units between threads only when some layer reads at least
 # this many bytes of weights per character. Measured (float32 LSTMs, 2 threads against one
@@ -24,6 +22,7 @@ from numrnn.kernels import cpu
 PARALLEL_MIN_LAYER_BYTES = 12 * 2**20
 # Part boundaries fall on multiples of this many units (a 64-byte line of float32).
 PART_ALIGN = 16
+
 
 def kernel_weights(model):
     """The model's weights as the generation kernels take them:
@@ -87,11 +86,15 @@ class Sampler:
         else 1."""
         cfg = model.config
         if len(vocab) != cfg.vocab_size:
-            raise ConfigError(f"vocab has {len(vocab)} characters but the model's vocab_size "
-                              f"is {cfg.vocab_size}; use the vocabulary the model was trained with")
+            raise ConfigError(
+                f"vocab has {len(vocab)} characters but the model's vocab_size "
+                f"is {cfg.vocab_size}; use the vocabulary the model was trained with"
+            )
         if cfg.outputs != cfg.vocab_size:
-            raise ConfigError(f"output_size is {cfg.output_size}, not the vocabulary size: "
-                              "this model classifies, it cannot generate text")
+            raise ConfigError(
+                f"output_size is {cfg.output_size}, not the vocabulary size: "
+                "this model classifies, it cannot generate text"
+            )
         self.model = model
         self.vocab = vocab
         self._cell = CELL_TABLE[cfg.cell].code
@@ -167,11 +170,20 @@ class Sampler:
     def _feed(self, tokens, weights):
         """Advance the state over ``tokens``."""
         if self.threads > 1:
-            cpu.feed_tokens_parallel(self._logits, self._h, self._c, tokens, self._cell, weights,
-                                     self._bounds, self._h_new, self._xg[0], self._hw[0])
+            cpu.feed_tokens_parallel(
+                self._logits,
+                self._h,
+                self._c,
+                tokens,
+                self._cell,
+                weights,
+                self._bounds,
+                self._h_new,
+                self._xg[0],
+                self._hw[0],
+            )
         else:
-            cpu.feed_tokens(self._logits, self._h, self._c, tokens, self._cell, weights,
-                            self._xg, self._hw)
+            cpu.feed_tokens(self._logits, self._h, self._c, tokens, self._cell, weights, self._xg, self._hw)
 
     def _draw(self, out, token, uniforms, config, weights):
         """Fill ``out`` with ids generated from the current state, ``token`` the first input."""
@@ -179,14 +191,44 @@ class Sampler:
             return
         if self.threads > 1:
             cpu.generate_tokens_parallel(
-                out, self._logits, self._h, self._c, token, uniforms, float(config.temperature),
-                int(config.top_k), float(config.top_p), bool(config.argmax), self._cell, weights,
-                self._bounds, self._h_new, self._xg[0], self._hw[0], self._probs, self._ranked)
+                out,
+                self._logits,
+                self._h,
+                self._c,
+                token,
+                uniforms,
+                float(config.temperature),
+                int(config.top_k),
+                float(config.top_p),
+                bool(config.argmax),
+                self._cell,
+                weights,
+                self._bounds,
+                self._h_new,
+                self._xg[0],
+                self._hw[0],
+                self._probs,
+                self._ranked,
+            )
             return
-        cpu.generate_tokens(out, self._logits, self._h, self._c, token, uniforms,
-                            float(config.temperature), int(config.top_k), float(config.top_p),
-                            bool(config.argmax), self._cell, weights,
-                            self._xg, self._hw, self._probs, self._ranked)
+        cpu.generate_tokens(
+            out,
+            self._logits,
+            self._h,
+            self._c,
+            token,
+            uniforms,
+            float(config.temperature),
+            int(config.top_k),
+            float(config.top_p),
+            bool(config.argmax),
+            self._cell,
+            weights,
+            self._xg,
+            self._hw,
+            self._probs,
+            self._ranked,
+        )
 
 
 # Sequences per compiled call of ConditionalSampler (bounds the (S, max_length) buffers).
@@ -212,8 +254,10 @@ class ConditionalSampler:
         if model.conditioning is None:
             raise ConfigError("this model is not conditioned on a label; use Sampler")
         if len(vocab) != cfg.vocab_size:
-            raise ConfigError(f"vocab has {len(vocab)} characters but the model's vocab_size "
-                              f"is {cfg.vocab_size}; use the vocabulary the model was trained with")
+            raise ConfigError(
+                f"vocab has {len(vocab)} characters but the model's vocab_size "
+                f"is {cfg.vocab_size}; use the vocabulary the model was trained with"
+            )
         self.model = model
         self.vocab = vocab
         self.start = vocab.index[start]
@@ -255,8 +299,7 @@ class ConditionalSampler:
         if not prefix.size:
             return self.start
         fed = np.concatenate([[self.start], prefix[:-1]]).astype(np.int64)
-        cpu.feed_tokens(self._logits, self._h0, self._c0, fed, self._cell, weights,
-                        self._xg, self._hw)
+        cpu.feed_tokens(self._logits, self._h0, self._c0, fed, self._cell, weights, self._xg, self._hw)
         return int(prefix[-1])
 
     def generate(self, label, count, config, rng, prefix_ids=()):
@@ -287,11 +330,28 @@ class ConditionalSampler:
             S = min(SEQUENCES_PER_CALL, count - done)
             out = np.zeros((S, M), np.int64)
             lengths = np.zeros(S, np.int64)
-            cpu.generate_until(out, lengths, self._logits, self._h, self._c, self._h0, self._c0,
-                               token, rng.random((S, M)), float(config.temperature),
-                               int(config.top_k), float(config.top_p), bool(config.argmax),
-                               self.end, self._cell, weights, self._xg, self._hw, self._probs,
-                               self._ranked)
+            cpu.generate_until(
+                out,
+                lengths,
+                self._logits,
+                self._h,
+                self._c,
+                self._h0,
+                self._c0,
+                token,
+                rng.random((S, M)),
+                float(config.temperature),
+                int(config.top_k),
+                float(config.top_p),
+                bool(config.argmax),
+                self.end,
+                self._cell,
+                weights,
+                self._xg,
+                self._hw,
+                self._probs,
+                self._ranked,
+            )
             for s in range(S):
                 yield out[s, : lengths[s]], bool(lengths[s] < M)
             done += S

@@ -30,7 +30,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -49,21 +48,21 @@ class Score:
     loss: float
     count: int
     unit: str
-    metrics: dict = field(default_factory=dict)   # e.g. {"bpc": ...} or {"accuracy": ...}
+    metrics: dict = field(default_factory=dict)  # e.g. {"bpc": ...} or {"accuracy": ...}
 
 
 @dataclass
 class Progress:
     """Where a run stands; saved in every checkpoint."""
 
-    step: int = 0              # updates made, counting those before any resume
-    epoch: int = 0             # completed passes over the training data
-    position: int = 0          # where in the epoch the next batch starts (the task's unit)
-    elapsed_s: float = 0.0     # training time over all sessions
-    best_val_loss: Optional[float] = None
-    best_step: Optional[int] = None
+    step: int = 0  # updates made, counting those before any resume
+    epoch: int = 0  # completed passes over the training data
+    position: int = 0  # where in the epoch the next batch starts (the task's unit)
+    elapsed_s: float = 0.0  # training time over all sessions
+    best_val_loss: float | None = None
+    best_step: int | None = None
     evals_since_best: int = 0
-    last_val_loss: Optional[float] = None
+    last_val_loss: float | None = None
 
     @classmethod
     def from_meta(cls, saved):
@@ -79,8 +78,8 @@ class Progress:
 
 @dataclass
 class TrainStarted:
-    step: int                  # the first step of this session (0 unless resumed)
-    total_steps: Optional[int]  # where --max-steps / --max-epochs end the run, if known
+    step: int  # the first step of this session (0 unless resumed)
+    total_steps: int | None  # where --max-steps / --max-epochs end the run, if known
     steps_per_epoch: int
     items_per_step: int
     train_items: int
@@ -105,12 +104,12 @@ class StepReport:
     """One log interval: mean train loss (nats per item) over its steps."""
 
     step: int
-    epoch: float               # fractional: epochs completed plus the share of this one
+    epoch: float  # fractional: epochs completed plus the share of this one
     elapsed_s: float
     train_loss: float
     items_per_s: float
     lr: float
-    val_loss: Optional[float]  # the last evaluation's, if any
+    val_loss: float | None  # the last evaluation's, if any
     unit: str = "chars"
 
 
@@ -141,13 +140,13 @@ class Notice:
 
 @dataclass
 class TrainResult:
-    reason: str                # max_steps | max_epochs | max_time | patience | interrupted
+    reason: str  # max_steps | max_epochs | max_time | patience | interrupted
     step: int
     epoch: int
     out: Path
-    best_out: Optional[Path]
-    best_val_loss: Optional[float]
-    last_val_loss: Optional[float]
+    best_out: Path | None
+    best_val_loss: float | None
+    last_val_loss: float | None
     elapsed_s: float
 
 
@@ -180,8 +179,9 @@ class Trainer:
         self.schedule = LRSchedule.parse(config.lr_decay)
         self.total_steps = self._total_steps()
         if self.schedule.needs_horizon and not self.total_steps:
-            raise ConfigError(f"--lr-decay {config.lr_decay} needs --max-steps or --max-epochs "
-                              f"to know where it ends")
+            raise ConfigError(
+                f"--lr-decay {config.lr_decay} needs --max-steps or --max-epochs to know where it ends"
+            )
         model = self.model
         self.optimizer = Optimizer(config.optimizer, model.layout.size, model.dtype, model.kernels)
         self.rng = rng if rng is not None else np.random.default_rng(config.seed)
@@ -203,8 +203,10 @@ class Trainer:
         meta = checkpoint.meta
         saved_optimizer = meta.get("train", {}).get("optimizer")
         if saved_optimizer != self.config.optimizer:
-            raise ConfigError(f"the checkpoint was trained with --optimizer {saved_optimizer}; "
-                              f"resume with the same optimizer")
+            raise ConfigError(
+                f"the checkpoint was trained with --optimizer {saved_optimizer}; "
+                f"resume with the same optimizer"
+            )
         self.optimizer.load_state(checkpoint.optim, meta["progress"].get("optimizer_steps", 0))
         self.progress = Progress.from_meta(meta["progress"])
         self.rng.bit_generator.state = meta["rng"]
@@ -234,11 +236,19 @@ class Trainer:
         """
         should_stop = should_stop or (lambda: False)
         cfg, task, progress = self.config, self.task, self.progress
-        self.on_event(TrainStarted(
-            step=progress.step, total_steps=self.total_steps,
-            steps_per_epoch=task.steps_per_epoch, items_per_step=task.items_per_step,
-            train_items=task.train_items, val_items=task.val_items,
-            parameters=self.model.layout.size, resumed=progress.step > 0, unit=task.unit))
+        self.on_event(
+            TrainStarted(
+                step=progress.step,
+                total_steps=self.total_steps,
+                steps_per_epoch=task.steps_per_epoch,
+                items_per_step=task.items_per_step,
+                train_items=task.train_items,
+                val_items=task.val_items,
+                parameters=self.model.layout.size,
+                resumed=progress.step > 0,
+                unit=task.unit,
+            )
+        )
         session_start = time.perf_counter()
         window_losses, window_time, window_items = [], 0.0, 0
         reason = self._limit_reached(session_start)
@@ -257,11 +267,18 @@ class Trainer:
             step = progress.step
             self.on_event(StepDone(step=step, epoch=self._epoch_float(), loss=loss, lr=lr))
             if step % cfg.log_every == 0:
-                self.on_event(StepReport(
-                    step=step, epoch=self._epoch_float(), elapsed_s=progress.elapsed_s,
-                    train_loss=float(np.mean(window_losses)),
-                    items_per_s=window_items / max(window_time, 1e-9),
-                    lr=lr, val_loss=progress.last_val_loss, unit=task.unit))
+                self.on_event(
+                    StepReport(
+                        step=step,
+                        epoch=self._epoch_float(),
+                        elapsed_s=progress.elapsed_s,
+                        train_loss=float(np.mean(window_losses)),
+                        items_per_s=window_items / max(window_time, 1e-9),
+                        lr=lr,
+                        val_loss=progress.last_val_loss,
+                        unit=task.unit,
+                    )
+                )
                 window_losses, window_time, window_items = [], 0.0, 0
             if cfg.eval_every and step % cfg.eval_every == 0:
                 if self._evaluate(should_stop) is None:
@@ -277,10 +294,15 @@ class Trainer:
             self._evaluate(should_stop)
         self.save()
         return TrainResult(
-            reason=reason, step=progress.step, epoch=progress.epoch, out=self.out,
+            reason=reason,
+            step=progress.step,
+            epoch=progress.epoch,
+            out=self.out,
             best_out=self.best_out if progress.best_step is not None else None,
-            best_val_loss=progress.best_val_loss, last_val_loss=progress.last_val_loss,
-            elapsed_s=progress.elapsed_s)
+            best_val_loss=progress.best_val_loss,
+            last_val_loss=progress.last_val_loss,
+            elapsed_s=progress.elapsed_s,
+        )
 
     def _step(self):
         cfg, model, progress = self.config, self.model, self.progress
@@ -289,12 +311,16 @@ class Trainer:
         norm = k.clip_global_norm(model.grads, cfg.grad_clip) if cfg.grad_clip else k.global_norm(model.grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = "loss" if not math.isfinite(loss) else "gradient norm"
-            kept = (f"the last good checkpoint ({self.out}, step {self.saved_step}) is kept"
-                    if self.saved_step is not None else "no checkpoint was written")
+            kept = (
+                f"the last good checkpoint ({self.out}, step {self.saved_step}) is kept"
+                if self.saved_step is not None
+                else "no checkpoint was written"
+            )
             raise TrainingDiverged(
                 f"the {what} became {loss if what == 'loss' else norm} at step "
                 f"{progress.step + 1}; training stopped and {kept}; try a lower --lr "
-                f"(now {cfg.lr:g}) or a tighter --grad-clip (now {cfg.grad_clip:g})")
+                f"(now {cfg.lr:g}) or a tighter --grad-clip (now {cfg.grad_clip:g})"
+            )
         lr = self.schedule.lr(cfg.lr, progress.step, self.total_steps)
         self.optimizer.update(model.params, model.grads, lr)
         self.task.step_done()
@@ -318,8 +344,11 @@ class Trainer:
         return self.progress.epoch + self.task.epoch_fraction(self.progress.position)
 
     def _needs_final_eval(self):
-        return self.task.val_items > 0 and self.progress.step > 0 and not (
-            self.config.eval_every and self.progress.step % self.config.eval_every == 0)
+        return (
+            self.task.val_items > 0
+            and self.progress.step > 0
+            and not (self.config.eval_every and self.progress.step % self.config.eval_every == 0)
+        )
 
     def _evaluate(self, should_stop):
         if not self.task.val_items:
@@ -335,10 +364,19 @@ class Trainer:
             progress.evals_since_best = 0
         else:
             progress.evals_since_best += 1
-        self.on_event(EvalReport(step=progress.step, epoch=self._epoch_float(),
-                                 elapsed_s=progress.elapsed_s, val_loss=score.loss, items=score.count,
-                                 improved=improved, best_val_loss=progress.best_val_loss,
-                                 unit=score.unit, metrics=score.metrics))
+        self.on_event(
+            EvalReport(
+                step=progress.step,
+                epoch=self._epoch_float(),
+                elapsed_s=progress.elapsed_s,
+                val_loss=score.loss,
+                items=score.count,
+                improved=improved,
+                best_val_loss=progress.best_val_loss,
+                unit=score.unit,
+                metrics=score.metrics,
+            )
+        )
         if improved:
             self.save(best=True)
         return True
@@ -356,8 +394,14 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             **self.task.meta(),
         }
-        save_checkpoint(path, self.model, self.task.vocab, meta=meta, optim=self.optimizer.state,
-                        state=self.task.carried_state())
+        save_checkpoint(
+            path,
+            self.model,
+            self.task.vocab,
+            meta=meta,
+            optim=self.optimizer.state,
+            state=self.task.carried_state(),
+        )
         if not best:
             self.saved_step = self.progress.step
         self.on_event(CheckpointSaved(path=path, step=self.progress.step, best=best))

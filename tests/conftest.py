@@ -8,8 +8,8 @@ import os
 
 os.environ.setdefault("NUMRNN_CACHE", "0")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ def interrupt_training(arguments, cwd, timeout=240):
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "numrnn_cli", *arguments], stderr=subprocess.PIPE,
-                            text=True, cwd=cwd)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numrnn_cli", *arguments], stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
     seen = []
     deadline = time.monotonic() + timeout
     for line in proc.stderr:

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from numrnn.checkpoint import (DIGEST_KEY, FORMAT_VERSION, best_path, check_writable, load_checkpoint,
-                               save_checkpoint, text_digest, write_atomically)
+from numrnn.checkpoint import (
+    DIGEST_KEY,
+    FORMAT_VERSION,
+    best_path,
+    check_writable,
+    load_checkpoint,
+    save_checkpoint,
+    text_digest,
+    write_atomically,
+)
 from numrnn.data import Vocab
 from numrnn.errors import CheckpointError
 from numrnn.model import Model, ModelConfig, State
@@ -30,10 +38,11 @@ def save_sample(path, model, **extra):
     size = model.layout.size
     optim = {"exp_avg": np.arange(size, dtype=model.dtype), "exp_avg_sq": np.ones(size, model.dtype)}
     L, H = model.config.layers, model.config.hidden
-    state = State(np.full((L, 3, H), 0.5, model.dtype),
-                  np.full((L, 3, H), -0.5, model.dtype) if model.config.cell == "lstm" else None)
-    save_checkpoint(path, model, VOCAB, meta={"progress": {"step": 7}, **extra}, optim=optim,
-                    state=state)
+    state = State(
+        np.full((L, 3, H), 0.5, model.dtype),
+        np.full((L, 3, H), -0.5, model.dtype) if model.config.cell == "lstm" else None,
+    )
+    save_checkpoint(path, model, VOCAB, meta={"progress": {"step": 7}, **extra}, optim=optim, state=state)
     return optim, state
 
 
@@ -67,8 +76,12 @@ def test_tensors_have_pytorch_names_and_shapes(tmp_path, rng):
     V, E, H, G = 6, 4, 5, 15
     expected = {"embed.weight": (V, E), "head.weight": (V, H), "head.bias": (V,)}
     for layer, width in ((0, E), (1, H)):
-        expected |= {f"rnn.weight_ih_l{layer}": (G, width), f"rnn.weight_hh_l{layer}": (G, H),
-                     f"rnn.bias_ih_l{layer}": (G,), f"rnn.bias_hh_l{layer}": (G,)}
+        expected |= {
+            f"rnn.weight_ih_l{layer}": (G, width),
+            f"rnn.weight_hh_l{layer}": (G, H),
+            f"rnn.bias_ih_l{layer}": (G,),
+            f"rnn.bias_hh_l{layer}": (G,),
+        }
     assert {name: tensor.shape for name, tensor in tensors.items()} == expected
     np.testing.assert_array_equal(tensors["rnn.weight_hh_l1"], model.weights["rnn.weight_hh_l1"].T)
 
@@ -230,8 +243,9 @@ def test_foreign_safetensors_file(tmp_path):
 
 
 def test_newer_format_version(good_file):
-    newer = rewrite_document(good_file, lambda doc: doc.update(format_version=FORMAT_VERSION + 1,
-                                                               numrnn_version="9.0"))
+    newer = rewrite_document(
+        good_file, lambda doc: doc.update(format_version=FORMAT_VERSION + 1, numrnn_version="9.0")
+    )
     with pytest.raises(CheckpointError, match="newer numrnn .*upgrade"):
         load_checkpoint(newer)
 
@@ -284,8 +298,8 @@ def test_torch_modules_loaded_from_a_checkpoint_compute_the_same_loss(tmp_path, 
     rnn_class = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     rnn = rnn_class(width, H, num_layers=L, batch_first=False).double()
     head = torch.nn.Linear(H, V).double()
-    rnn.load_state_dict({k[len("rnn."):]: v for k, v in tensors.items() if k.startswith("rnn.")})
-    head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+    rnn.load_state_dict({k[len("rnn.") :]: v for k, v in tensors.items() if k.startswith("rnn.")})
+    head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")})
     tokens = rng.integers(0, V, size=(7, 3))
     targets = rng.integers(0, V, size=(7, 3))
     with torch.no_grad():

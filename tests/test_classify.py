@@ -7,9 +7,9 @@ import pytest
 from numrnn.checkpoint import load_checkpoint
 from numrnn.data import LabelledData, Vocab
 from numrnn.model import ModelConfig
-from numrnn.tasks.classify import (ClassifyTask, Classifier, EncodedTexts, balanced_weights,
-                                   batch_order)
-from numrnn.trainer import StepDone, Trainer, TrainConfig
+from numrnn.tasks.classify import Classifier, ClassifyTask, balanced_weights
+from numrnn.tasks.examples import EncodedTexts, batch_order
+from numrnn.trainer import StepDone, TrainConfig, Trainer
 
 F64_RTOL = 1e-10
 F64_ATOL = 1e-12
@@ -18,8 +18,16 @@ V, C = 7, 3
 
 
 def make_classifier(cell, rng, *, bidirectional=False, layers=2, embed=4, dropout=0.0):
-    config = ModelConfig(cell=cell, vocab_size=V, hidden=4, layers=layers, embed=embed,
-                         output_size=C, bidirectional=bidirectional, dropout=dropout)
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=V,
+        hidden=4,
+        layers=layers,
+        embed=embed,
+        output_size=C,
+        bidirectional=bidirectional,
+        dropout=dropout,
+    )
     model = Classifier(config, np.float64).init_weights(rng)
     model.params *= 1.5
     return model
@@ -59,8 +67,7 @@ def test_padding_changes_no_loss_prediction_or_gradient(cell, bidirectional, emb
         alone_loss += result.loss / len(lengths)
         alone_grads += model.grads / len(lengths)
         np.testing.assert_allclose(model.logits(one)[0], batch_logits[b], rtol=F64_RTOL, atol=F64_ATOL)
-        np.testing.assert_allclose(result.state.h, batch.state.h[:, b : b + 1], rtol=F64_RTOL,
-                                   atol=F64_ATOL)
+        np.testing.assert_allclose(result.state.h, batch.state.h[:, b : b + 1], rtol=F64_RTOL, atol=F64_ATOL)
     assert batch.loss == pytest.approx(alone_loss, rel=F64_RTOL)
     np.testing.assert_allclose(batch_grads, alone_grads, rtol=1e-9, atol=F64_ATOL)
 
@@ -70,8 +77,12 @@ def test_shuffling_the_rows_permutes_the_predictions(rng):
     lengths = np.array([4, 2, 6, 1])
     tokens = padded_batch(rng, lengths, pad=3)
     order = np.array([2, 0, 3, 1])
-    np.testing.assert_allclose(model.logits(tokens[:, order], lengths[order]),
-                               model.logits(tokens, lengths)[order], rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(
+        model.logits(tokens[:, order], lengths[order]),
+        model.logits(tokens, lengths)[order],
+        rtol=F64_RTOL,
+        atol=F64_ATOL,
+    )
 
 
 def test_class_weights_weigh_each_row_as_torch_does(rng):
@@ -132,24 +143,45 @@ def toy_data(n=120):
         body = "".join(rng.choice(list("abcdefgh"), rng.integers(0, 6)))
         texts.append(rng.choice(list(starts[label])) + body)
         labels.append(label)
-    return LabelledData(texts=texts, labels=np.array(labels), label_names=["x", "y", "z"],
-                        blank_lines=0, digest="toy", source="tsv")
+    return LabelledData(
+        texts=texts,
+        labels=np.array(labels),
+        label_names=["x", "y", "z"],
+        blank_lines=0,
+        digest="toy",
+        source="tsv",
+    )
 
 
 def make_trainer(tmp_path, name, *, model=None, rng=None, resume=None, events=None, **options):
     data = toy_data()
     vocab = Vocab.from_text("".join(data.texts))
     if model is None:
-        config = ModelConfig(cell="gru", vocab_size=len(vocab), hidden=8, layers=2, embed=4,
-                             output_size=3, bidirectional=True, dropout=0.2)
+        config = ModelConfig(
+            cell="gru",
+            vocab_size=len(vocab),
+            hidden=8,
+            layers=2,
+            embed=4,
+            output_size=3,
+            bidirectional=True,
+            dropout=0.2,
+        )
         rng = np.random.default_rng(0)
         model = Classifier(config).init_weights(rng)
     split = (np.arange(0, 96), np.arange(96, 108), np.arange(108, 120))
     task = ClassifyTask(model, vocab, data, split, batch_size=10, seed=4, balance=True)
-    config = TrainConfig(batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1,
-                         max_epochs=0, **options)
-    return Trainer(task, config, tmp_path / f"{name}.safetensors",
-                   on_event=events.append if events is not None else None, resume=resume, rng=rng)
+    config = TrainConfig(
+        batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1, max_epochs=0, **options
+    )
+    return Trainer(
+        task,
+        config,
+        tmp_path / f"{name}.safetensors",
+        on_event=events.append if events is not None else None,
+        resume=resume,
+        rng=rng,
+    )
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -160,9 +192,15 @@ def test_resume_continues_exactly(tmp_path):
     make_trainer(tmp_path, "split", events=split_events, max_steps=13).run()
     checkpoint = load_checkpoint(tmp_path / "split.safetensors")
     assert checkpoint.task == "classify" and checkpoint.labels == ["x", "y", "z"]
-    resumed = make_trainer(tmp_path, "split", model=checkpoint.build_model(),
-                           rng=np.random.default_rng(99), resume=checkpoint, events=split_events,
-                           max_steps=24)
+    resumed = make_trainer(
+        tmp_path,
+        "split",
+        model=checkpoint.build_model(),
+        rng=np.random.default_rng(99),
+        resume=checkpoint,
+        events=split_events,
+        max_steps=24,
+    )
     resumed.run()
     losses = lambda events: [(e.step, e.loss) for e in events if isinstance(e, StepDone)]  # noqa: E731
     assert losses(split_events) == losses(straight_events)

@@ -42,10 +42,12 @@ def test_version(runner):
 
 
 def test_help_does_not_import_numba_or_numpy():
-    code = ("import sys\nfrom numrnn_cli import cli\n"
-            "try:\n    cli(['--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numba', 'numpy', 'rich') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)")
+    code = (
+        "import sys\nfrom numrnn_cli import cli\n"
+        "try:\n    cli(['--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('numba', 'numpy', 'rich') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stderr
 
@@ -56,7 +58,8 @@ def test_gradcheck_json_reports_every_cell_and_passes(runner):
     data = json.loads(result.stdout)
     assert data["ok"] is True
     assert {(r["cell"], r["layers"]) for r in data["rows"]} == {
-        (c, l) for c in ("rnn", "lstm", "gru") for l in (1, 2)}
+        (c, l) for c in ("rnn", "lstm", "gru") for l in (1, 2)
+    }
     assert all(r["max_rel_error"] < 1e-6 and r["ok"] for r in data["rows"])
 
 
@@ -73,8 +76,15 @@ def test_gradcheck_mismatch_exits_3(runner):
     assert json.loads(result.stdout)["ok"] is False
 
 
-@pytest.mark.parametrize("args", [["gradcheck", "--cell", "transformer"], ["gradcheck", "--tolerance", "0"],
-                                  ["gradcheck", "--seed", "x"], ["nonsense"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gradcheck", "--cell", "transformer"],
+        ["gradcheck", "--tolerance", "0"],
+        ["gradcheck", "--seed", "x"],
+        ["nonsense"],
+    ],
+)
 def test_usage_errors_exit_2(runner, args):
     result = runner.invoke(cli, args)
     assert result.exit_code == ExitCode.USAGE

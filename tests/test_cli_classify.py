@@ -11,15 +11,81 @@ from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
 from tests.helpers import assert_clean_error, interrupt_training
 
-SMALL = ["--hidden", "16", "--batch-size", "8", "--eval-every", "10", "--checkpoint-every", "10",
-         "--log-every", "5", "--lr", "1e-2"]
+SMALL = [
+    "--hidden",
+    "16",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--log-every",
+    "5",
+    "--lr",
+    "1e-2",
+]
 NAMES = {
-    "Alpha": ["Aaron", "Abel", "Adam", "Alan", "Albert", "Alfred", "Andrew", "Anton", "Arthur",
-              "August", "Axel", "Amos", "Ansel", "Abbot", "Alvin", "Arnold", "Asher", "Austin"],
-    "Beta": ["Bruno", "Boris", "Bernd", "Basil", "Brent", "Bjorn", "Blake", "Boyd", "Brian",
-             "Bruce", "Byron", "Burt", "Barry", "Benny", "Brock", "Buck", "Bram", "Brodie"],
-    "Gamma": ["Gustav", "Gregor", "Gideon", "Gavin", "Glenn", "Gordon", "Grant", "Guido", "Gunter",
-              "Gerald", "Gilbert", "Godfrey", "Graham", "Grover", "Gus", "Gale", "Garth", "Gene"],
+    "Alpha": [
+        "Aaron",
+        "Abel",
+        "Adam",
+        "Alan",
+        "Albert",
+        "Alfred",
+        "Andrew",
+        "Anton",
+        "Arthur",
+        "August",
+        "Axel",
+        "Amos",
+        "Ansel",
+        "Abbot",
+        "Alvin",
+        "Arnold",
+        "Asher",
+        "Austin",
+    ],
+    "Beta": [
+        "Bruno",
+        "Boris",
+        "Bernd",
+        "Basil",
+        "Brent",
+        "Bjorn",
+        "Blake",
+        "Boyd",
+        "Brian",
+        "Bruce",
+        "Byron",
+        "Burt",
+        "Barry",
+        "Benny",
+        "Brock",
+        "Buck",
+        "Bram",
+        "Brodie",
+    ],
+    "Gamma": [
+        "Gustav",
+        "Gregor",
+        "Gideon",
+        "Gavin",
+        "Glenn",
+        "Gordon",
+        "Grant",
+        "Guido",
+        "Gunter",
+        "Gerald",
+        "Gilbert",
+        "Godfrey",
+        "Graham",
+        "Grover",
+        "Gus",
+        "Gale",
+        "Garth",
+        "Gene",
+    ],
 }
 
 
@@ -34,8 +100,9 @@ def names(tmp_path):
     folder.mkdir()
     for label, examples in NAMES.items():
         # Two blank lines per file: skipped and counted.
-        (folder / f"{label}.txt").write_text("\n".join(examples[:9] + ["", "  "] + examples[9:]) + "\n",
-                                             encoding="utf-8")
+        (folder / f"{label}.txt").write_text(
+            "\n".join(examples[:9] + ["", "  "] + examples[9:]) + "\n", encoding="utf-8"
+        )
     return folder
 
 
@@ -51,9 +118,25 @@ def trained(tmp_path_factory):
     for label, examples in NAMES.items():
         (data / f"{label}.txt").write_text("\n".join(examples) + "\n", encoding="utf-8")
     out = folder / "m.safetensors"
-    result = CliRunner().invoke(cli, ["classify", "train", str(data), *SMALL, "-o", str(out),
-                                      "--max-steps", "60", "--test-frac", "0.2", "--val-frac", "0.2",
-                                      "--metrics", str(folder / "run.jsonl")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "classify",
+            "train",
+            str(data),
+            *SMALL,
+            "-o",
+            str(out),
+            "--max-steps",
+            "60",
+            "--test-frac",
+            "0.2",
+            "--val-frac",
+            "0.2",
+            "--metrics",
+            str(folder / "run.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return data, out, result
 
@@ -98,8 +181,16 @@ def test_eval_tables_on_the_terminal(runner, trained):
     data, out, _ = trained
     result = runner.invoke(cli, ["classify", "eval", "-c", str(out), str(data)])
     assert result.exit_code == 0, result.output
-    for text in ("54 examples", "accuracy", "macro-F1", "per class", "precision", "confusion",
-                 "Alpha", "Gamma"):
+    for text in (
+        "54 examples",
+        "accuracy",
+        "macro-F1",
+        "per class",
+        "precision",
+        "confusion",
+        "Alpha",
+        "Gamma",
+    ):
         assert text in result.stdout, text
 
 
@@ -109,8 +200,10 @@ def test_eval_of_data_with_a_label_the_model_does_not_know(runner, trained, tmp_
     folder.mkdir()
     (folder / "Alpha.txt").write_text("Amy\n")
     (folder / "Delta.txt").write_text("Dora\n")
-    assert_clean_error(runner.invoke(cli, ["classify", "eval", "-c", str(out), str(folder)]),
-                       r"label\(s\) the model does not know: Delta")
+    assert_clean_error(
+        runner.invoke(cli, ["classify", "eval", "-c", str(out), str(folder)]),
+        r"label\(s\) the model does not know: Delta",
+    )
 
 
 def test_predict_prints_top_labels_tab_separated_and_as_json(runner, trained):
@@ -121,8 +214,9 @@ def test_predict_prints_top_labels_tab_separated_and_as_json(runner, trained):
     assert [line.split("\t")[0] for line in lines] == ["Bob", "Gary"]
     fields = lines[0].split("\t")
     assert len(fields) == 5 and fields[1] in NAMES and float(fields[2]) >= float(fields[4])
-    piped = runner.invoke(cli, ["classify", "predict", "-c", str(out), "-", "--json", "-k", "3"],
-                          input="Bob\n\nGary\n")
+    piped = runner.invoke(
+        cli, ["classify", "predict", "-c", str(out), "-", "--json", "-k", "3"], input="Bob\n\nGary\n"
+    )
     records = [json.loads(line) for line in piped.stdout.splitlines()]
     assert [r["text"] for r in records] == ["Bob", "Gary"]
     assert sum(p["probability"] for p in records[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)
@@ -133,18 +227,48 @@ def test_predict_drops_unknown_characters_with_a_warning_naming_them(runner, tra
     result = runner.invoke(cli, ["classify", "predict", "-c", str(out), "Bø"])
     assert result.exit_code == 0, result.output
     assert "U+00F8" in result.stderr and result.stdout.startswith("Bø\t")
-    assert_clean_error(runner.invoke(cli, ["classify", "predict", "-c", str(out), "øø"]),
-                       r"no character the model knows")
+    assert_clean_error(
+        runner.invoke(cli, ["classify", "predict", "-c", str(out), "øø"]), r"no character the model knows"
+    )
 
 
 def test_resume_continues_exactly(runner, names, tmp_path):
     straight, split = tmp_path / "straight.safetensors", tmp_path / "split.safetensors"
-    assert train(runner, names, straight, "--max-steps", "12", "--dropout", "0.3", "--layers", "2",
-                 "--bidirectional", "--balance").exit_code == 0
-    assert train(runner, names, split, "--max-steps", "5", "--dropout", "0.3", "--layers", "2",
-                 "--bidirectional", "--balance").exit_code == 0
-    resumed = runner.invoke(cli, ["classify", "train", str(names), "--resume", str(split),
-                                  "--max-steps", "12"])
+    assert (
+        train(
+            runner,
+            names,
+            straight,
+            "--max-steps",
+            "12",
+            "--dropout",
+            "0.3",
+            "--layers",
+            "2",
+            "--bidirectional",
+            "--balance",
+        ).exit_code
+        == 0
+    )
+    assert (
+        train(
+            runner,
+            names,
+            split,
+            "--max-steps",
+            "5",
+            "--dropout",
+            "0.3",
+            "--layers",
+            "2",
+            "--bidirectional",
+            "--balance",
+        ).exit_code
+        == 0
+    )
+    resumed = runner.invoke(
+        cli, ["classify", "train", str(names), "--resume", str(split), "--max-steps", "12"]
+    )
     assert resumed.exit_code == 0, resumed.output
     a, b = load_checkpoint(straight), load_checkpoint(split)
     assert b.meta["progress"]["step"] == 12 and b.meta["classify"]["balance"] is True
@@ -154,17 +278,35 @@ def test_resume_continues_exactly(runner, names, tmp_path):
 
 def test_resume_refuses_a_changed_split_or_model(runner, trained, names):
     _, out, _ = trained
-    assert_clean_error(runner.invoke(cli, ["classify", "train", str(names), "--resume", str(out),
-                                           "--test-frac", "0.3"]), r"--test-frac 0.3 contradicts")
-    assert_clean_error(runner.invoke(cli, ["classify", "train", str(names), "--resume", str(out),
-                                           "--bidirectional"]), r"--bidirectional on contradicts")
+    assert_clean_error(
+        runner.invoke(cli, ["classify", "train", str(names), "--resume", str(out), "--test-frac", "0.3"]),
+        r"--test-frac 0.3 contradicts",
+    )
+    assert_clean_error(
+        runner.invoke(cli, ["classify", "train", str(names), "--resume", str(out), "--bidirectional"]),
+        r"--bidirectional on contradicts",
+    )
 
 
 def test_ctrl_c_saves_and_exits_130(names, tmp_path):
     out = tmp_path / "m.safetensors"
-    code, stderr = interrupt_training(["classify", "train", str(names), *SMALL, "-o", str(out),
-                                       "--log-every", "1", "--max-steps", "1000000",
-                                       "--max-epochs", "0"], tmp_path)
+    code, stderr = interrupt_training(
+        [
+            "classify",
+            "train",
+            str(names),
+            *SMALL,
+            "-o",
+            str(out),
+            "--log-every",
+            "1",
+            "--max-steps",
+            "1000000",
+            "--max-epochs",
+            "0",
+        ],
+        tmp_path,
+    )
     assert code == ExitCode.INTERRUPTED, stderr
     assert "Traceback" not in stderr and f"numrnn classify train {names} --resume {out}" in stderr
     assert load_checkpoint(out).meta["progress"]["step"] >= 1
@@ -194,13 +336,16 @@ def _bad_data(kind, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kind,pattern", [
-    ("empty-folder", r"no \.txt files|no .*\.txt"),
-    ("one-label", r"one label|two"),
-    ("empty-label-file", r"Beta\.txt.*no examples|no examples.*Beta"),
-    ("bad-tsv", r"bad\.tsv.*line 3"),
-    ("latin1", r"Beta\.txt.*not valid UTF-8.*offset 2"),
-])
+@pytest.mark.parametrize(
+    "kind,pattern",
+    [
+        ("empty-folder", r"no \.txt files|no .*\.txt"),
+        ("one-label", r"one label|two"),
+        ("empty-label-file", r"Beta\.txt.*no examples|no examples.*Beta"),
+        ("bad-tsv", r"bad\.tsv.*line 3"),
+        ("latin1", r"Beta\.txt.*not valid UTF-8.*offset 2"),
+    ],
+)
 def test_bad_data_is_one_clear_error_and_writes_nothing(runner, tmp_path, kind, pattern):
     out = tmp_path / "m.safetensors"
     assert_clean_error(train(runner, _bad_data(kind, tmp_path), out), pattern)
@@ -209,24 +354,56 @@ def test_bad_data_is_one_clear_error_and_writes_nothing(runner, tmp_path, kind, 
 
 def test_a_checkpoint_of_another_task_says_which_command_takes_it(runner, trained, tmp_path):
     _, out, _ = trained
-    assert_clean_error(runner.invoke(cli, ["sample", "-c", str(out)]),
-                       r"is a classifier, not a character language model; use it with numrnn classify")
+    assert_clean_error(
+        runner.invoke(cli, ["sample", "-c", str(out)]),
+        r"is a classifier, not a character language model; use it with numrnn classify",
+    )
     lm = tmp_path / "lm.safetensors"
     text = tmp_path / "t.txt"
     text.write_text("hello world, hello there. " * 40)
-    assert runner.invoke(cli, ["train", str(text), "--hidden", "8", "--layers", "1", "--seq-len", "8",
-                               "--batch-size", "2", "--max-steps", "1", "-o", str(lm), "-q"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli,
+            [
+                "train",
+                str(text),
+                "--hidden",
+                "8",
+                "--layers",
+                "1",
+                "--seq-len",
+                "8",
+                "--batch-size",
+                "2",
+                "--max-steps",
+                "1",
+                "-o",
+                str(lm),
+                "-q",
+            ],
+        ).exit_code
+        == 0
+    )
     for command in (["classify", "eval", "-c", str(lm)], ["classify", "predict", "-c", str(lm), "x"]):
-        assert_clean_error(runner.invoke(cli, command),
-                           r"is a character language model, not a classifier; use it with numrnn sample")
+        assert_clean_error(
+            runner.invoke(cli, command),
+            r"is a character language model, not a classifier; use it with numrnn sample",
+        )
 
 
 def test_info_shows_the_task_labels_and_split(runner, trained):
     _, out, _ = trained
     result = runner.invoke(cli, ["info", str(out)])
     assert result.exit_code == 0, result.output
-    for text in ("classify: a classifier", "labels", "Alpha, Beta, Gamma", "54 examples from",
-                 "30 training, 12", "validation, 12 test", "nats/example"):
+    for text in (
+        "classify: a classifier",
+        "labels",
+        "Alpha, Beta, Gamma",
+        "54 examples from",
+        "30 training, 12",
+        "validation, 12 test",
+        "nats/example",
+    ):
         assert text in result.stdout, text
     data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
     assert data["task"] == "classify" and data["split"] == {"train": 30, "val": 12, "test": 12}

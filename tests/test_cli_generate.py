@@ -17,11 +17,29 @@ from numrnn.tasks.generate import GenerateTask
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
 
-SMALL = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "8",
-         "--eval-every", "10", "--checkpoint-every", "10", "--log-every", "5", "--val-frac", "0.2"]
-LABELS = {"Alpha": ["Anna", "Abel", "Ada", "Alma", "Arno", "Aida", "Amos", "Anton", "Ava", "Axel"],
-          "Beta": ["Bob", "Bea", "Boris", "Bruno", "Bella", "Bram", "Basil", "Bo", "Berta", "Birk"],
-          "Gamma": ["Gus", "Gil", "Greta", "Gina", "Goran", "Gwen", "Gabor", "Gia", "Glen", "Gert"]}
+SMALL = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--embed",
+    "8",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--log-every",
+    "5",
+    "--val-frac",
+    "0.2",
+]
+LABELS = {
+    "Alpha": ["Anna", "Abel", "Ada", "Alma", "Arno", "Aida", "Amos", "Anton", "Ava", "Axel"],
+    "Beta": ["Bob", "Bea", "Boris", "Bruno", "Bella", "Bram", "Basil", "Bo", "Berta", "Birk"],
+    "Gamma": ["Gus", "Gil", "Greta", "Gina", "Goran", "Gwen", "Gabor", "Gia", "Glen", "Gert"],
+}
 
 
 @pytest.fixture
@@ -114,8 +132,7 @@ def test_resume_continues_exactly(runner, tmp_path):
     straight, split = tmp_path / "straight.safetensors", tmp_path / "split.safetensors"
     assert train(runner, data, straight, "--max-steps", "14", "--dropout", "0.1").exit_code == 0
     assert train(runner, data, split, "--max-steps", "7", "--dropout", "0.1").exit_code == 0
-    result = runner.invoke(cli, ["generate", "train", str(data), "--resume", str(split),
-                                 "--max-steps", "14"])
+    result = runner.invoke(cli, ["generate", "train", str(data), "--resume", str(split), "--max-steps", "14"])
     assert result.exit_code == 0, result.output
     assert "resuming at step 7" in result.stderr
     a, b = load_checkpoint(straight), load_checkpoint(split)
@@ -125,8 +142,9 @@ def test_resume_continues_exactly(runner, tmp_path):
 
 def test_resume_refuses_another_condition_or_split(runner, trained):
     _, data, out = trained
-    result = runner.invoke(cli, ["generate", "train", str(data), "--resume", str(out),
-                                 "--condition", "state"])
+    result = runner.invoke(
+        cli, ["generate", "train", str(data), "--resume", str(out), "--condition", "state"]
+    )
     assert_clean_error(result, r"--condition state contradicts the checkpoint")
     result = runner.invoke(cli, ["generate", "train", str(data), "--resume", str(out), "--seed", "3"])
     assert_clean_error(result, r"--seed 3 contradicts the checkpoint")
@@ -159,10 +177,13 @@ def test_a_nan_loss_stops_with_a_clear_error(runner, tmp_path, monkeypatch):
 def test_bad_training_input_is_one_clear_error(runner, tmp_path, kind):
     data = tmp_path / "names"
     out = tmp_path / "m.safetensors"
-    pattern = {"missing": "no such file or folder", "one-label": "one label file only",
-               "reserved": r"control character .*U\+0003.*'Bo\\x03b'.*reserved",
-               "empty-label": "no examples",
-               "exists": "already exists"}[kind]
+    pattern = {
+        "missing": "no such file or folder",
+        "one-label": "one label file only",
+        "reserved": r"control character .*U\+0003.*'Bo\\x03b'.*reserved",
+        "empty-label": "no examples",
+        "exists": "already exists",
+    }[kind]
     if kind == "one-label":
         write_names(data, {"Alpha": LABELS["Alpha"]})
     elif kind == "reserved":
@@ -212,31 +233,45 @@ def test_start_text_begins_every_sample(runner, trained):
 
 def test_unique_and_novel(runner, trained):
     folder, _, out = trained
-    result = sample(runner, out, "--label", "Alpha", "-n", "12", "--seed", "0", "--unique",
-                    "--temperature", "2")
+    result = sample(
+        runner, out, "--label", "Alpha", "-n", "12", "--seed", "0", "--unique", "--temperature", "2"
+    )
     lines = result.stdout.splitlines()
     assert len(lines) == len(set(lines)) and 0 < len(lines) <= 12
-    result = sample(runner, out, "--label", "Alpha", "-n", "12", "--seed", "0", "--novel",
-                    "--temperature", "2")
+    result = sample(
+        runner, out, "--label", "Alpha", "-n", "12", "--seed", "0", "--novel", "--temperature", "2"
+    )
     novel = result.stdout.splitlines()
     known = {name for names in LABELS.values() for name in names}
     assert len(novel) == len(set(novel)) and not known & set(novel)
     # Greedy sampling (top-k 1) has one name only: one comes out, with a warning.
-    result = sample(runner, out, "--label", "Alpha", "-n", "5", "--seed", "0", "--unique",
-                    "--top-k", "1")
+    result = sample(runner, out, "--label", "Alpha", "-n", "5", "--seed", "0", "--unique", "--top-k", "1")
     assert result.exit_code == 0
     assert len(result.stdout.splitlines()) == 1
-    assert re.search(r"warning: only 1 distinct sample after 200 draws \(at most 200 for -n 5\)",
-                     result.stderr)
+    assert re.search(
+        r"warning: only 1 distinct sample after 200 draws \(at most 200 for -n 5\)", result.stderr
+    )
     # --novel with the data given elsewhere
     moved = write_names(folder / "other", {"Alpha": ["Zed"], "Beta": ["Zo"]})
-    result = sample(runner, out, "--label", "Alpha", "-n", "3", "--seed", "0", "--novel",
-                    "--data", str(moved))
+    result = sample(
+        runner, out, "--label", "Alpha", "-n", "3", "--seed", "0", "--novel", "--data", str(moved)
+    )
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3
 
 
-@pytest.mark.parametrize("kind", ["label", "start", "reserved-start", "not-a-checkpoint",
-                                  "missing", "lm-checkpoint", "novel-data-gone", "novel-data-changed"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "label",
+        "start",
+        "reserved-start",
+        "not-a-checkpoint",
+        "missing",
+        "lm-checkpoint",
+        "novel-data-gone",
+        "novel-data-changed",
+    ],
+)
 def test_bad_sample_input_is_one_clear_error(runner, trained, tmp_path, kind):
     _, _, out = trained
     args = ["--label", "Alpha"]
@@ -255,10 +290,16 @@ def test_bad_sample_input_is_one_clear_error(runner, trained, tmp_path, kind):
     elif kind == "lm-checkpoint":
         out = tmp_path / "lm.safetensors"
         vocab = Vocab("abc")
-        save_checkpoint(out, Model(ModelConfig(vocab_size=3, hidden=4, layers=1, embed=0)), vocab,
-                        meta={"task": "char-lm"})
-        pattern = (r"is a character language model, not a label-conditioned generator; use it "
-                   r"with numrnn sample")
+        save_checkpoint(
+            out,
+            Model(ModelConfig(vocab_size=3, hidden=4, layers=1, embed=0)),
+            vocab,
+            meta={"task": "char-lm"},
+        )
+        pattern = (
+            r"is a character language model, not a label-conditioned generator; use it "
+            r"with numrnn sample"
+        )
     elif kind in ("novel-data-gone", "novel-data-changed"):
         copy = tmp_path / "copy.safetensors"
         copy.write_bytes(out.read_bytes())
@@ -269,8 +310,9 @@ def test_bad_sample_input_is_one_clear_error(runner, trained, tmp_path, kind):
         meta = load_checkpoint(copy).meta
         meta["data"]["path"] = str(gone if kind == "novel-data-changed" else tmp_path / "nowhere")
         text = json.dumps(meta)
-        copy.write_bytes(safetensors.numpy.save(tensors, metadata={META_KEY: text,
-                                                                   DIGEST_KEY: text_digest(text)}))
+        copy.write_bytes(
+            safetensors.numpy.save(tensors, metadata={META_KEY: text, DIGEST_KEY: text_digest(text)})
+        )
         assert recorded != meta["data"]["path"]
         out, args = copy, [*args, "--novel"]
         pattern = "is not there any more" if kind == "novel-data-gone" else "has changed since"

@@ -18,8 +18,24 @@ from tests.helpers import assert_clean_error, interrupt_training
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "shakespeare.txt"
-SMALL = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16", "--batch-size", "4",
-         "--eval-every", "10", "--checkpoint-every", "10", "--log-every", "5"]
+SMALL = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--embed",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--log-every",
+    "5",
+]
 
 
 @pytest.fixture
@@ -54,7 +70,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_latest_best_and_metrics(trained):
-    folder, corpus, out = trained
+    folder, _, out = trained
     assert load_checkpoint(out).meta["progress"]["step"] == 20
     best = load_checkpoint(folder / "m.best.safetensors")
     assert best.meta["progress"]["step"] in (10, 20)
@@ -66,7 +82,9 @@ def test_train_writes_latest_best_and_metrics(trained):
     for record in train_records:
         assert {"step", "epoch", "elapsed_s", "train_loss", "val_loss", "chars_per_s", "lr"} <= set(record)
         assert record["train_loss"] > 0 and record["chars_per_s"] > 0 and record["lr"] == 2e-3
-    assert eval_records[-1]["val_loss"] == pytest.approx(load_checkpoint(out).meta["progress"]["last_val_loss"])
+    assert eval_records[-1]["val_loss"] == pytest.approx(
+        load_checkpoint(out).meta["progress"]["last_val_loss"]
+    )
 
 
 def test_train_prints_plain_progress_lines_when_not_a_terminal(runner, corpus, tmp_path):
@@ -110,8 +128,9 @@ def test_resume_on_a_text_with_unknown_characters(runner, trained, tmp_path):
     _, _, out = trained
     other = tmp_path / "other.txt"
     other.write_text("Привет, мир! " * 500, encoding="utf-8")
-    result = runner.invoke(cli, ["train", str(other), "--resume", str(out), "-o",
-                                 str(tmp_path / "x.safetensors")])
+    result = runner.invoke(
+        cli, ["train", str(other), "--resume", str(out), "-o", str(tmp_path / "x.safetensors")]
+    )
     assert_clean_error(result, r"character\(s\) the checkpoint's vocabulary lacks")
 
 
@@ -157,10 +176,21 @@ def test_unwritable_output_is_found_before_training(runner, corpus, tmp_path):
     assert_clean_error(result, r"is a folder; give a file name")
 
 
-@pytest.mark.parametrize("option", [["--hidden", "0"], ["--lr", "0"], ["--dropout", "1"],
-                                    ["--max-time", "10x"], ["--val-frac", "1"], ["--cell", "tcn"],
-                                    ["--lr-decay", "sometimes"], ["--batch-size", "-3"],
-                                    ["--optimizer", "lbfgs"], ["--dtype", "float16"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--hidden", "0"],
+        ["--lr", "0"],
+        ["--dropout", "1"],
+        ["--max-time", "10x"],
+        ["--val-frac", "1"],
+        ["--cell", "tcn"],
+        ["--lr-decay", "sometimes"],
+        ["--batch-size", "-3"],
+        ["--optimizer", "lbfgs"],
+        ["--dtype", "float16"],
+    ],
+)
 def test_out_of_range_options_are_usage_errors(runner, corpus, tmp_path, option):
     result = train(runner, corpus, tmp_path / "m.safetensors", *option)
     assert result.exit_code == ExitCode.USAGE, result.output
@@ -174,8 +204,9 @@ def test_cuda_device_is_a_clean_error_until_it_lands(runner, corpus, tmp_path):
 
 def test_a_nan_loss_stops_with_a_remedy(runner, corpus, tmp_path):
     out = tmp_path / "m.safetensors"
-    result = train(runner, corpus, out, "--max-steps", "30", "--lr", "1e38", "--grad-clip", "0",
-                   "--optimizer", "sgd")
+    result = train(
+        runner, corpus, out, "--max-steps", "30", "--lr", "1e38", "--grad-clip", "0", "--optimizer", "sgd"
+    )
     assert_clean_error(result, r"became (nan|inf) at step \d+; training stopped .* lower --lr")
 
 
@@ -195,15 +226,30 @@ def test_train_help_has_examples_and_defaults(runner):
 
 def test_ctrl_c_saves_says_how_to_resume_and_exits_130(corpus, tmp_path):
     out = tmp_path / "m.safetensors"
-    code, stderr = interrupt_training(["train", str(corpus), *SMALL, "-o", str(out), "--log-every",
-                                       "1", "--max-steps", "100000", "--max-epochs", "0"], tmp_path)
+    code, stderr = interrupt_training(
+        [
+            "train",
+            str(corpus),
+            *SMALL,
+            "-o",
+            str(out),
+            "--log-every",
+            "1",
+            "--max-steps",
+            "100000",
+            "--max-epochs",
+            "0",
+        ],
+        tmp_path,
+    )
     assert code == ExitCode.INTERRUPTED, stderr
     assert "Traceback" not in stderr
     assert f"saved {out}" in stderr and f"--resume {out}" in stderr
     step = load_checkpoint(out).meta["progress"]["step"]
     assert step >= 1
-    result = CliRunner().invoke(cli, ["train", str(corpus), "--resume", str(out), "--max-steps",
-                                      str(step + 2), "-q"])
+    result = CliRunner().invoke(
+        cli, ["train", str(corpus), "--resume", str(out), "--max-steps", str(step + 2), "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).meta["progress"]["step"] == step + 2
 
@@ -237,8 +283,14 @@ def test_info_shows_the_model_and_progress(runner, trained):
     _, _, out = trained
     result = runner.invoke(cli, ["info", str(out)])
     assert result.exit_code == 0, result.output
-    for text in ("lstm, 1 x 16 hidden, embedding 8", "step", "20", "best validation loss",
-                 "format", f"numrnn checkpoint v{FORMAT_VERSION}"):
+    for text in (
+        "lstm, 1 x 16 hidden, embedding 8",
+        "step",
+        "20",
+        "best validation loss",
+        "format",
+        f"numrnn checkpoint v{FORMAT_VERSION}",
+    ):
         assert text in result.stdout
     data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
     assert data["model"]["hidden"] == 16 and data["parameters"] == load_checkpoint(out).parameter_count
@@ -262,21 +314,26 @@ def _bad_checkpoint(kind, good, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kind,pattern", [
-    ("missing", r"no such checkpoint file"),
-    ("truncated", r"truncated|damaged"),
-    ("text", r"not a safetensors checkpoint"),
-    ("foreign", r"not a numrnn checkpoint"),
-    ("newer", r"newer numrnn .*format 7.*upgrade"),
-])
+@pytest.mark.parametrize(
+    "kind,pattern",
+    [
+        ("missing", r"no such checkpoint file"),
+        ("truncated", r"truncated|damaged"),
+        ("text", r"not a safetensors checkpoint"),
+        ("foreign", r"not a numrnn checkpoint"),
+        ("newer", r"newer numrnn .*format 7.*upgrade"),
+    ],
+)
 @pytest.mark.parametrize("command", ["eval", "info", "resume", "sample"])
 def test_bad_checkpoints_are_one_clear_error(runner, trained, tmp_path, kind, pattern, command):
     _, corpus, good = trained
     path = _bad_checkpoint(kind, good, tmp_path)
-    args = {"eval": ["eval", "-c", str(path), str(corpus)],
-            "info": ["info", str(path)],
-            "sample": ["sample", "-c", str(path), "--length", "5"],
-            "resume": ["train", str(corpus), "--resume", str(path)]}[command]
+    args = {
+        "eval": ["eval", "-c", str(path), str(corpus)],
+        "info": ["info", str(path)],
+        "sample": ["sample", "-c", str(path), "--length", "5"],
+        "resume": ["train", str(corpus), "--resume", str(path)],
+    }[command]
     assert_clean_error(runner.invoke(cli, args), pattern)
 
 
@@ -310,10 +367,14 @@ def test_sample_without_a_seed_says_which_it_drew(runner, trained):
 def test_sample_prime_with_an_unknown_character(runner, trained):
     _, _, out = trained
     result = sample(runner, out, "--prime", "Wie geht\u2019s", "--length", "10")
-    assert_clean_error(result, r"the prime text has the character '\u2019' \(U\+2019 RIGHT SINGLE "
-                               r"QUOTATION MARK\) at position 8, which the model never saw; .*--drop-unknown")
-    result = sample(runner, out, "--prime", "Wie geht\u2019s", "--length", "10", "--drop-unknown",
-                    "--seed", "1")
+    assert_clean_error(
+        result,
+        r"the prime text has the character '\u2019' \(U\+2019 RIGHT SINGLE "
+        r"QUOTATION MARK\) at position 8, which the model never saw; .*--drop-unknown",
+    )
+    result = sample(
+        runner, out, "--prime", "Wie geht\u2019s", "--length", "10", "--drop-unknown", "--seed", "1"
+    )
     assert result.exit_code == 0, result.output
     assert "dropped 1 prime character" in result.stderr
     assert result.stdout.startswith("Wie geht\u2019s")
@@ -343,8 +404,9 @@ def test_sample_stop_string_ends_the_sample(runner, trained):
 
 def test_sample_several_samples_with_a_separator(runner, trained):
     _, _, out = trained
-    result = sample(runner, out, "-n", "3", "--length", "20", "--seed", "4", "--prime", "W",
-                    "--separator", "\n~~~\n")
+    result = sample(
+        runner, out, "-n", "3", "--length", "20", "--seed", "4", "--prime", "W", "--separator", "\n~~~\n"
+    )
     assert result.exit_code == 0, result.output
     parts = result.stdout.rstrip("\n").split("\n~~~\n")
     assert len(parts) == 3 and all(len(p) == 21 and p.startswith("W") for p in parts)
@@ -358,8 +420,17 @@ def test_sample_argmax_is_deterministic_without_a_seed(runner, trained):
     assert a.exit_code == 0 and a.stdout == b.stdout and "seed" not in a.stderr
 
 
-@pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "0"], ["--top-p", "1.5"],
-                                    ["--top-k", "-1"], ["--length", "-5"], ["-n", "0"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--temperature", "0"],
+        ["--top-p", "0"],
+        ["--top-p", "1.5"],
+        ["--top-k", "-1"],
+        ["--length", "-5"],
+        ["-n", "0"],
+    ],
+)
 def test_sample_out_of_range_options_are_usage_errors(runner, trained, option):
     _, _, out = trained
     result = sample(runner, out, *option)
@@ -369,8 +440,10 @@ def test_sample_out_of_range_options_are_usage_errors(runner, trained, option):
 
 def test_sample_into_a_closed_pipe_exits_quietly(trained):
     _, _, out = trained
-    command = (f"{sys.executable} -m numrnn_cli sample -c {out} --length 200000 --seed 1 | head -c 10; "
-               f"exit ${{PIPESTATUS[0]}}")
+    command = (
+        f"{sys.executable} -m numrnn_cli sample -c {out} --length 200000 --seed 1 | head -c 10; "
+        f"exit ${{PIPESTATUS[0]}}"
+    )
     proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) == 10
@@ -389,16 +462,45 @@ def test_terminal_progress_bar_shows_step_epoch_losses_and_speed():
     console = Console(file=buffer, force_terminal=True, width=160, color_system=None)
     with TrainView(console) as view:
         assert view.live
-        view(TrainStarted(step=0, total_steps=100, steps_per_epoch=40, items_per_step=64,
-                          train_items=2560, val_items=100, parameters=1234, resumed=False))
+        view(
+            TrainStarted(
+                step=0,
+                total_steps=100,
+                steps_per_epoch=40,
+                items_per_step=64,
+                train_items=2560,
+                val_items=100,
+                parameters=1234,
+                resumed=False,
+            )
+        )
         view(StepDone(step=50, epoch=1.25, loss=2.5, lr=1e-3))
-        view(StepReport(step=50, epoch=1.25, elapsed_s=3.0, train_loss=2.4567, items_per_s=12345.0,
-                        lr=1e-3, val_loss=None))
-        view(EvalReport(step=50, epoch=1.25, elapsed_s=3.0, val_loss=2.5, items=99, improved=True,
-                        best_val_loss=2.5))
+        view(
+            StepReport(
+                step=50,
+                epoch=1.25,
+                elapsed_s=3.0,
+                train_loss=2.4567,
+                items_per_s=12345.0,
+                lr=1e-3,
+                val_loss=None,
+            )
+        )
+        view(
+            EvalReport(
+                step=50, epoch=1.25, elapsed_s=3.0, val_loss=2.5, items=99, improved=True, best_val_loss=2.5
+            )
+        )
         view(CheckpointSaved(path="m.safetensors", step=50, best=False))
         view.bar.refresh()
     text = buffer.getvalue()
-    for part in ("training from step 0 of 100", "50/100", "epoch 1.25", "loss 2.4567",
-                 "val 2.5000", "12,345 chars/s", "validation loss 2.5000 nats/char"):
+    for part in (
+        "training from step 0 of 100",
+        "50/100",
+        "epoch 1.25",
+        "loss 2.4567",
+        "val 2.5000",
+        "12,345 chars/s",
+        "validation loss 2.5000 nats/char",
+    ):
         assert part in text, part

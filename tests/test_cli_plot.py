@@ -17,17 +17,34 @@ from numrnn.errors import DataError
 from numrnn.metrics_file import Curve, moving_average, read_metrics
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
-from tests.helpers import assert_clean_error as shared_assert_clean_error
 from numrnn_cli.plot import IMAGE_DPI, IMAGE_INCHES, file_labels, nice_ticks, tick_labels
+from tests.helpers import assert_clean_error as shared_assert_clean_error
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "shakespeare.txt"
-SMALL = ["--hidden", "16", "--layers", "1", "--embed", "8", "--seq-len", "16", "--batch-size", "4",
-         "--eval-every", "10", "--checkpoint-every", "10", "--log-every", "5", "-q"]
-SIZE = ["--width", "90", "--height", "30"]       # terminal plots in tests: fixed, not the terminal's
+SMALL = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--embed",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--log-every",
+    "5",
+    "-q",
+]
+SIZE = ["--width", "90", "--height", "30"]  # terminal plots in tests: fixed, not the terminal's
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MIN_IMAGE_BYTES = 10_000      # a PNG with axes, curves and a legend; an empty figure is ~5 kB
-SMOOTH_TOL = 1e-12            # moving averages of a few floats
+MIN_IMAGE_BYTES = 10_000  # a PNG with axes, curves and a legend; an empty figure is ~5 kB
+SMOOTH_TOL = 1e-12  # moving averages of a few floats
 
 
 @pytest.fixture
@@ -47,14 +64,28 @@ def write_jsonl(path, *records, raw=""):
 
 
 def train_record(step, loss, elapsed=None, **extra):
-    return {"event": "train", "step": step, "epoch": step / 100,
-            "elapsed_s": step / 10 if elapsed is None else elapsed, "train_loss": loss,
-            "val_loss": None, "chars_per_s": 1000.0, "lr": 0.002, **extra}
+    return {
+        "event": "train",
+        "step": step,
+        "epoch": step / 100,
+        "elapsed_s": step / 10 if elapsed is None else elapsed,
+        "train_loss": loss,
+        "val_loss": None,
+        "chars_per_s": 1000.0,
+        "lr": 0.002,
+        **extra,
+    }
 
 
 def eval_record(step, loss, elapsed=None, **extra):
-    return {"event": "eval", "step": step, "epoch": step / 100,
-            "elapsed_s": step / 10 if elapsed is None else elapsed, "val_loss": loss, **extra}
+    return {
+        "event": "eval",
+        "step": step,
+        "epoch": step / 100,
+        "elapsed_s": step / 10 if elapsed is None else elapsed,
+        "val_loss": loss,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +96,30 @@ def real_metrics(tmp_path_factory):
     corpus = folder / "corpus.txt"
     corpus.write_text(SAMPLE.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     runner = CliRunner()
-    for args in (["-o", str(folder / "m.safetensors"), "--max-steps", "20"],
-                 ["--resume", str(folder / "m.safetensors"), "--max-steps", "30"]):
-        result = runner.invoke(cli, ["train", str(corpus), *SMALL, *args,
-                                     "--metrics", str(folder / "run.jsonl")])
+    for args in (
+        ["-o", str(folder / "m.safetensors"), "--max-steps", "20"],
+        ["--resume", str(folder / "m.safetensors"), "--max-steps", "30"],
+    ):
+        result = runner.invoke(
+            cli, ["train", str(corpus), *SMALL, *args, "--metrics", str(folder / "run.jsonl")]
+        )
         assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["train", str(corpus), *SMALL, "-o", str(folder / "o.safetensors"),
-                                 "--max-steps", "20", "--lr", "0.01",
-                                 "--metrics", str(folder / "other.jsonl")])
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            str(corpus),
+            *SMALL,
+            "-o",
+            str(folder / "o.safetensors"),
+            "--max-steps",
+            "20",
+            "--lr",
+            "0.01",
+            "--metrics",
+            str(folder / "other.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return folder / "run.jsonl", folder / "other.jsonl"
 
@@ -93,16 +140,27 @@ def test_a_resumed_training_reads_as_one_run(real_metrics):
 
 
 def test_steps_going_backwards_start_a_new_run(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", train_record(5, 4.0), eval_record(10, 3.5),
-                       train_record(10, 3.0), train_record(5, 4.1), train_record(10, 3.1))
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        train_record(5, 4.0),
+        eval_record(10, 3.5),
+        train_record(10, 3.0),
+        train_record(5, 4.1),
+        train_record(10, 3.1),
+    )
     first, second = read_metrics(path)
     assert (first.index, first.first_line, first.train.steps, first.val.steps) == (1, 1, (5, 10), (10,))
     assert (second.index, second.first_line, second.train.losses, len(second.val)) == (2, 4, (4.1, 3.1), 0)
 
 
 def test_an_eval_at_the_same_step_continues_the_run(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", train_record(10, 3.0), eval_record(10, 3.2),
-                       eval_record(10, 3.2), train_record(15, 2.9))
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        train_record(10, 3.0),
+        eval_record(10, 3.2),
+        eval_record(10, 3.2),
+        train_record(15, 2.9),
+    )
     (run,) = read_metrics(path)
     assert run.train.steps == (10, 15) and run.val.steps == (10, 10)
 
@@ -123,9 +181,16 @@ def test_other_tasks_fields_and_events_are_ignored(tmp_path):
 
 def test_null_and_non_finite_losses_are_skipped(tmp_path):
     path = tmp_path / "m.jsonl"
-    path.write_text(json.dumps(train_record(5, 4.0)) + "\n" + json.dumps(train_record(10, None)) + "\n"
-                    + '{"event": "train", "step": 15, "elapsed_s": 1.5, "train_loss": NaN}\n'
-                    + json.dumps(train_record(20, 3.0)) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(train_record(5, 4.0))
+        + "\n"
+        + json.dumps(train_record(10, None))
+        + "\n"
+        + '{"event": "train", "step": 15, "elapsed_s": 1.5, "train_loss": NaN}\n'
+        + json.dumps(train_record(20, 3.0))
+        + "\n",
+        encoding="utf-8",
+    )
     (run,) = read_metrics(path)
     assert run.train.steps == (5, 20)
 
@@ -138,8 +203,13 @@ def test_a_last_line_being_written_is_skipped(tmp_path):
 
 def test_a_byte_order_mark_and_blank_lines_are_fine(tmp_path):
     path = tmp_path / "m.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(train_record(5, 4.0)).encode() + b"\r\n\n  \n"
-                     + json.dumps(eval_record(5, 3.9)).encode() + b"\n")
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + json.dumps(train_record(5, 4.0)).encode()
+        + b"\r\n\n  \n"
+        + json.dumps(eval_record(5, 3.9)).encode()
+        + b"\n"
+    )
     (run,) = read_metrics(path)
     assert len(run.train) == 1 and len(run.val) == 1
 
@@ -150,21 +220,34 @@ BAD_FILES = {
     "folder": ("folder", r"is a folder, not a metrics file"),
     "empty": (b"", r"m\.jsonl is empty"),
     "blank": (b"\n \n", r"m\.jsonl is empty"),
-    "latin1": (json.dumps(train_record(5, 4.0)).encode() + b'\n{"note": "caf\xe9"}\n',
-               r"not UTF-8 text: byte 0xe9 on line 2"),
-    "not json": (json.dumps(train_record(5, 4.0)).encode() + b"\nstep 10 loss 3.9\n"
-                 + json.dumps(train_record(15, 3.8)).encode() + b"\n",
-                 r"m\.jsonl line 2 is not JSON \(Expecting value\)"),
-    "not an object": (b'[1, 2]\n', r"line 1 is not a JSON object but an array"),
-    "bad step": (b'{"event": "train", "step": "ten", "elapsed_s": 1, "train_loss": 2}\n',
-                 r'line 1: the "train" record needs "step" as a whole number >= 0, not "ten"'),
-    "no elapsed": (b'{"event": "eval", "step": 10, "val_loss": 2}\n',
-                   r'line 1: the "eval" record needs "elapsed_s" as a number >= 0, not null'),
-    "bad loss": (b'{"event": "train", "step": 10, "elapsed_s": 1, "train_loss": "2.5"}\n',
-                 r'line 1: "train_loss" must be a number or null, not "2.5"'),
-    "no losses": (b'{"event": "start"}\n'
-                  + b'{"event": "train", "step": 5, "elapsed_s": 1, "train_loss": null}\n',
-                  r"has no loss records"),
+    "latin1": (
+        json.dumps(train_record(5, 4.0)).encode() + b'\n{"note": "caf\xe9"}\n',
+        r"not UTF-8 text: byte 0xe9 on line 2",
+    ),
+    "not json": (
+        json.dumps(train_record(5, 4.0)).encode()
+        + b"\nstep 10 loss 3.9\n"
+        + json.dumps(train_record(15, 3.8)).encode()
+        + b"\n",
+        r"m\.jsonl line 2 is not JSON \(Expecting value\)",
+    ),
+    "not an object": (b"[1, 2]\n", r"line 1 is not a JSON object but an array"),
+    "bad step": (
+        b'{"event": "train", "step": "ten", "elapsed_s": 1, "train_loss": 2}\n',
+        r'line 1: the "train" record needs "step" as a whole number >= 0, not "ten"',
+    ),
+    "no elapsed": (
+        b'{"event": "eval", "step": 10, "val_loss": 2}\n',
+        r'line 1: the "eval" record needs "elapsed_s" as a number >= 0, not null',
+    ),
+    "bad loss": (
+        b'{"event": "train", "step": 10, "elapsed_s": 1, "train_loss": "2.5"}\n',
+        r'line 1: "train_loss" must be a number or null, not "2.5"',
+    ),
+    "no losses": (
+        b'{"event": "start"}\n' + b'{"event": "train", "step": 5, "elapsed_s": 1, "train_loss": null}\n',
+        r"has no loss records",
+    ),
     "csv": (b"step,loss\n5,4.0\n", r"line 1 is not JSON"),
 }
 
@@ -202,8 +285,7 @@ def test_moving_average_is_trailing():
 
 def test_file_labels_are_stems_told_apart_by_their_folders():
     assert file_labels([Path("runs/lstm.jsonl"), Path("gru.jsonl")]) == ["lstm", "gru"]
-    assert file_labels([Path("a/run.jsonl"), Path("b/run.jsonl"), Path("c.jsonl")]) == \
-        ["a/run", "b/run", "c"]
+    assert file_labels([Path("a/run.jsonl"), Path("b/run.jsonl"), Path("c.jsonl")]) == ["a/run", "b/run", "c"]
     assert file_labels([Path("x/a/run.jsonl"), Path("y/a/run.jsonl")]) == ["x/a/run", "y/a/run"]
     assert file_labels([Path("run.jsonl"), Path("run.jsonl")]) == ["run", "run (2)"]
 
@@ -231,10 +313,17 @@ def test_two_real_files_overlaid_in_the_terminal(runner, real_metrics):
     result = runner.invoke(cli, ["plot", str(run_file), str(other), *SIZE])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    for name in ("run train", "run val", "other train", "other val", "train and validation loss",
-                 "step", "loss (nats)"):
+    for name in (
+        "run train",
+        "run val",
+        "other train",
+        "other val",
+        "train and validation loss",
+        "step",
+        "loss (nats)",
+    ):
         assert name in out, out
-    assert "\x1b[" not in out            # no colour codes when stdout is not a terminal
+    assert "\x1b[" not in out  # no colour codes when stdout is not a terminal
     assert result.stderr == ""
     lines = out.rstrip("\n").split("\n")
     assert max(len(line) for line in lines) <= 90 and len(lines) <= 30
@@ -248,11 +337,13 @@ def test_time_axis(runner, real_metrics):
 
 
 def test_time_axis_picks_minutes_and_hours(runner, tmp_path):
-    path = write_jsonl(tmp_path / "long.jsonl", train_record(5, 4.0, elapsed=10.0),
-                       train_record(10, 3.0, elapsed=600.0))
+    path = write_jsonl(
+        tmp_path / "long.jsonl", train_record(5, 4.0, elapsed=10.0), train_record(10, 3.0, elapsed=600.0)
+    )
     assert "training time (min)" in runner.invoke(cli, ["plot", str(path), "--x", "time", *SIZE]).stdout
-    path = write_jsonl(tmp_path / "longer.jsonl", train_record(5, 4.0, elapsed=10.0),
-                       train_record(10, 3.0, elapsed=36_000.0))
+    path = write_jsonl(
+        tmp_path / "longer.jsonl", train_record(5, 4.0, elapsed=10.0), train_record(10, 3.0, elapsed=36_000.0)
+    )
     result = runner.invoke(cli, ["plot", str(path), "--x", "time", *SIZE])
     assert "training time (h)" in result.stdout and "10" in result.stdout
 
@@ -268,8 +359,9 @@ def test_one_file_is_named_in_the_title(runner, real_metrics):
 
 def test_title_width_and_height(runner, real_metrics):
     run_file, _ = real_metrics
-    result = runner.invoke(cli, ["plot", str(run_file), "--title", "My run", "--width", "60",
-                                 "--height", "20"])
+    result = runner.invoke(
+        cli, ["plot", str(run_file), "--title", "My run", "--width", "60", "--height", "20"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.rstrip("\n").split("\n")
     assert lines[0].strip() == "My run"
@@ -286,15 +378,22 @@ def test_series_choice(runner, real_metrics, series, present, absent):
 
 def test_a_file_without_the_chosen_series_is_an_error(runner, tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", train_record(5, 4.0), train_record(10, 3.0))
-    assert_clean_error(runner.invoke(cli, ["plot", str(path), "--series", "val", *SIZE]),
-                       r"m\.jsonl has no validation loss to plot .* try --series train")
+    assert_clean_error(
+        runner.invoke(cli, ["plot", str(path), "--series", "val", *SIZE]),
+        r"m\.jsonl has no validation loss to plot .* try --series train",
+    )
 
 
 def test_runs_of_one_file_and_equal_names_are_told_apart(runner, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = write_jsonl(tmp_path / "a" / "run.jsonl", train_record(5, 4.0), train_record(10, 3.0),
-                        train_record(5, 4.2), train_record(10, 3.3))
+    first = write_jsonl(
+        tmp_path / "a" / "run.jsonl",
+        train_record(5, 4.0),
+        train_record(10, 3.0),
+        train_record(5, 4.2),
+        train_record(10, 3.3),
+    )
     second = write_jsonl(tmp_path / "b" / "run.jsonl", train_record(5, 4.0), eval_record(10, 3.5))
     result = runner.invoke(cli, ["plot", str(first), str(second), *SIZE])
     assert result.exit_code == 0, result.output
@@ -303,9 +402,17 @@ def test_runs_of_one_file_and_equal_names_are_told_apart(runner, tmp_path):
 
 
 def test_many_runs_put_the_legend_below_the_plot(runner, tmp_path):
-    paths = [str(write_jsonl(tmp_path / f"run{i}.jsonl", train_record(5, 4.0 + i / 10),
-                             train_record(10, 3.0 + i / 10), eval_record(10, 3.2 + i / 10)))
-             for i in range(6)]
+    paths = [
+        str(
+            write_jsonl(
+                tmp_path / f"run{i}.jsonl",
+                train_record(5, 4.0 + i / 10),
+                train_record(10, 3.0 + i / 10),
+                eval_record(10, 3.2 + i / 10),
+            )
+        )
+        for i in range(6)
+    ]
     result = runner.invoke(cli, ["plot", *paths, "--width", "80", "--height", "24"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.rstrip("\n").split("\n")
@@ -323,8 +430,10 @@ def test_a_single_point_plots(runner, tmp_path):
 
 def test_log_y_refuses_a_zero_loss(runner, tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", train_record(5, 1.0), train_record(10, 0.0))
-    assert_clean_error(runner.invoke(cli, ["plot", str(path), "--log-y", *SIZE]),
-                       r"--log-y needs losses above 0, but m's train loss reaches 0")
+    assert_clean_error(
+        runner.invoke(cli, ["plot", str(path), "--log-y", *SIZE]),
+        r"--log-y needs losses above 0, but m's train loss reaches 0",
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
@@ -340,8 +449,9 @@ def test_a_bad_file_among_good_ones_is_named(runner, real_metrics, tmp_path):
     run_file, _ = real_metrics
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(train_record(5, 4.0)) + "\n{oops\n", encoding="utf-8")
-    assert_clean_error(runner.invoke(cli, ["plot", str(run_file), str(bad), *SIZE]),
-                       r"bad\.jsonl line 2 is not JSON")
+    assert_clean_error(
+        runner.invoke(cli, ["plot", str(run_file), str(bad), *SIZE]), r"bad\.jsonl line 2 is not JSON"
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -381,8 +491,7 @@ def test_image_options_that_do_not_fit_are_usage_errors(runner, real_metrics, tm
     run_file, _ = real_metrics
     result = runner.invoke(cli, ["plot", str(run_file), "-o", str(tmp_path / "loss.gif")])
     assert result.exit_code == ExitCode.USAGE and ".png, .svg or .pdf" in result.output
-    result = runner.invoke(cli, ["plot", str(run_file), "-o", str(tmp_path / "loss.png"),
-                                 "--width", "100"])
+    result = runner.invoke(cli, ["plot", str(run_file), "-o", str(tmp_path / "loss.png"), "--width", "100"])
     assert result.exit_code == ExitCode.USAGE and "--width and --height" in result.output
     assert list(tmp_path.iterdir()) == []
 
@@ -418,9 +527,11 @@ def test_plot_help_has_examples_and_defaults(runner):
 
 
 def test_help_does_not_import_the_plotting_libraries():
-    code = ("import sys\nfrom numrnn_cli import cli\n"
-            "try:\n    cli(['plot', '--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('plotext', 'matplotlib', 'numpy') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)")
+    code = (
+        "import sys\nfrom numrnn_cli import cli\n"
+        "try:\n    cli(['plot', '--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('plotext', 'matplotlib', 'numpy') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stderr

@@ -13,13 +13,16 @@ def test_reads_utf8_in_any_script_and_drops_a_bom(tmp_path):
     assert read_text(path) == "Привет, 世界! é\n"
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "no such file"),
-    (b"", "is empty"),
-    (b"\xef\xbb\xbf", "only a byte-order mark"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file .a NUL byte at offset 8"),
-    (b"caf\xe9 au lait", "not valid UTF-8: byte 0xe9 at offset 3"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"\xef\xbb\xbf", "only a byte-order mark"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file .a NUL byte at offset 8"),
+        (b"caf\xe9 au lait", "not valid UTF-8: byte 0xe9 at offset 3"),
+    ],
+)
 def test_bad_files_give_a_clear_error(tmp_path, content, match):
     path = tmp_path / "corpus.txt"
     if content is not None:
@@ -46,7 +49,9 @@ def test_vocab_round_trip_and_order():
 
 def test_unknown_character_is_named_with_its_position():
     vocab = Vocab.from_text("abc ")
-    with pytest.raises(DataError, match=r"'é' \(U\+00E9 LATIN SMALL LETTER E WITH ACUTE\) at position 2") as info:
+    with pytest.raises(
+        DataError, match=r"'é' \(U\+00E9 LATIN SMALL LETTER E WITH ACUTE\) at position 2"
+    ) as info:
         vocab.encode("abé c", what="the prime text")
     assert "--drop-unknown" in str(info.value) and "the prime text" in str(info.value)
     ids, dropped = vocab.encode("abé c", drop_unknown=True)

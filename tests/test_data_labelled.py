@@ -34,8 +34,9 @@ def write(folder, files):
 
 
 def test_folder_labels_are_file_stems_sorted_with_ids_as_indices(tmp_path):
-    folder = write(tmp_path / "names", {"Greek.txt": "Pappas\nKaralis\n",
-                                        "Czech.txt": "Novak\n", "Irish.txt": "Murphy"})
+    folder = write(
+        tmp_path / "names", {"Greek.txt": "Pappas\nKaralis\n", "Czech.txt": "Novak\n", "Irish.txt": "Murphy"}
+    )
     data = read_labelled(folder)
     assert isinstance(data, LabelledData)
     assert data.source == "folder"
@@ -57,8 +58,7 @@ def test_folder_blank_lines_skipped_and_counted_final_newline_is_not_a_blank(tmp
 
 
 def test_folder_crlf_lone_cr_and_bom(tmp_path):
-    folder = write(tmp_path / "d", {"a.txt": b"\xef\xbb\xbfAbel\r\nBaker\r\n",
-                                    "b.txt": b"Cole\rDunn\r"})
+    folder = write(tmp_path / "d", {"a.txt": b"\xef\xbb\xbfAbel\r\nBaker\r\n", "b.txt": b"Cole\rDunn\r"})
     data = read_labelled(folder)
     assert data.texts == ["Abel", "Baker", "Cole", "Dunn"]
     assert not any("\r" in t or "\ufeff" in t for t in data.texts)
@@ -66,9 +66,10 @@ def test_folder_crlf_lone_cr_and_bom(tmp_path):
 
 def test_surrounding_whitespace_is_stripped_inner_kept_non_ascii_kept(tmp_path):
     # As in the names data: Korean.txt has 'Park ' with a trailing space.
-    folder = write(tmp_path / "d", {"Korean.txt": "Park \n  Oh\n",
-                                    "Spanish.txt": "De la Cruz\nNúñez\n",
-                                    "Czech.txt": "Šťastný\n"})
+    folder = write(
+        tmp_path / "d",
+        {"Korean.txt": "Park \n  Oh\n", "Spanish.txt": "De la Cruz\nNúñez\n", "Czech.txt": "Šťastný\n"},
+    )
     data = read_labelled(folder)
     assert data.texts == ["Šťastný", "Park", "Oh", "De la Cruz", "Núñez"]
 
@@ -77,13 +78,15 @@ def test_duplicates_are_kept_and_reported(tmp_path):
     folder = write(tmp_path / "d", {"a.txt": "Lee\nLee\nKim\n", "b.txt": "Lee\nMoss\n"})
     data = read_labelled(folder)
     assert data.texts == ["Lee", "Lee", "Kim", "Lee", "Moss"]
-    assert data.duplicates() == 1   # the second Lee in a.txt
-    assert data.conflicts() == 1    # Lee is under a and b
+    assert data.duplicates() == 1  # the second Lee in a.txt
+    assert data.conflicts() == 1  # Lee is under a and b
 
 
 def test_other_files_hidden_files_and_subfolders_are_ignored_and_listed(tmp_path):
-    folder = write(tmp_path / "d", {"a.txt": "x\n", "b.txt": "y\n", "README.md": "hi",
-                                    ".hidden.txt": b"\x00\x01", "c.csv": "1,2"})
+    folder = write(
+        tmp_path / "d",
+        {"a.txt": "x\n", "b.txt": "y\n", "README.md": "hi", ".hidden.txt": b"\x00\x01", "c.csv": "1,2"},
+    )
     (folder / "sub.txt").mkdir()
     data = read_labelled(folder)
     assert data.label_names == ["a", "b"]
@@ -91,12 +94,10 @@ def test_other_files_hidden_files_and_subfolders_are_ignored_and_listed(tmp_path
 
 
 def test_listing_order_changes_nothing(tmp_path, monkeypatch):
-    folder = write(tmp_path / "d", {"b.txt": "y1\ny2\n", "a.txt": "x\n", "c b.txt": "q\n",
-                                    "c.txt": "z\n"})
+    folder = write(tmp_path / "d", {"b.txt": "y1\ny2\n", "a.txt": "x\n", "c b.txt": "q\n", "c.txt": "z\n"})
     before = read_labelled(folder)
     original = pathlib.Path.iterdir
-    monkeypatch.setattr(pathlib.Path, "iterdir",
-                        lambda self: iter(sorted(original(self), reverse=True)))
+    monkeypatch.setattr(pathlib.Path, "iterdir", lambda self: iter(sorted(original(self), reverse=True)))
     assert [p.name for p in folder.iterdir()] == ["c.txt", "c b.txt", "b.txt", "a.txt"]
     after = read_labelled(folder)
     assert after.label_names == before.label_names == ["a", "b", "c", "c b"]
@@ -110,8 +111,7 @@ def test_digest_depends_on_examples_and_labels_not_on_the_path(tmp_path):
     digest = read_labelled(write(tmp_path / "one", base)).digest
     assert read_labelled(write(tmp_path / "two", base)).digest == digest
     # Blank lines and surrounding whitespace are not examples.
-    assert read_labelled(write(tmp_path / "blank", {"a.txt": "x\n\n y \n",
-                                                    "b.txt": "z"})).digest == digest
+    assert read_labelled(write(tmp_path / "blank", {"a.txt": "x\n\n y \n", "b.txt": "z"})).digest == digest
     changed = {
         "renamed label": {"a.txt": "x\ny\n", "c.txt": "z\n"},
         "moved example": {"a.txt": "x\n", "b.txt": "y\nz\n"},
@@ -120,8 +120,10 @@ def test_digest_depends_on_examples_and_labels_not_on_the_path(tmp_path):
         "added example": {"a.txt": "x\ny\n", "b.txt": "z\nz\n"},
         "split text": {"a.txt": "x\ny\n", "b.txt": "z\n", "c.txt": "w\n"},
     }
-    digests = {name: read_labelled(write(tmp_path / name.replace(" ", "_"), files)).digest
-               for name, files in changed.items()}
+    digests = {
+        name: read_labelled(write(tmp_path / name.replace(" ", "_"), files)).digest
+        for name, files in changed.items()
+    }
     for name, other in digests.items():
         assert other != digest, name
     assert len(set(digests.values())) == len(digests)
@@ -129,8 +131,7 @@ def test_digest_depends_on_examples_and_labels_not_on_the_path(tmp_path):
 
 def test_digest_is_unambiguous_about_boundaries(tmp_path):
     one = read_labelled(write(tmp_path / "one", {"a.txt": "ab\tc\n", "b.txt": "d\n"}))
-    two = read_labelled(write(tmp_path / "two", {"a.txt": "ab\n", "b.txt": "d\n",
-                                                 "c.txt": "c\n"}))
+    two = read_labelled(write(tmp_path / "two", {"a.txt": "ab\n", "b.txt": "d\n", "c.txt": "c\n"}))
     assert one.digest != two.digest
 
 
@@ -174,8 +175,7 @@ def test_label_file_with_no_examples_is_named(tmp_path, content):
 
 
 def test_non_utf8_label_file_named_with_byte_offset(tmp_path):
-    folder = write(tmp_path / "d", {"Greek.txt": "Pappas\n",
-                                    "French.txt": b"Martin\nFran\xe7ois\n"})
+    folder = write(tmp_path / "d", {"Greek.txt": "Pappas\n", "French.txt": b"Martin\nFran\xe7ois\n"})
     with pytest.raises(DataError, match="not valid UTF-8: byte 0xe7 at offset 11") as info:
         read_labelled(folder)
     assert "French.txt" in str(info.value)
@@ -220,14 +220,17 @@ def test_tsv_digest_ignores_the_file_name_and_sees_the_labels(tmp_path):
     assert digests[0] == digests[1] != digests[2]
 
 
-@pytest.mark.parametrize("line,match", [
-    ("Sato Japanese", "line 3 has no tab"),
-    ("Sato\tJapanese\tx", "line 3 has 2 tabs, not one"),
-    ("\tJapanese", "line 3 has an empty text"),
-    ("  \tJapanese", "line 3 has an empty text"),
-    ("Sato\t", "line 3 has an empty label"),
-    ("Sato\t  ", "line 3 has an empty label"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("Sato Japanese", "line 3 has no tab"),
+        ("Sato\tJapanese\tx", "line 3 has 2 tabs, not one"),
+        ("\tJapanese", "line 3 has an empty text"),
+        ("  \tJapanese", "line 3 has an empty text"),
+        ("Sato\t", "line 3 has an empty label"),
+        ("Sato\t  ", "line 3 has an empty label"),
+    ],
+)
 def test_malformed_tsv_line_names_file_line_and_shows_it(tmp_path, line, match):
     path = tmp_path / "pairs.tsv"
     path.write_text(f"Abe\tA\n\n{line}\nBo\tB\n", encoding="utf-8")
@@ -264,11 +267,14 @@ def test_tsv_with_only_blank_lines(tmp_path):
     assert "blank.tsv" in str(info.value)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "is empty"),
-    (b"ok\tA\ncaf\xe9\tB\n", "not valid UTF-8: byte 0xe9 at offset 8"),
-    (b"ok\tA\x00\n", "binary file"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "is empty"),
+        (b"ok\tA\ncaf\xe9\tB\n", "not valid UTF-8: byte 0xe9 at offset 8"),
+        (b"ok\tA\x00\n", "binary file"),
+    ],
+)
 def test_tsv_unreadable_file_named(tmp_path, content, match):
     path = tmp_path / "bad.tsv"
     path.write_bytes(content)
@@ -283,8 +289,10 @@ def test_tsv_unreadable_file_named(tmp_path, content, match):
 def test_real_names_folder():
     names = SHARED_DATA / "names"
     if not names.is_dir():
-        pytest.skip(f"the shared reference data is not here ({names}); "
-                    f"it is outside the repository, on the project's machines only")
+        pytest.skip(
+            f"the shared reference data is not here ({names}); "
+            f"it is outside the repository, on the project's machines only"
+        )
     data = read_labelled(names)
     assert NAMES_LABELS[0] <= len(data.label_names) <= NAMES_LABELS[1]
     assert NAMES_TOTAL[0] <= len(data) <= NAMES_TOTAL[1]
@@ -300,8 +308,7 @@ def test_real_names_folder():
     train, val, test = stratified_split(data.labels, 0.1, 0.1, seed=0)
     assert len(train) + len(val) + len(test) == len(data)
     counts = data.counts()
-    assert np.array_equal(np.bincount(data.labels[train], minlength=len(counts)) > 0,
-                          counts > 0)
+    assert np.array_equal(np.bincount(data.labels[train], minlength=len(counts)) > 0, counts > 0)
 
 
 # -- stratified_split -----------------------------------------------------------------------
@@ -420,14 +427,17 @@ def test_empty_labels_give_empty_splits():
     assert all(p.size == 0 and p.dtype == np.int64 for p in parts)
 
 
-@pytest.mark.parametrize("val,test,option", [
-    (-0.1, 0.1, "--val-frac"),
-    (0.1, 1.0, "--test-frac"),
-    (float("nan"), 0.1, "--val-frac"),
-    (0.1, float("inf"), "--test-frac"),
-    ("0.1", 0.1, "--val-frac"),
-    (True, 0.1, "--val-frac"),
-])
+@pytest.mark.parametrize(
+    "val,test,option",
+    [
+        (-0.1, 0.1, "--val-frac"),
+        (0.1, 1.0, "--test-frac"),
+        (float("nan"), 0.1, "--val-frac"),
+        (0.1, float("inf"), "--test-frac"),
+        ("0.1", 0.1, "--val-frac"),
+        (True, 0.1, "--val-frac"),
+    ],
+)
 def test_bad_fraction_names_the_option(val, test, option):
     with pytest.raises(ConfigError, match=option):
         stratified_split(np.array([0, 1, 0, 1]), val, test, seed=0)

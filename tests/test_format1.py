@@ -26,15 +26,18 @@ def test_a_format_1_checkpoint_loads_as_a_language_model(name):
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_a_format_1_checkpoint_samples_the_same_text(name):
-    result = CliRunner().invoke(cli, ["sample", "-c", str(DATA / f"{name}.safetensors"),
-                                      "--length", "40", "--seed", "1"])
+    result = CliRunner().invoke(
+        cli, ["sample", "-c", str(DATA / f"{name}.safetensors"), "--length", "40", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == (DATA / f"{name}.sample.txt").read_text(encoding="utf-8")
 
 
 def test_a_format_1_checkpoint_scores_the_same_loss():
-    result = CliRunner().invoke(cli, ["eval", "-c", str(DATA / "format1-lstm.safetensors"),
-                                      str(DATA / "format1-corpus.txt"), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        ["eval", "-c", str(DATA / "format1-lstm.safetensors"), str(DATA / "format1-corpus.txt"), "--json"],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads((DATA / "format1-lstm.eval.json").read_text())
 
@@ -42,8 +45,10 @@ def test_a_format_1_checkpoint_scores_the_same_loss():
 def test_a_format_1_checkpoint_resumes_and_is_saved_in_the_current_format(tmp_path):
     checkpoint = tmp_path / "m.safetensors"
     shutil.copy(DATA / "format1-lstm.safetensors", checkpoint)
-    result = CliRunner().invoke(cli, ["train", str(DATA / "format1-corpus.txt"), "--resume",
-                                      str(checkpoint), "--max-steps", "5", "-q"])
+    result = CliRunner().invoke(
+        cli,
+        ["train", str(DATA / "format1-corpus.txt"), "--resume", str(checkpoint), "--max-steps", "5", "-q"],
+    )
     assert result.exit_code == 0, result.output
     assert "differs" not in result.output  # the same text: the data position was kept
     resumed = load_checkpoint(checkpoint)

@@ -30,8 +30,16 @@ V = len(VOCAB)
 
 
 def make_model(cell, rng, mode="both", *, layers=2, embed=4, hidden=5, dtype=np.float64):
-    config = ModelConfig(cell=cell, vocab_size=V, hidden=hidden, layers=layers, embed=embed,
-                         output_size=V - 1, condition=mode, condition_classes=C)
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=V,
+        hidden=hidden,
+        layers=layers,
+        embed=embed,
+        output_size=V - 1,
+        condition=mode,
+        condition_classes=C,
+    )
     model = Model(config, dtype).init_weights(rng)
     model.params *= 1.5  # beyond PyTorch's scale, so every path carries weight
     return model
@@ -70,19 +78,27 @@ def test_conditioning_entries_come_last_and_leave_the_rest_as_unconditioned(cell
     base = model_layout(plain).names()
     assert not any(name.startswith("cond.") for name in base)
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-    for mode, extra in (("state", ["cond.h0"] + (["cond.c0"] if cell == "lstm" else [])),
-                        ("input", ["cond.input"]),
-                        ("both", ["cond.h0"] + (["cond.c0"] if cell == "lstm" else []) + ["cond.input"])):
-        layout = model_layout(ModelConfig(cell=cell, vocab_size=V, hidden=5, layers=2, embed=4,
-                                          condition=mode, condition_classes=C))
+    for mode, extra in (
+        ("state", ["cond.h0"] + (["cond.c0"] if cell == "lstm" else [])),
+        ("input", ["cond.input"]),
+        ("both", ["cond.h0"] + (["cond.c0"] if cell == "lstm" else []) + ["cond.input"]),
+    ):
+        layout = model_layout(
+            ModelConfig(
+                cell=cell, vocab_size=V, hidden=5, layers=2, embed=4, condition=mode, condition_classes=C
+            )
+        )
         assert layout.names() == base + extra
         if "cond.h0" in extra:
             assert layout.slots["cond.h0"].shape == (C, 2, 5)
         if "cond.input" in extra:
             assert layout.slots["cond.input"].shape == (C, gates * 5)
     # The shared layers draw the same initial weights with and without conditioning.
-    conditioned = Model(ModelConfig(cell=cell, vocab_size=V, hidden=5, layers=2, embed=4,
-                                    condition="both", condition_classes=C))
+    conditioned = Model(
+        ModelConfig(
+            cell=cell, vocab_size=V, hidden=5, layers=2, embed=4, condition="both", condition_classes=C
+        )
+    )
     conditioned.init_weights(np.random.default_rng(0))
     unconditioned = Model(plain).init_weights(np.random.default_rng(0))
     for name in base:
@@ -115,8 +131,9 @@ def test_input_conditioning_is_a_per_label_input_bias(cell, rng):
     result = model.loss_and_grad(tokens, targets, labels=labels)
     dinput = model.dweights["cond.input"].copy()
 
-    plain = Model(ModelConfig(cell=cell, vocab_size=V, hidden=5, layers=2, embed=4,
-                              output_size=V - 1), np.float64)
+    plain = Model(
+        ModelConfig(cell=cell, vocab_size=V, hidden=5, layers=2, embed=4, output_size=V - 1), np.float64
+    )
     for name in plain.weights:
         plain.weights[name][...] = model.weights[name]
     plain.weights["rnn.bias_ih_l0"] += model.weights["cond.input"][label]
@@ -125,8 +142,9 @@ def test_input_conditioning_is_a_per_label_input_bias(cell, rng):
     np.testing.assert_allclose(dinput[label], plain.dweights["rnn.bias_ih_l0"], rtol=F64_RTOL, atol=F64_ATOL)
     np.testing.assert_array_equal(np.delete(dinput, label, axis=0), 0.0)
     for name in plain.dweights:
-        np.testing.assert_allclose(model.dweights[name], plain.dweights[name], rtol=F64_RTOL,
-                                   atol=F64_ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            model.dweights[name], plain.dweights[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -167,8 +185,9 @@ def test_loss_and_gradients_match_torch(cell, mode, embed, rng):
     cfg = model.config
     RNN = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
     rnn = RNN(cfg.layer_input_width(0) + C, cfg.hidden, num_layers=cfg.layers, dtype=torch.float64)
-    weights = {name: torch.tensor(value, requires_grad=True)
-               for name, value in to_torch(model.weights).items()}
+    weights = {
+        name: torch.tensor(value, requires_grad=True) for name, value in to_torch(model.weights).items()
+    }
     G = cfg.gate_width
     cond_input = weights.get("cond.input", torch.zeros(C, G, dtype=torch.float64))
     params = {}
@@ -187,23 +206,23 @@ def test_loss_and_gradients_match_torch(cell, mode, embed, rng):
         state = (h0, weights["cond.c0"][lab].transpose(0, 1) if "cond.c0" in weights else zeros)
     out, _ = functional_call(rnn, params, (x, state))
     logits = out @ weights["head.weight"].T + weights["head.bias"]
-    loss = F.cross_entropy(logits.reshape(-1, V - 1), torch.from_numpy(targets).reshape(-1),
-                           ignore_index=-1)
+    loss = F.cross_entropy(logits.reshape(-1, V - 1), torch.from_numpy(targets).reshape(-1), ignore_index=-1)
     loss.backward()
 
     assert result.loss == pytest.approx(loss.item(), rel=TORCH_RTOL)
     mine = to_torch(model.dweights)
     assert set(mine) == set(weights)
     for name, tensor in weights.items():
-        np.testing.assert_allclose(mine[name], tensor.grad.numpy(), rtol=TORCH_RTOL,
-                                   atol=TORCH_ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            mine[name], tensor.grad.numpy(), rtol=TORCH_RTOL, atol=TORCH_ATOL, err_msg=name
+        )
 
 
 # --------------------------------------------------------------------------- padding
 
 
 def encoded_names(names, labels):
-    from numrnn.tasks.classify import EncodedTexts
+    from numrnn.tasks.examples import EncodedTexts
 
     return EncodedTexts(VOCAB, names, labels)
 
@@ -292,26 +311,58 @@ def toy_data():
         label = i % 3
         texts.append("xyz"[label] + "".join(rng.choice(list("abcd"), rng.integers(0, 6))))
         labels.append(label)
-    return LabelledData(texts=texts, labels=np.array(labels), label_names=["X", "Y", "Z"],
-                        blank_lines=0, digest="toy", source="tsv")
+    return LabelledData(
+        texts=texts,
+        labels=np.array(labels),
+        label_names=["X", "Y", "Z"],
+        blank_lines=0,
+        digest="toy",
+        source="tsv",
+    )
 
 
-def make_trainer(tmp_path, name, *, model=None, rng=None, resume=None, events=None, cell="lstm",
-                 mode="both", dropout=0.2, **options):
+def make_trainer(
+    tmp_path,
+    name,
+    *,
+    model=None,
+    rng=None,
+    resume=None,
+    events=None,
+    cell="lstm",
+    mode="both",
+    dropout=0.2,
+    **options,
+):
     data = toy_data()
     split = (np.arange(0, 78), np.arange(78, 90), np.arange(0))
     vocab = build_vocab([data.texts[i] for i in split[0]])
     if model is None:
-        config = ModelConfig(cell=cell, vocab_size=len(vocab), hidden=12, layers=2, embed=4,
-                             output_size=len(vocab) - 1, dropout=dropout, condition=mode,
-                             condition_classes=3)
+        config = ModelConfig(
+            cell=cell,
+            vocab_size=len(vocab),
+            hidden=12,
+            layers=2,
+            embed=4,
+            output_size=len(vocab) - 1,
+            dropout=dropout,
+            condition=mode,
+            condition_classes=3,
+        )
         rng = np.random.default_rng(0)
         model = Model(config).init_weights(rng)
     task = GenerateTask(model, vocab, data, split, batch_size=10, seed=4)
-    config = TrainConfig(batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1,
-                         max_epochs=0, **options)
-    return Trainer(task, config, tmp_path / f"{name}.safetensors",
-                   on_event=events.append if events is not None else None, resume=resume, rng=rng)
+    config = TrainConfig(
+        batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1, max_epochs=0, **options
+    )
+    return Trainer(
+        task,
+        config,
+        tmp_path / f"{name}.safetensors",
+        on_event=events.append if events is not None else None,
+        resume=resume,
+        rng=rng,
+    )
 
 
 def step_losses(events):
@@ -322,16 +373,21 @@ def step_losses(events):
 def test_resume_continues_exactly(tmp_path, cell, mode):
     """20 steps straight equal 10 steps, a checkpoint, and 10 more (across epoch ends)."""
     straight_events, split_events = [], []
-    straight = make_trainer(tmp_path, "straight", events=straight_events, max_steps=20, cell=cell,
-                            mode=mode)
+    straight = make_trainer(tmp_path, "straight", events=straight_events, max_steps=20, cell=cell, mode=mode)
     straight.run()
     make_trainer(tmp_path, "split", events=split_events, max_steps=10, cell=cell, mode=mode).run()
     checkpoint = load_checkpoint(tmp_path / "split.safetensors")
     assert checkpoint.task == "generate" and checkpoint.labels == ["X", "Y", "Z"]
     assert checkpoint.meta["generate"] == {"condition": mode, "start": START, "end": END}
-    resumed = make_trainer(tmp_path, "split", model=checkpoint.build_model(),
-                           rng=np.random.default_rng(99), resume=checkpoint, events=split_events,
-                           max_steps=20)
+    resumed = make_trainer(
+        tmp_path,
+        "split",
+        model=checkpoint.build_model(),
+        rng=np.random.default_rng(99),
+        resume=checkpoint,
+        events=split_events,
+        max_steps=20,
+    )
     resumed.run()
     assert step_losses(split_events) == step_losses(straight_events)
     np.testing.assert_array_equal(resumed.model.params, straight.model.params)
@@ -345,8 +401,12 @@ def test_training_learns_the_labels_first_letter(tmp_path):
     assert score.unit == "chars" and score.metrics["bpc"] == pytest.approx(score.loss / np.log(2))
     assert score.loss < 0.75 * before
     sampler = ConditionalSampler(trainer.model, trainer.task.vocab, START, END)
-    names = [text for text, _ in sampler.texts(2, 20, SampleConfig(length=10, temperature=0.5),
-                                                np.random.default_rng(0))]
+    names = [
+        text
+        for text, _ in sampler.texts(
+            2, 20, SampleConfig(length=10, temperature=0.5), np.random.default_rng(0)
+        )
+    ]
     assert sum(name.startswith("z") for name in names) >= 18
 
 
@@ -354,10 +414,19 @@ def test_validation_names_with_unknown_characters_are_left_out(tmp_path):
     data = toy_data()
     data.texts[80] = "zq"  # q is in no training name
     vocab = build_vocab([data.texts[i] for i in range(78)])
-    config = ModelConfig(cell="gru", vocab_size=len(vocab), hidden=4, layers=1, embed=0,
-                         output_size=len(vocab) - 1, condition="input", condition_classes=3)
-    task = GenerateTask(Model(config), vocab, data, (np.arange(78), np.arange(78, 90), np.arange(0)),
-                        batch_size=8, seed=0)
+    config = ModelConfig(
+        cell="gru",
+        vocab_size=len(vocab),
+        hidden=4,
+        layers=1,
+        embed=0,
+        output_size=len(vocab) - 1,
+        condition="input",
+        condition_classes=3,
+    )
+    task = GenerateTask(
+        Model(config), vocab, data, (np.arange(78), np.arange(78, 90), np.arange(0)), batch_size=8, seed=0
+    )
     assert task.val_skipped == 1 and 80 not in task.val_rows
     assert task.val_items == sum(len(data.texts[i]) + 1 for i in task.val_rows)
 
@@ -388,14 +457,15 @@ def test_greedy_samples_follow_the_training_forward_and_end_at_the_end_token(cel
     start, end = generate.special_ids(VOCAB)
     for label in range(C):
         for prefix in ("", "c"):
-            (text, ended), = sampler.texts(label, 1, SampleConfig(length=30, argmax=True),
-                                           np.random.default_rng(0), prefix)
+            ((text, ended),) = sampler.texts(
+                label, 1, SampleConfig(length=30, argmax=True), np.random.default_rng(0), prefix
+            )
             ids = [start] + [VOCAB.index[ch] for ch in text]
             T = len(ids)
             model.loss(np.array(ids)[:, None], np.zeros((T, 1), int), labels=np.array([label]))
             logits = model._workspace(T, 1).logits
             predicted = logits.argmax(axis=1)
-            drawn = ids[1 + len(prefix):]
+            drawn = ids[1 + len(prefix) :]
             assert predicted[len(prefix) : T - 1].tolist() == drawn
             if ended:
                 assert predicted[T - 1] == end
@@ -471,10 +541,28 @@ def test_generate_until_stores_no_stop_token_and_counts_up_to_it(rng):
     L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
     out, lengths = np.full((50, 6), -7, np.int64), np.zeros(50, np.int64)
     h0 = rng.uniform(-0.5, 0.5, (L, H))
-    cpu.generate_until(out, lengths, np.zeros(K), np.zeros((L, H)), np.zeros((L, H)), h0,
-                       np.zeros((L, H)), 0, rng.random((50, 6)), 3.0, 0, 1.0, False, 2,
-                       cpu.CELL_CODES["rnn"], weights, np.zeros((1, G)), np.zeros((1, G)),
-                       np.zeros(K), np.zeros(K))
+    cpu.generate_until(
+        out,
+        lengths,
+        np.zeros(K),
+        np.zeros((L, H)),
+        np.zeros((L, H)),
+        h0,
+        np.zeros((L, H)),
+        0,
+        rng.random((50, 6)),
+        3.0,
+        0,
+        1.0,
+        False,
+        2,
+        cpu.CELL_CODES["rnn"],
+        weights,
+        np.zeros((1, G)),
+        np.zeros((1, G)),
+        np.zeros(K),
+        np.zeros(K),
+    )
     assert (lengths < 6).any() and (lengths == 6).any()
     for row, n in zip(out, lengths):
         assert 2 not in row[:n].tolist() and (row[n:] == -7).all()
@@ -490,8 +578,11 @@ def test_checkpoints_of_generators_are_checked(tmp_path, rng):
     loaded = load_checkpoint(path)
     require_task(loaded, "generate")
     np.testing.assert_array_equal(loaded.build_model().params, model.params)
-    with pytest.raises(CheckpointError, match="is a label-conditioned generator, not a character "
-                                              "language model; use it with numrnn generate sample"):
+    with pytest.raises(
+        CheckpointError,
+        match="is a label-conditioned generator, not a character "
+        "language model; use it with numrnn generate sample",
+    ):
         require_task(loaded, "char-lm")
     save_checkpoint(path, model, VOCAB, meta={"task": "generate", "labels": ["A", "B"]})
     with pytest.raises(CheckpointError, match="2 labels, but the model is conditioned on 3"):

@@ -56,14 +56,46 @@ class LayerRun:
             cpu.rnn_backward(dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, c["Wh"], self.scratch)
         elif self.cell == "lstm":
             g["c0"] = np.zeros((B, H), self.dtype)
-            cpu.lstm_backward(dxg, g["h0"], g["c0"], g["Wh"], g["bh"], dhs, dhT, dcT, self.hs,
-                              self.cs, self.gates, c["Wh"], self.scratch)
+            cpu.lstm_backward(
+                dxg,
+                g["h0"],
+                g["c0"],
+                g["Wh"],
+                g["bh"],
+                dhs,
+                dhT,
+                dcT,
+                self.hs,
+                self.cs,
+                self.gates,
+                c["Wh"],
+                self.scratch,
+            )
         else:
-            cpu.gru_backward(dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, self.gates,
-                             self.hn, c["Wh"], np.zeros((T, B, G), self.dtype), self.scratch)
+            cpu.gru_backward(
+                dxg,
+                g["h0"],
+                g["Wh"],
+                g["bh"],
+                dhs,
+                dhT,
+                self.hs,
+                self.gates,
+                self.hn,
+                c["Wh"],
+                np.zeros((T, B, G), self.dtype),
+                self.scratch,
+            )
         g["x"] = np.zeros_like(c["x"])
-        cpu.linear_backward(g["x"].reshape(T * B, -1), g["Wx"], g["bx"], dxg.reshape(T * B, G),
-                            c["x"].reshape(T * B, -1), c["Wx"], self.scratch)
+        cpu.linear_backward(
+            g["x"].reshape(T * B, -1),
+            g["Wx"],
+            g["bx"],
+            dxg.reshape(T * B, G),
+            c["x"].reshape(T * B, -1),
+            c["Wx"],
+            self.scratch,
+        )
         g["dxg"] = dxg
         return g
 
@@ -97,8 +129,9 @@ def test_float64_matches_reference(cell, T, rng):
         np.testing.assert_allclose(run.gates, acts, rtol=F64_RTOL, atol=F64_ATOL)
     if cell == "gru":
         steps = cache[5]
-        np.testing.assert_allclose(run.gates, np.stack([np.concatenate(s[:3], axis=1) for s in steps]),
-                                   rtol=F64_RTOL, atol=F64_ATOL)
+        np.testing.assert_allclose(
+            run.gates, np.stack([np.concatenate(s[:3], axis=1) for s in steps]), rtol=F64_RTOL, atol=F64_ATOL
+        )
         np.testing.assert_allclose(run.hn, np.stack([s[3] for s in steps]), rtol=F64_RTOL, atol=F64_ATOL)
     for name in grads:
         np.testing.assert_allclose(got[name], grads[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
@@ -166,8 +199,21 @@ def test_backward_accumulates_into_parameter_gradients(rng):
     dWh = once["Wh"].copy()
     dbh = once["bh"].copy()
     dxg = np.zeros_like(run.gates)
-    cpu.lstm_backward(dxg, np.zeros((3, 4)), np.zeros((3, 4)), dWh, dbh, dhs, dhT, dcT, run.hs,
-                      run.cs, run.gates, run.c["Wh"], run.scratch)
+    cpu.lstm_backward(
+        dxg,
+        np.zeros((3, 4)),
+        np.zeros((3, 4)),
+        dWh,
+        dbh,
+        dhs,
+        dhT,
+        dcT,
+        run.hs,
+        run.cs,
+        run.gates,
+        run.c["Wh"],
+        run.scratch,
+    )
     np.testing.assert_allclose(dWh, 2 * once["Wh"], rtol=F64_RTOL)
     np.testing.assert_allclose(dbh, 2 * once["bh"], rtol=F64_RTOL)
 

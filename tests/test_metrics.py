@@ -33,13 +33,19 @@ def reference_report(y_true, y_pred, C):
         f1.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
         count.append(actual)
     correct = sum(1 for t, p in zip(y_true, y_pred) if t == p)
-    return {"confusion": confusion, "precision": precision, "recall": recall, "f1": f1,
-            "count": count, "accuracy": correct / len(y_true), "macro_f1": sum(f1) / C}
+    return {
+        "confusion": confusion,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "count": count,
+        "accuracy": correct / len(y_true),
+        "macro_f1": sum(f1) / C,
+    }
 
 
 def assert_close(actual, expected, what):
-    np.testing.assert_allclose(actual, expected, rtol=METRIC_RTOL, atol=METRIC_ATOL,
-                               err_msg=what)
+    np.testing.assert_allclose(actual, expected, rtol=METRIC_RTOL, atol=METRIC_ATOL, err_msg=what)
 
 
 def test_hand_computed_small_example():
@@ -47,9 +53,10 @@ def test_hand_computed_small_example():
     y_true = [0, 0, 0, 1, 1, 2, 2, 2]
     y_pred = [0, 0, 2, 0, 3, 2, 2, 0]
     report = classification_report(y_true, y_pred, ["a", "b", "c", "d"])
-    assert report["confusion"] == {"labels": ["a", "b", "c", "d"],
-                                   "matrix": [[2, 0, 1, 0], [1, 0, 0, 1],
-                                              [1, 0, 2, 0], [0, 0, 0, 0]]}
+    assert report["confusion"] == {
+        "labels": ["a", "b", "c", "d"],
+        "matrix": [[2, 0, 1, 0], [1, 0, 0, 1], [1, 0, 2, 0], [0, 0, 0, 0]],
+    }
     assert report["accuracy"] == 0.5
     per = report["per_class"]
     assert list(per) == ["a", "b", "c", "d"]
@@ -93,8 +100,9 @@ def test_matches_loop_reference_on_random_data(seed):
 
 
 def test_plain_json_types():
-    report = classification_report(np.array([0, 1, 1], dtype=np.int32),
-                                   np.array([0, 1, 0], dtype=np.int64), ["x", "y"])
+    report = classification_report(
+        np.array([0, 1, 1], dtype=np.int32), np.array([0, 1, 0], dtype=np.int64), ["x", "y"]
+    )
     assert type(report["accuracy"]) is float and type(report["macro_f1"]) is float
     for stats in report["per_class"].values():
         assert all(type(stats[k]) is float for k in ("precision", "recall", "f1"))
@@ -116,24 +124,26 @@ def test_confusion_rows_are_true_columns_predicted():
     assert matrix.dtype == np.int64
 
 
-@pytest.mark.parametrize("y_true,y_pred,names,match", [
-    ([0, 1], [0], ["a", "b"], "differ in length"),
-    ([0, 2], [0, 1], ["a", "b"], "outside 0..1"),
-    ([0, 1], [0, -1], ["a", "b"], "outside 0..1"),
-    ([0.0, 1.0], [0, 1], ["a", "b"], "integer label ids"),
-    ([[0, 1]], [[0, 1]], ["a", "b"], "1-D"),
-    ([], [], ["a", "b"], "no examples"),
-    ([0], [0], [], "label_names is empty"),
-    ([0], [0], ["a", "a"], "twice"),
-])
+@pytest.mark.parametrize(
+    "y_true,y_pred,names,match",
+    [
+        ([0, 1], [0], ["a", "b"], "differ in length"),
+        ([0, 2], [0, 1], ["a", "b"], "outside 0..1"),
+        ([0, 1], [0, -1], ["a", "b"], "outside 0..1"),
+        ([0.0, 1.0], [0, 1], ["a", "b"], "integer label ids"),
+        ([[0, 1]], [[0, 1]], ["a", "b"], "1-D"),
+        ([], [], ["a", "b"], "no examples"),
+        ([0], [0], [], "label_names is empty"),
+        ([0], [0], ["a", "a"], "twice"),
+    ],
+)
 def test_bad_inputs(y_true, y_pred, names, match):
     with pytest.raises(ValueError, match=match):
         classification_report(y_true, y_pred, names)
 
 
 def test_top_k_sorted_descending_ties_to_the_lower_id():
-    probs = np.array([[0.1, 0.3, 0.3, 0.2, 0.1],
-                      [0.25, 0.25, 0.25, 0.25, 0.0]])
+    probs = np.array([[0.1, 0.3, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25, 0.0]])
     indices, values = top_k(probs, 3)
     assert indices.dtype == np.int64
     assert indices.tolist() == [[1, 2, 3], [0, 1, 2]]

@@ -30,8 +30,15 @@ def reference_weights(model, views=None):
 
 def make_case(cell, rng, layers=2, embed=4, last_only=False, dropout=0.0, dtype=np.float64, T=5, B=3):
     V, K = 7, 3
-    config = ModelConfig(cell=cell, vocab_size=V, hidden=4, layers=layers, embed=embed,
-                         output_size=K if last_only else 0, dropout=dropout)
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=V,
+        hidden=4,
+        layers=layers,
+        embed=embed,
+        output_size=K if last_only else 0,
+        dropout=dropout,
+    )
     model = (Classifier if last_only else Model)(config, dtype).init_weights(rng)
     tokens = rng.integers(0, V, (T, B))
     targets = rng.integers(0, K, B) if last_only else rng.integers(0, V, (T, B))
@@ -54,8 +61,9 @@ def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B
     model, tokens, targets, state = make_case(cell, rng, layers, embed, last_only, T=T, B=B)
     result = model.loss_and_grad(tokens, targets, state=state)
     assert model._workspace(T, B).stack.embedding[0].table == (table and embed > 0)
-    loss, grads = ref.model_loss(cell, reference_weights(model), tokens, targets, state.h, state.c,
-                                 last_only=last_only)
+    loss, grads = ref.model_loss(
+        cell, reference_weights(model), tokens, targets, state.h, state.c, last_only=last_only
+    )
     assert result.loss == pytest.approx(loss, rel=F64_RTOL)
     mine = reference_weights(model, model.dweights)
     for name, grad in mine.items():
@@ -83,8 +91,9 @@ def test_dropout_between_layers_matches_reference_with_the_same_masks(cell, rng)
     np.testing.assert_allclose(result.dstate.h, grads["h0"], rtol=F64_RTOL, atol=F64_ATOL)
     # Without train=True there is no dropout.
     plain = model.loss(tokens, targets, state).loss
-    assert plain == pytest.approx(ref.model_loss(cell, reference_weights(model), tokens, targets,
-                                                 state.h, state.c)[0], rel=F64_RTOL)
+    assert plain == pytest.approx(
+        ref.model_loss(cell, reference_weights(model), tokens, targets, state.h, state.c)[0], rel=F64_RTOL
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -137,15 +146,24 @@ def test_torch_layout_round_trip(rng):
     model, *_ = make_case("gru", rng)
     tensors = to_torch(model.weights)
     assert tensors["rnn.weight_ih_l0"].shape == (12, 4)  # (3H, E) as in torch.nn.GRU
-    assert tensors["head.weight"].shape == (7, 4)          # (V, H) as in torch.nn.Linear
+    assert tensors["head.weight"].shape == (7, 4)  # (V, H) as in torch.nn.Linear
     assert tensors["embed.weight"].shape == (7, 4)
     other = Model(model.config, np.float64)
     from_torch(other.weights, tensors)
     np.testing.assert_array_equal(other.params, model.params)
 
 
-@pytest.mark.parametrize("field,value", [("cell", "transformer"), ("hidden", 0), ("layers", 0),
-                                         ("embed", -1), ("dropout", 1.0), ("vocab_size", 0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("cell", "transformer"),
+        ("hidden", 0),
+        ("layers", 0),
+        ("embed", -1),
+        ("dropout", 1.0),
+        ("vocab_size", 0),
+    ],
+)
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field.split("_")[0]):
         Model(ModelConfig(**{field: value}))

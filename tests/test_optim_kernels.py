@@ -63,14 +63,30 @@ def test_adagrad_rmsprop_sgd(rng):
 def test_matches_torch_optim(name, rng):
     torch = pytest.importorskip("torch", reason="torch is not installed; parity tests need it")
     setups = {
-        "adam": (cpu.adam_update, 2, dict(lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8),
-                 lambda p: torch.optim.Adam([p], lr=2e-3, betas=(0.9, 0.999), eps=1e-8)),
-        "adagrad": (cpu.adagrad_update, 1, dict(lr=0.1, eps=1e-10),
-                    lambda p: torch.optim.Adagrad([p], lr=0.1, eps=1e-10)),
-        "rmsprop": (cpu.rmsprop_update, 1, dict(lr=0.01, alpha=0.99, eps=1e-8),
-                    lambda p: torch.optim.RMSprop([p], lr=0.01, alpha=0.99, eps=1e-8)),
-        "sgd": (cpu.sgd_update, 1, dict(lr=0.1, momentum=0.9),
-                lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9)),
+        "adam": (
+            cpu.adam_update,
+            2,
+            dict(lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8),
+            lambda p: torch.optim.Adam([p], lr=2e-3, betas=(0.9, 0.999), eps=1e-8),
+        ),
+        "adagrad": (
+            cpu.adagrad_update,
+            1,
+            dict(lr=0.1, eps=1e-10),
+            lambda p: torch.optim.Adagrad([p], lr=0.1, eps=1e-10),
+        ),
+        "rmsprop": (
+            cpu.rmsprop_update,
+            1,
+            dict(lr=0.01, alpha=0.99, eps=1e-8),
+            lambda p: torch.optim.RMSprop([p], lr=0.01, alpha=0.99, eps=1e-8),
+        ),
+        "sgd": (
+            cpu.sgd_update,
+            1,
+            dict(lr=0.1, momentum=0.9),
+            lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9),
+        ),
     }
     update, n_state, hyper, make = setups[name]
     params, grads, got = _trajectory(update, rng, n_state, **hyper)

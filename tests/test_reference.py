@@ -15,11 +15,11 @@ def _cell_objective(cell, case, dhs, dhT, dcT):
 
     def forward():
         if cell == "lstm":
-            hs, cs, cache = ref.lstm_forward(case["x"], case["h0"], case["c0"], case["Wx"],
-                                             case["Wh"], case["bx"], case["bh"])
+            hs, cs, cache = ref.lstm_forward(
+                case["x"], case["h0"], case["c0"], case["Wx"], case["Wh"], case["bx"], case["bh"]
+            )
             return np.sum(hs * dhs) + np.sum(hs[-1] * dhT) + np.sum(cs[-1] * dcT), cache
-        hs, cache = ref.FORWARD[cell](case["x"], case["h0"], case["Wx"], case["Wh"],
-                                      case["bx"], case["bh"])
+        hs, cache = ref.FORWARD[cell](case["x"], case["h0"], case["Wx"], case["Wh"], case["bx"], case["bh"])
         return np.sum(hs * dhs) + np.sum(hs[-1] * dhT), cache
 
     _, cache = forward()
@@ -62,8 +62,10 @@ def test_softmax_xent_gradient_matches_finite_differences(rng):
 def test_model_loss_gradients_match_finite_differences(cell, embed, last_only, rng):
     V, E, H, K, L, T, B = 5, 3, 3, 2, 2, 3, 2
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * H
-    weights = {"Wy": rng.uniform(-1, 1, (H, K if last_only else V)),
-               "by": rng.uniform(-1, 1, K if last_only else V)}
+    weights = {
+        "Wy": rng.uniform(-1, 1, (H, K if last_only else V)),
+        "by": rng.uniform(-1, 1, K if last_only else V),
+    }
     if embed:
         weights["embed"] = rng.standard_normal((V, E))
     for layer in range(L):

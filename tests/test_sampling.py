@@ -53,8 +53,9 @@ def feed(model, tokens, state, bounds=None):
         cpu.feed_tokens(logits, h, c, tokens, cell, weights, xg, hw)
     else:
         h_new = np.zeros(cfg.hidden, model.dtype)
-        cpu.feed_tokens_parallel(logits, h, c, tokens, cell, weights, np.asarray(bounds, np.int64),
-                                 h_new, xg[0], hw[0])
+        cpu.feed_tokens_parallel(
+            logits, h, c, tokens, cell, weights, np.asarray(bounds, np.int64), h_new, xg[0], hw[0]
+        )
     return h, c, logits
 
 
@@ -69,8 +70,9 @@ def text(sampler, prime, config, seed):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("embed", [0, 5])
-@pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, F64_RTOL, F64_ATOL),
-                                               (np.float32, F32_RTOL, F32_ATOL)])
+@pytest.mark.parametrize(
+    "dtype, rtol, atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, F32_RTOL, F32_ATOL)]
+)
 def test_feed_equals_training_forward(cell, layers, embed, dtype, rtol, atol, rng):
     model = make_model(cell, rng, layers, embed, dtype=dtype)
     T = 9
@@ -144,8 +146,24 @@ def test_generate_kernel_greedy_path_equals_numpy(cell, embed, rng):
     out = np.zeros(n, np.int64)
     logits, probs, ranked = (np.zeros(V) for _ in range(3))
     xg, hw = np.zeros((1, cfg.gate_width)), np.zeros((1, cfg.gate_width))
-    cpu.generate_tokens(out, logits, h, c, prime[-1], np.full(n, 0.5), 1.0, 0, 1.0, True,
-                        cpu.CELL_CODES[cell], kernel_weights(model), xg, hw, probs, ranked)
+    cpu.generate_tokens(
+        out,
+        logits,
+        h,
+        c,
+        prime[-1],
+        np.full(n, 0.5),
+        1.0,
+        0,
+        1.0,
+        True,
+        cpu.CELL_CODES[cell],
+        kernel_weights(model),
+        xg,
+        hw,
+        probs,
+        ranked,
+    )
     assert out.tolist() == expected
     assert len(set(expected)) > 1  # a path that could have gone wrong in more than one place
     # The state has read the prime and every drawn token but the last.
@@ -162,9 +180,11 @@ def test_argmax_ignores_temperature_and_filters_and_top_k_1_equals_argmax(rng):
     model = make_model("gru", rng, scale=3.0)
     sampler = Sampler(model, VOCAB)
     greedy = text(sampler, "ab", SampleConfig(length=30, argmax=True), 1)
-    for other in (SampleConfig(length=30, argmax=True, temperature=5.0, top_k=4, top_p=0.3),
-                  SampleConfig(length=30, top_k=1),
-                  SampleConfig(length=30, top_k=1, temperature=3.0)):
+    for other in (
+        SampleConfig(length=30, argmax=True, temperature=5.0, top_k=4, top_p=0.3),
+        SampleConfig(length=30, top_k=1),
+        SampleConfig(length=30, top_k=1, temperature=3.0),
+    ):
         assert text(sampler, "ab", other, 2) == greedy
     assert text(sampler, "ab", SampleConfig(length=30), 2) != greedy
 
@@ -201,8 +221,9 @@ def draw(logits, u, temperature=1.0, top_k=0, top_p=1.0, greedy=False):
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
-@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (1, 1.0), (3, 1.0), (0, 0.5), (0, 0.9),
-                                          (5, 0.7), (20, 1.0), (0, 1e-6)])
+@pytest.mark.parametrize(
+    "top_k, top_p", [(0, 1.0), (1, 1.0), (3, 1.0), (0, 0.5), (0, 0.9), (5, 0.7), (20, 1.0), (0, 1e-6)]
+)
 def test_draw_matches_inverse_cdf_of_filtered_distribution(temperature, top_k, top_p, rng):
     logits = rng.normal(0.0, 2.0, 12)
     dist = reference_distribution(logits, temperature, top_k, top_p)
@@ -276,18 +297,22 @@ def sampler():
 @pytest.mark.parametrize("settings", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8)])
 @pytest.mark.parametrize("prime", ["", "a", "hide a bed"])
 def test_chunk_size_does_not_change_the_text(sampler, settings, prime):
-    texts = {chunk: text(sampler, prime, SampleConfig(length=60, chunk=chunk, **settings), 3)
-             for chunk in (1, 7, 256)}
+    texts = {
+        chunk: text(sampler, prime, SampleConfig(length=60, chunk=chunk, **settings), 3)
+        for chunk in (1, 7, 256)
+    }
     assert texts[1] == texts[7] == texts[256]
     assert len(texts[1]) == 60
 
 
 def test_chunks_are_yielded_one_call_at_a_time(sampler):
-    chunks = list(sampler.generate(VOCAB.encode("ab")[0], SampleConfig(length=20, chunk=7),
-                                   np.random.default_rng(0)))
+    chunks = list(
+        sampler.generate(VOCAB.encode("ab")[0], SampleConfig(length=20, chunk=7), np.random.default_rng(0))
+    )
     assert [len(c) for c in chunks] == [7, 7, 6]
-    empty_prime = list(sampler.generate(np.array([], np.int64), SampleConfig(length=8, chunk=3),
-                                        np.random.default_rng(0)))
+    empty_prime = list(
+        sampler.generate(np.array([], np.int64), SampleConfig(length=8, chunk=3), np.random.default_rng(0))
+    )
     assert [len(c) for c in empty_prime] == [3, 3, 2]
 
 
@@ -316,8 +341,9 @@ def test_length_counts_generated_characters_only(sampler):
     for prime in ("", "a", "abcdefghij"):
         assert len(text(sampler, prime, SampleConfig(length=13, chunk=5), 0)) == 13
     assert text(sampler, "abc", SampleConfig(length=0), 0) == ""
-    assert list(sampler.generate(np.array([], np.int64), SampleConfig(length=0),
-                                 np.random.default_rng(0))) == []
+    assert (
+        list(sampler.generate(np.array([], np.int64), SampleConfig(length=0), np.random.default_rng(0))) == []
+    )
 
 
 def test_empty_prime_draws_the_first_character_uniformly_by_seed(sampler):
@@ -347,9 +373,13 @@ def test_text_ends_right_after_the_first_stop_string(chunk, start, size):
     sampler, full = greedy_sampler_and_text()
     stop = full[start : start + size]
     end = full.find(stop) + len(stop)
-    chunks = list(sampler.generate(VOCAB.encode("a")[0],
-                                   SampleConfig(length=60, argmax=True, stop=stop, chunk=chunk),
-                                   np.random.default_rng(0)))
+    chunks = list(
+        sampler.generate(
+            VOCAB.encode("a")[0],
+            SampleConfig(length=60, argmax=True, stop=stop, chunk=chunk),
+            np.random.default_rng(0),
+        )
+    )
     assert "".join(chunks) == full[:end]
     assert all(0 < len(c) <= chunk for c in chunks)
 
@@ -406,11 +436,21 @@ def test_bad_prime_ids_are_refused_before_generating(sampler):
 # --------------------------------------------------------------------------- SampleConfig
 
 
-@pytest.mark.parametrize("field, value", [
-    ("temperature", 0.0), ("temperature", -1.0), ("temperature", float("nan")),
-    ("temperature", float("inf")), ("top_p", 0.0), ("top_p", 1.01), ("top_p", -0.5),
-    ("top_k", -1), ("length", -1), ("chunk", 0),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", 0.0),
+        ("temperature", -1.0),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("top_p", 0.0),
+        ("top_p", 1.01),
+        ("top_p", -0.5),
+        ("top_k", -1),
+        ("length", -1),
+        ("chunk", 0),
+    ],
+)
 def test_config_rejects_out_of_range_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         SampleConfig(**{field: value}).validate()
@@ -471,8 +511,11 @@ def test_sampler_on_two_threads_writes_the_same_text(cell, rng):
     one, two = Sampler(model, VOCAB, threads=1), Sampler(model, VOCAB, threads=2)
     assert (one.threads, two.threads) == (1, 2)
     assert two.kernel_names == ("generate_tokens_parallel",)
-    for settings in (dict(length=300, chunk=64), dict(length=120, argmax=True),
-                     dict(length=200, top_k=4, temperature=0.8)):
+    for settings in (
+        dict(length=300, chunk=64),
+        dict(length=120, argmax=True),
+        dict(length=200, top_k=4, temperature=0.8),
+    ):
         config = SampleConfig(**settings)
         assert text(two, "abc", config, seed=5) == text(one, "abc", config, seed=5)
         assert text(two, "", config, seed=6) == text(one, "", config, seed=6)

@@ -13,33 +13,36 @@ from numrnn.model import Model, ModelConfig
 from numrnn.optim import LRSchedule
 from numrnn.params import from_torch
 from numrnn.tasks.lm import LanguageModelTask, evaluate
-from numrnn.trainer import EvalReport, StepDone, Trainer, TrainConfig
+from numrnn.trainer import EvalReport, StepDone, TrainConfig, Trainer
 
-TEXT = ("the quick brown fox jumps over the lazy dog; " * 40
-        + "pack my box with five dozen liquor jugs. " * 40)
+TEXT = "the quick brown fox jumps over the lazy dog; " * 40 + "pack my box with five dozen liquor jugs. " * 40
 VOCAB = Vocab.from_text(TEXT)
 IDS = VOCAB.encode(TEXT)[0]
 
 
 def build(cell="lstm", dropout=0.0, seed=0, dtype=np.float32, layers=2):
-    config = ModelConfig(cell=cell, vocab_size=len(VOCAB), hidden=16, layers=layers, embed=8,
-                         dropout=dropout)
+    config = ModelConfig(cell=cell, vocab_size=len(VOCAB), hidden=16, layers=layers, embed=8, dropout=dropout)
     rng = np.random.default_rng(seed)
     return Model(config, dtype=dtype).init_weights(rng), rng
 
 
 def make_trainer(tmp_path, name="run", model=None, rng=None, resume=None, events=None, **options):
-    defaults = dict(seq_len=10, batch_size=4, eval_every=7, checkpoint_every=5, log_every=1,
-                    max_epochs=0)
+    defaults = dict(seq_len=10, batch_size=4, eval_every=7, checkpoint_every=5, log_every=1, max_epochs=0)
     config = TrainConfig(**{**defaults, **options})
     if model is None:
         model, rng = build()
     split = len(IDS) - 200
     on_event = events.append if events is not None else None
-    task = LanguageModelTask(model, VOCAB, IDS[:split], IDS[split:], batch_size=config.batch_size,
-                             seq_len=config.seq_len, on_event=on_event)
-    return Trainer(task, config, tmp_path / f"{name}.safetensors", on_event=on_event,
-                   resume=resume, rng=rng)
+    task = LanguageModelTask(
+        model,
+        VOCAB,
+        IDS[:split],
+        IDS[split:],
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        on_event=on_event,
+    )
+    return Trainer(task, config, tmp_path / f"{name}.safetensors", on_event=on_event, resume=resume, rng=rng)
 
 
 def step_losses(events):
@@ -62,8 +65,11 @@ def test_streams_are_contiguous_and_targets_are_the_next_characters():
 
 
 def test_a_text_shorter_than_one_batch_is_a_clear_error():
-    with pytest.raises(DataError, match=r"fewer than one batch needs \(batch size 8 x \(sequence "
-                                        r"length 20 \+ 1\) = 168\).*--batch-size"):
+    with pytest.raises(
+        DataError,
+        match=r"fewer than one batch needs \(batch size 8 x \(sequence "
+        r"length 20 \+ 1\) = 168\).*--batch-size",
+    ):
         TextStreams(np.arange(100), batch=8, seq_len=20)
 
 
@@ -76,8 +82,7 @@ def test_resume_continues_exactly(tmp_path, cell, optimizer):
     options = dict(optimizer=optimizer, lr_decay="step:9:0.5")
     straight_events = []
     model, rng = build(cell=cell, dropout=0.25)
-    straight = make_trainer(tmp_path, "straight", model, rng, events=straight_events,
-                            max_steps=40, **options)
+    straight = make_trainer(tmp_path, "straight", model, rng, events=straight_events, max_steps=40, **options)
     straight.run()
 
     first_events = []
@@ -85,8 +90,16 @@ def test_resume_continues_exactly(tmp_path, cell, optimizer):
     make_trainer(tmp_path, "split", model, rng, events=first_events, max_steps=20, **options).run()
     checkpoint = load_checkpoint(tmp_path / "split.safetensors")
     resumed_model = checkpoint.build_model()
-    second = make_trainer(tmp_path, "split", resumed_model, np.random.default_rng(999),
-                          resume=checkpoint, events=first_events, max_steps=40, **options)
+    second = make_trainer(
+        tmp_path,
+        "split",
+        resumed_model,
+        np.random.default_rng(999),
+        resume=checkpoint,
+        events=first_events,
+        max_steps=40,
+        **options,
+    )
     second.run()
 
     assert step_losses(first_events) == step_losses(straight_events)
@@ -101,8 +114,14 @@ def test_resume_at_the_limit_trains_no_further(tmp_path):
     make_trainer(tmp_path, max_steps=6).run()
     checkpoint = load_checkpoint(tmp_path / "run.safetensors")
     events = []
-    result = make_trainer(tmp_path, model=checkpoint.build_model(), rng=np.random.default_rng(0),
-                          resume=checkpoint, events=events, max_steps=6).run()
+    result = make_trainer(
+        tmp_path,
+        model=checkpoint.build_model(),
+        rng=np.random.default_rng(0),
+        resume=checkpoint,
+        events=events,
+        max_steps=6,
+    ).run()
     assert result.reason == "max_steps" and result.step == 6
     assert step_losses(events) == []
 
@@ -111,8 +130,14 @@ def test_resume_refuses_another_optimizer(tmp_path):
     make_trainer(tmp_path, max_steps=2).run()
     checkpoint = load_checkpoint(tmp_path / "run.safetensors")
     with pytest.raises(ConfigError, match="--optimizer adam"):
-        make_trainer(tmp_path, model=checkpoint.build_model(), rng=np.random.default_rng(0),
-                     resume=checkpoint, optimizer="sgd", max_steps=4)
+        make_trainer(
+            tmp_path,
+            model=checkpoint.build_model(),
+            rng=np.random.default_rng(0),
+            resume=checkpoint,
+            optimizer="sgd",
+            max_steps=4,
+        )
 
 
 def test_checkpoint_holds_progress_rng_and_state(tmp_path):
@@ -155,8 +180,9 @@ def test_training_learns_the_text(tmp_path):
     evals = [e for e in events if isinstance(e, EvalReport)]
     assert evals[0].val_loss > evals[-1].val_loss
     assert evals[-1].val_loss < 1.0  # a repetitive text: far below log(V) = 3.2 nats
-    assert load_checkpoint(tmp_path / "run.best.safetensors").meta["progress"]["best_val_loss"] == \
-        pytest.approx(min(e.val_loss for e in evals))
+    assert load_checkpoint(tmp_path / "run.best.safetensors").meta["progress"][
+        "best_val_loss"
+    ] == pytest.approx(min(e.val_loss for e in evals))
 
 
 # --------------------------------------------------------------------------- stopping
@@ -205,9 +231,14 @@ def test_a_nan_loss_stops_with_a_remedy_and_keeps_the_last_checkpoint(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "run.safetensors")
     model = checkpoint.build_model()
     model.weights["head.bias"][0] = np.nan
-    poisoned = make_trainer(tmp_path, model=model, rng=np.random.default_rng(0), resume=checkpoint,
-                            max_steps=10)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 6; .*last good checkpoint .*step 5. is kept; try a lower --lr.*--grad-clip"):
+    poisoned = make_trainer(
+        tmp_path, model=model, rng=np.random.default_rng(0), resume=checkpoint, max_steps=10
+    )
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss became nan at step 6; .*last good checkpoint .*step 5. is kept; "
+        r"try a lower --lr.*--grad-clip",
+    ):
         poisoned.run()
     assert (tmp_path / "run.safetensors").read_bytes() == saved
 
@@ -249,8 +280,15 @@ def test_the_schedule_reaches_the_optimizer(tmp_path):
 
 
 def test_train_config_validation_names_the_field():
-    for field, value in (("seq_len", 0), ("batch_size", 0), ("lr", -1.0), ("val_frac", 1.0),
-                         ("grad_clip", -1.0), ("optimizer", "lbfgs"), ("lr", math.inf)):
+    for field, value in (
+        ("seq_len", 0),
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("val_frac", 1.0),
+        ("grad_clip", -1.0),
+        ("optimizer", "lbfgs"),
+        ("lr", math.inf),
+    ):
         with pytest.raises(ConfigError, match=field):
             TrainConfig(**{field: value}).validate()
 
@@ -267,10 +305,16 @@ def test_weights_of_a_resumed_model_come_from_the_checkpoint(tmp_path):
 def test_a_validation_split_too_small_to_score_is_announced(tmp_path):
     events = []
     model, rng = build()
-    task = LanguageModelTask(model, VOCAB, IDS[:-1], IDS[-1:], batch_size=4, seq_len=10,
-                             on_event=events.append)
-    trainer = Trainer(task, TrainConfig(seq_len=10, batch_size=4, max_steps=2),
-                      tmp_path / "m.safetensors", on_event=events.append, rng=rng)
+    task = LanguageModelTask(
+        model, VOCAB, IDS[:-1], IDS[-1:], batch_size=4, seq_len=10, on_event=events.append
+    )
+    trainer = Trainer(
+        task,
+        TrainConfig(seq_len=10, batch_size=4, max_steps=2),
+        tmp_path / "m.safetensors",
+        on_event=events.append,
+        rng=rng,
+    )
     notices = [e.message for e in events if type(e).__name__ == "Notice"]
     assert notices and "too few to score" in notices[0]
     assert trainer.run().best_out is None

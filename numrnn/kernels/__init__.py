@@ -16,7 +16,6 @@ def get_backend(device="cpu"):
         return cpu
     if device == "cuda":
         raise DeviceError(
-            "the CUDA backend is not available in this version of numrnn; "
-            "run on the CPU with --device cpu"
+            "the CUDA backend is not available in this version of numrnn; run on the CPU with --device cpu"
         )
     raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")

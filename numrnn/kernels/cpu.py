@@ -33,8 +33,11 @@ _DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
 
 # inline="always": the cell functions return tuples, and only when numba inlines them into the
 # gate loops can LLVM vectorise those loops (measured 26 -> 2.3 ns per LSTM element, float32).
-_cell = pointwise.build(lambda f: numba.njit(inline="always", **_DEVICE_JIT)(f), tanh=activations.tanh,
-                        sigmoid=activations.sigmoid)
+_cell = pointwise.build(
+    lambda f: numba.njit(inline="always", **_DEVICE_JIT)(f),
+    tanh=activations.tanh,
+    sigmoid=activations.sigmoid,
+)
 rnn_cell = _cell.rnn_cell
 rnn_cell_backward = _cell.rnn_cell_backward
 lstm_cell = _cell.lstm_cell
@@ -283,8 +286,14 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, Wh, 
             dc_carry = dc0[b]
             for j in range(H):
                 da_i, da_f, da_g, da_o, dc_prev = lstm_cell_backward(
-                    a_i[j], a_f[j], a_g[j], a_o[j],
-                    c_prev[j], c_t[j], dhs_b[j] + dh_carry[j], dc_carry[j],
+                    a_i[j],
+                    a_f[j],
+                    a_g[j],
+                    a_o[j],
+                    c_prev[j],
+                    c_t[j],
+                    dhs_b[j] + dh_carry[j],
+                    dc_carry[j],
                 )
                 d_i[j] = da_i
                 d_f[j] = da_f
@@ -319,8 +328,12 @@ def gru_forward(hs, gates, hn, Wh, bh, hw):
             for j in range(H):
                 h_n = w_n[j] + b_n[j]
                 r, z, n, h = gru_cell(
-                    a_r[j], a_z[j], a_n[j],
-                    w_r[j] + b_r[j], w_z[j] + b_z[j], h_n,
+                    a_r[j],
+                    a_z[j],
+                    a_n[j],
+                    w_r[j] + b_r[j],
+                    w_z[j] + b_z[j],
+                    h_n,
                     h_prev[j],
                 )
                 a_r[j] = r
@@ -531,8 +544,9 @@ def _input_projection(xg, layer, token, h, embed, Wx, bx):
 def _gru_units(h_out, h_in, x_r, x_z, x_n, w_r, w_z, w_n, b_r, b_z, b_n):
     # h_out (n) out: the GRU's new state from h_in (n) and the units' gate views (n each)
     for j in range(h_out.shape[0]):
-        _, _, _, h_j = gru_cell(x_r[j], x_z[j], x_n[j], w_r[j] + b_r[j], w_z[j] + b_z[j],
-                                w_n[j] + b_n[j], h_in[j])
+        _, _, _, h_j = gru_cell(
+            x_r[j], x_z[j], x_n[j], w_r[j] + b_r[j], w_z[j] + b_z[j], w_n[j] + b_n[j], h_in[j]
+        )
         h_out[j] = h_j
 
 
@@ -725,8 +739,24 @@ def draw_token(logits, probs, ranked, u, temperature, top_k, top_p, greedy):
 
 
 @kernel
-def generate_tokens(out, logits, h, c, token, uniforms, temperature, top_k, top_p, greedy,
-                    cell, weights, xg, hw, probs, ranked):
+def generate_tokens(
+    out,
+    logits,
+    h,
+    c,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    cell,
+    weights,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
     # out (N) out: the drawn ids; each is fed back as the next step's input
     # logits (K) out: the last step's logits
     # h, c (L, H) in/out: the state; on return it has read ``token`` and out[:N-1] but not
@@ -744,8 +774,28 @@ def generate_tokens(out, logits, h, c, token, uniforms, temperature, top_k, top_
 
 
 @kernel
-def generate_until(out, lengths, logits, h, c, h0, c0, token, uniforms, temperature, top_k,
-                   top_p, greedy, stop, cell, weights, xg, hw, probs, ranked):
+def generate_until(
+    out,
+    lengths,
+    logits,
+    h,
+    c,
+    h0,
+    c0,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    stop,
+    cell,
+    weights,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
     # S sequences from one starting point, each ending at the ``stop`` token or after M draws
     # (conditional generation: a name ends by itself). generate_tokens' steps and draws.
     # out (S, M) out: sequence s's ids in out[s, :lengths[s]], the stop token not stored
@@ -764,8 +814,7 @@ def generate_until(out, lengths, logits, h, c, h0, c0, token, uniforms, temperat
         while n < M:
             _advance(h, c, current, cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
             _head(logits, h, Wy, by)
-            current = draw_token(logits, probs, ranked, uniforms[s, n], temperature, top_k,
-                                 top_p, greedy)
+            current = draw_token(logits, probs, ranked, uniforms[s, n], temperature, top_k, top_p, greedy)
             if current == stop:
                 break
             out[s, n] = current
@@ -850,8 +899,23 @@ def _advance_parallel(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, bounds, h_ne
     # thread each. h_new (H), xg, hw (G) workspaces.
     for layer in range(h.shape[0]):
         for p in numba.prange(bounds.shape[0] - 1):
-            _advance_part(h, c, h_new, layer, token, cell, embed, Wxs[layer], Whs[layer],
-                          bxs[layer], bhs[layer], xg, hw, bounds[p], bounds[p + 1])
+            _advance_part(
+                h,
+                c,
+                h_new,
+                layer,
+                token,
+                cell,
+                embed,
+                Wxs[layer],
+                Whs[layer],
+                bxs[layer],
+                bhs[layer],
+                xg,
+                hw,
+                bounds[p],
+                bounds[p + 1],
+            )
         # Every part has read the whole previous state: now it may be replaced.
         h_layer = h[layer]
         for j in range(h_layer.shape[0]):
@@ -877,8 +941,26 @@ def feed_tokens_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg,
 
 
 @kernel
-def generate_tokens_parallel(out, logits, h, c, token, uniforms, temperature, top_k, top_p, greedy,
-                             cell, weights, bounds, h_new, xg, hw, probs, ranked):
+def generate_tokens_parallel(
+    out,
+    logits,
+    h,
+    c,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    cell,
+    weights,
+    bounds,
+    h_new,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
     # generate_tokens on parts (see the section header); h_new (H), xg, hw (G) workspaces
     embed, Wxs, Whs, bxs, bhs, Wy, by = weights
     for n in range(out.shape[0]):

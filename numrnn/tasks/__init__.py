@@ -18,18 +18,25 @@ from numrnn.errors import CheckpointError
 
 @dataclass(frozen=True)
 class TaskInfo:
-    name: str          # as recorded in checkpoints
-    what: str          # what such a checkpoint holds, for messages
-    commands: str      # the commands that take it
+    name: str  # as recorded in checkpoints
+    what: str  # what such a checkpoint holds, for messages
+    commands: str  # the commands that take it
 
 
 TASKS = {
-    "char-lm": TaskInfo("char-lm", "a character language model",
-                        "numrnn sample, numrnn eval or numrnn train --resume"),
-    "classify": TaskInfo("classify", "a classifier",
-                         "numrnn classify eval, numrnn classify predict or numrnn classify train --resume"),
-    "generate": TaskInfo("generate", "a label-conditioned generator",
-                         "numrnn generate sample or numrnn generate train --resume"),
+    "char-lm": TaskInfo(
+        "char-lm", "a character language model", "numrnn sample, numrnn eval or numrnn train --resume"
+    ),
+    "classify": TaskInfo(
+        "classify",
+        "a classifier",
+        "numrnn classify eval, numrnn classify predict or numrnn classify train --resume",
+    ),
+    "generate": TaskInfo(
+        "generate",
+        "a label-conditioned generator",
+        "numrnn generate sample or numrnn generate train --resume",
+    ),
 }
 DEFAULT_TASK = "char-lm"  # checkpoint format 1 held language models only
 
@@ -52,7 +59,10 @@ def require_task(checkpoint, task):
         return
     info = TASKS.get(found)
     if info is None:
-        raise CheckpointError(f"{checkpoint.path} holds a model for the task {found!r}, which this "
-                              f"numrnn does not know; upgrade numrnn")
-    raise CheckpointError(f"{checkpoint.path} is {info.what}, not {TASKS[task].what}; "
-                          f"use it with {info.commands}")
+        raise CheckpointError(
+            f"{checkpoint.path} holds a model for the task {found!r}, which this "
+            f"numrnn does not know; upgrade numrnn"
+        )
+    raise CheckpointError(
+        f"{checkpoint.path} is {info.what}, not {TASKS[task].what}; use it with {info.commands}"
+    )

@@ -14,8 +14,7 @@ import numpy as np
 from numrnn.errors import ConfigError
 from numrnn.metrics import classification_report
 from numrnn.model import LossResult, Network, State, standard_layers
-from numrnn.tasks.examples import (BUCKET_BATCHES, EncodedTexts, ExamplesTask,  # noqa: F401
-                                   batch_order, encode_texts)
+from numrnn.tasks.examples import EncodedTexts, ExamplesTask, batch_order  # noqa: F401 (callers)
 from numrnn.trainer import Score
 
 
@@ -64,8 +63,18 @@ class Classifier(Network):
         """Mean cross-entropy without gradients (evaluation); dropout is off."""
         return self._run(tokens, targets, lengths, state, class_weights, grad=False)
 
-    def loss_and_grad(self, tokens, targets, lengths=None, state=None, *, class_weights=None,
-                      train=False, rng=None, zero_grad=True):
+    def loss_and_grad(
+        self,
+        tokens,
+        targets,
+        lengths=None,
+        state=None,
+        *,
+        class_weights=None,
+        train=False,
+        rng=None,
+        zero_grad=True,
+    ):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
         tokens (T, B) ids, right-padded with any id; targets (B) class ids, below 0 ignored;
@@ -74,8 +83,17 @@ class Classifier(Network):
         Returns the loss, the final state (at each row's length) and the initial state's
         gradient.
         """
-        return self._run(tokens, targets, lengths, state, class_weights, grad=True, train=train,
-                         rng=rng, zero_grad=zero_grad)
+        return self._run(
+            tokens,
+            targets,
+            lengths,
+            state,
+            class_weights,
+            grad=True,
+            train=train,
+            rng=rng,
+            zero_grad=zero_grad,
+        )
 
     def _forward(self, tokens, lengths, state, *, use_dropout, rng):
         k, w = self.kernels, self.weights
@@ -87,8 +105,9 @@ class Classifier(Network):
         if state is None:
             state = self.zero_state(B)
         ws = self._workspace(T, B)
-        self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), lengths=lengths,
-                           use_dropout=use_dropout, rng=rng)
+        self.stack.forward(
+            k, w, ws.stack, tokens, state.to_dict(), lengths=lengths, use_dropout=use_dropout, rng=rng
+        )
         rows, H = np.arange(B), self.stack.hidden
         for d in range(self.stack.directions):
             # The reverse direction's last real step is also at lengths[b]: it reads the row
@@ -97,8 +116,9 @@ class Classifier(Network):
         self.head.forward(k, w, ws.logits, ws.feats)
         return ws, lengths, rows
 
-    def _run(self, tokens, targets, lengths, state, class_weights, *, grad, train=False, rng=None,
-             zero_grad=True):
+    def _run(
+        self, tokens, targets, lengths, state, class_weights, *, grad, train=False, rng=None, zero_grad=True
+    ):
         k, w = self.kernels, self.weights
         use_dropout = grad and train and self.config.dropout > 0 and self.config.layers > 1
         if use_dropout and rng is None:
@@ -142,7 +162,7 @@ class _Workspace:
 
 NAME = "classify"
 UNIT = "examples"
-EVAL_BATCH = 512        # examples per forward call when scoring (no gradients: wider is faster)
+EVAL_BATCH = 512  # examples per forward call when scoring (no gradients: wider is faster)
 
 
 def balanced_weights(labels, classes):
@@ -170,8 +190,11 @@ def score(model, encoded, rows=None, *, class_weights=None, should_stop=None, ba
         tokens, targets, lengths = encoded.batch(part)
         if (targets >= 0).any():
             result = model.loss(tokens, targets, lengths, class_weights=class_weights)
-            w = (np.ones(len(part)) if class_weights is None
-                 else np.asarray(class_weights)[np.maximum(targets, 0)]) * (targets >= 0)
+            w = (
+                np.ones(len(part))
+                if class_weights is None
+                else np.asarray(class_weights)[np.maximum(targets, 0)]
+            ) * (targets >= 0)
             total += result.loss * w.sum()
             weight += w.sum()
         probs[start : start + len(part)] = model.probabilities(tokens, lengths)
@@ -184,17 +207,16 @@ class ClassifyTask(ExamplesTask):
     name = NAME
     unit = UNIT
 
-    def __init__(self, model, vocab, data, split, *, batch_size, seed, balance=False,
-                 split_meta=None):
+    def __init__(self, model, vocab, data, split, *, batch_size, seed, balance=False, split_meta=None):
         """data: a LabelledData; split: (train, val, test) index arrays into it; split_meta:
         what recreates the split (the data's path), saved in checkpoints."""
-        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed,
-                         split_meta=split_meta)
+        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed, split_meta=split_meta)
         # Training examples are never empty (the vocabulary is theirs); val/test ones may be.
         self.val_rows = self.val_rows[self.encoded.lengths[self.val_rows] > 0]
         self.balance = balance
-        self.class_weights = (balanced_weights(data.labels[self.train_rows], model.classes)
-                              if balance else None)
+        self.class_weights = (
+            balanced_weights(data.labels[self.train_rows], model.classes) if balance else None
+        )
 
     # ------------------------------------------------------------------ sizes
 
@@ -218,19 +240,24 @@ class ClassifyTask(ExamplesTask):
     def loss_and_grad(self, epoch, position, rng):
         rows = self.epoch_batches(epoch)[position]
         tokens, targets, lengths = self.encoded.batch(rows)
-        return self.model.loss_and_grad(tokens, targets, lengths, class_weights=self.class_weights,
-                                        train=True, rng=rng).loss
+        return self.model.loss_and_grad(
+            tokens, targets, lengths, class_weights=self.class_weights, train=True, rng=rng
+        ).loss
 
     def evaluate(self, should_stop=None):
-        scored = score(self.model, self.encoded, self.val_rows, class_weights=self.class_weights,
-                       should_stop=should_stop)
+        scored = score(
+            self.model, self.encoded, self.val_rows, class_weights=self.class_weights, should_stop=should_stop
+        )
         if scored is None:
             return None
         loss, probs, rows = scored
-        report = classification_report(self.data.labels[rows], probs.argmax(axis=1),
-                                       self.data.label_names)
-        return Score(loss=loss, count=len(rows), unit=UNIT,
-                     metrics={"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]})
+        report = classification_report(self.data.labels[rows], probs.argmax(axis=1), self.data.label_names)
+        return Score(
+            loss=loss,
+            count=len(rows),
+            unit=UNIT,
+            metrics={"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]},
+        )
 
     def meta(self):
         return {**self.data_meta(), "classify": {"balance": self.balance}}

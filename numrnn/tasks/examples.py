@@ -5,7 +5,7 @@ that follows from them (positions, resume, the data's metadata).
 
 import numpy as np
 
-BUCKET_BATCHES = 16     # batches whose examples are sorted by length together (see batch_order)
+BUCKET_BATCHES = 16  # batches whose examples are sorted by length together (see batch_order)
 
 
 def encode_texts(vocab, texts):
@@ -32,8 +32,7 @@ class EncodedTexts:
 
     def __init__(self, vocab, texts, labels=None):
         self.ids, self.offsets, self.lengths, self.dropped = encode_texts(vocab, texts)
-        self.labels = (np.full(len(texts), -1, np.int64) if labels is None
-                       else np.asarray(labels, np.int64))
+        self.labels = np.full(len(texts), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
 
     def __len__(self):
         return len(self.lengths)
@@ -120,11 +119,14 @@ class ExamplesTask:
         """The labels, the data's fingerprint and path, and the split's sizes."""
         return {
             "labels": list(self.data.label_names),
-            "data": {"digest": self.data.digest, "source": self.data.source,
-                     "examples": len(self.data), "blank_lines": self.data.blank_lines,
-                     **self.split_meta},
-            "split": {"train": len(self.train_rows), "val": len(self.val_rows),
-                      "test": len(self.test_rows)},
+            "data": {
+                "digest": self.data.digest,
+                "source": self.data.source,
+                "examples": len(self.data),
+                "blank_lines": self.data.blank_lines,
+                **self.split_meta,
+            },
+            "split": {"train": len(self.train_rows), "val": len(self.val_rows), "test": len(self.test_rows)},
         }
 
     def carried_state(self):
@@ -133,9 +135,13 @@ class ExamplesTask:
     def resume(self, checkpoint, position):
         """None when the saved position applies, else why it does not."""
         if checkpoint.meta.get("data", {}).get("digest") != self.data.digest:
-            return ("these examples differ from the ones the checkpoint was trained on; "
-                    "training goes on from the start of an epoch")
+            return (
+                "these examples differ from the ones the checkpoint was trained on; "
+                "training goes on from the start of an epoch"
+            )
         if checkpoint.meta.get("train", {}).get("batch_size") != self.batch_size:
-            return (f"--batch-size changed to {self.batch_size}; the data position restarts "
-                    f"at the start of an epoch")
+            return (
+                f"--batch-size changed to {self.batch_size}; the data position restarts "
+                f"at the start of an epoch"
+            )
         return None

@@ -27,9 +27,9 @@ from numrnn.trainer import LN2, Score
 
 NAME = "generate"
 UNIT = "chars"
-START = "\x02"          # ASCII STX: the input of a sequence's first step
-END = "\x03"            # ASCII ETX: the target after its last character
-EVAL_BATCH = 512        # names per forward call when scoring (no gradients: wider is faster)
+START = "\x02"  # ASCII STX: the input of a sequence's first step
+END = "\x03"  # ASCII ETX: the target after its last character
+EVAL_BATCH = 512  # names per forward call when scoring (no gradients: wider is faster)
 
 
 def check_reserved(texts, what="the data"):
@@ -37,9 +37,11 @@ def check_reserved(texts, what="the data"):
     for text in texts:
         for char in (START, END):
             if char in text:
-                raise DataError(f"{what} has the control character {describe_char(char)} in "
-                                f"{text!r}; it is reserved for the start and end of a sequence: "
-                                f"remove it")
+                raise DataError(
+                    f"{what} has the control character {describe_char(char)} in "
+                    f"{text!r}; it is reserved for the start and end of a sequence: "
+                    f"remove it"
+                )
 
 
 def build_vocab(texts):
@@ -104,14 +106,15 @@ class GenerateTask(ExamplesTask):
         what recreates the split (the data's path), saved in checkpoints. Validation names
         with a character the vocabulary lacks are left out (``val_skipped``): a loss over a
         name with a character dropped would be a loss over another name."""
-        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed,
-                         split_meta=split_meta)
+        super().__init__(model, vocab, data, split, batch_size=batch_size, seed=seed, split_meta=split_meta)
         self.start, self.end = special_ids(vocab)
         whole = self.encoded.lengths == np.asarray([len(text) for text in data.texts])
         if not whole[self.train_rows].all():
             bad = self.train_rows[~whole[self.train_rows]][0]
-            raise DataError(f"the training name {data.texts[bad]!r} has characters the model's "
-                            f"vocabulary lacks; train on the data the model was trained on")
+            raise DataError(
+                f"the training name {data.texts[bad]!r} has characters the model's "
+                f"vocabulary lacks; train on the data the model was trained on"
+            )
         self.val_skipped = int(np.count_nonzero(~whole[self.val_rows]))
         self.val_rows = self.val_rows[whole[self.val_rows]]
 
@@ -148,8 +151,7 @@ class GenerateTask(ExamplesTask):
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, should_stop=None):
-        scored = score(self.model, self.encoded, self.val_rows, self.start, self.end,
-                       should_stop=should_stop)
+        scored = score(self.model, self.encoded, self.val_rows, self.start, self.end, should_stop=should_stop)
         if scored is None:
             return None
         loss, chars = scored

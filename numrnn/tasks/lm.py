@@ -67,11 +67,15 @@ class LanguageModelTask:
         self.streams = TextStreams(train_ids, batch_size, seq_len)
         self.val_ids = None if val_ids is None or len(val_ids) < 2 else np.asarray(val_ids)
         if val_ids is not None and self.val_ids is None and on_event is not None:
-            on_event(Notice(f"the validation split has {len(val_ids)} character(s), too few "
-                            f"to score; training goes on without evaluation (raise --val-frac "
-                            f"or use a longer text)"))
+            on_event(
+                Notice(
+                    f"the validation split has {len(val_ids)} character(s), too few "
+                    f"to score; training goes on without evaluation (raise --val-frac "
+                    f"or use a longer text)"
+                )
+            )
         # The data position is only meaningful on the same training text.
-        self.corpus = {"train_chars": int(len(train_ids)), "digest": ids_digest(train_ids)}
+        self.corpus = {"train_chars": len(train_ids), "digest": ids_digest(train_ids)}
         self.state = model.zero_state(batch_size)
         self._next_state = None
 
@@ -91,7 +95,7 @@ class LanguageModelTask:
 
     @property
     def val_items(self):
-        return 0 if self.val_ids is None else int(len(self.val_ids))
+        return 0 if self.val_ids is None else len(self.val_ids)
 
     def items_at(self, epoch, position):
         return self.items_per_step
@@ -123,8 +127,13 @@ class LanguageModelTask:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, should_stop=None):
-        scored = evaluate(self.model, self.val_ids, batch_size=self.batch_size,
-                          seq_len=self.seq_len, should_stop=should_stop)
+        scored = evaluate(
+            self.model,
+            self.val_ids,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            should_stop=should_stop,
+        )
         if scored is None:
             return None
         loss, chars = scored
@@ -143,11 +152,15 @@ class LanguageModelTask:
         same_text = checkpoint.meta.get("corpus", {}).get("digest") == self.corpus["digest"]
         saved_batch = checkpoint.state["h"].shape[1] if checkpoint.state else None
         if not same_text:
-            return ("this text differs from the one the checkpoint was trained on; "
-                    "training goes on from the start of an epoch")
+            return (
+                "this text differs from the one the checkpoint was trained on; "
+                "training goes on from the start of an epoch"
+            )
         if saved_batch != self.batch_size:
-            return (f"--batch-size changed from {saved_batch} to {self.batch_size}; the data "
-                    f"position restarts at the start of an epoch")
+            return (
+                f"--batch-size changed from {saved_batch} to {self.batch_size}; the data "
+                f"position restarts at the start of an epoch"
+            )
         h, c = checkpoint.state["h"], checkpoint.state.get("c")
         dtype = self.model.dtype
         self.state = State(h.astype(dtype, copy=True), None if c is None else c.astype(dtype, copy=True))
@@ -159,9 +172,9 @@ class LanguageModelTask:
 
 @dataclass
 class TextScore:
-    loss: float            # mean next-character cross-entropy, nats/char
-    chars: int             # characters predicted (the first character has no prediction)
-    unknown_chars: int     # characters outside the vocabulary, dropped from the stream
+    loss: float  # mean next-character cross-entropy, nats/char
+    chars: int  # characters predicted (the first character has no prediction)
+    unknown_chars: int  # characters outside the vocabulary, dropped from the stream
 
     @property
     def bpc(self):
@@ -172,8 +185,13 @@ class TextScore:
         return math.exp(self.loss)
 
     def to_dict(self):
-        return {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity,
-                "chars": self.chars, "unknown_chars": self.unknown_chars}
+        return {
+            "loss": self.loss,
+            "bpc": self.bpc,
+            "perplexity": self.perplexity,
+            "chars": self.chars,
+            "unknown_chars": self.unknown_chars,
+        }
 
 
 def score_text(model, vocab, text, *, what="the text"):
@@ -183,7 +201,9 @@ def score_text(model, vocab, text, *, what="the text"):
     """
     ids, unknown = vocab.encode(text, drop_unknown=True)
     if len(ids) < 2:
-        raise DataError(f"{what} has {len(ids)} character(s) the model knows "
-                        f"({unknown} unknown dropped); scoring needs at least 2")
+        raise DataError(
+            f"{what} has {len(ids)} character(s) the model knows "
+            f"({unknown} unknown dropped); scoring needs at least 2"
+        )
     loss, chars = evaluate(model, ids, batch_size=1, seq_len=SCORE_CHUNK)
     return TextScore(loss=loss, chars=chars, unknown_chars=unknown)
