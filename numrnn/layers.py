@@ -267,6 +267,10 @@ class RecurrentStack:
         self.dropout = dropout
         self.directions = 2 if bidirectional else 1
         self.gate_width = self.cell.gates * hidden
+        # (Wx, Wh, bx, bh) names per (layer, direction), looked up at every pass.
+        self._name_table = {
+            (layer, d): self._make_names(layer, d) for layer in range(layers) for d in range(self.directions)
+        }
 
     @property
     def output_width(self):
@@ -276,6 +280,9 @@ class RecurrentStack:
         return self.output_width if layer else self.embedding.output_width
 
     def _names(self, layer, direction):
+        return self._name_table[(layer, direction)]
+
+    def _make_names(self, layer, direction):
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         return tuple(
             f"{self.name}.{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

@@ -42,10 +42,11 @@ class EncodedTexts:
         T is the longest of them. Every row must have at least one known character."""
         lengths = self.lengths[rows]
         T = int(lengths.max())
-        tokens = np.zeros((T, len(rows)), np.intp)
-        for b, row in enumerate(rows):
-            start = self.offsets[row]
-            tokens[: lengths[b], b] = self.ids[start : start + lengths[b]]
+        steps = np.arange(T)[:, None]
+        real = steps < lengths[None, :]  # (T, B)
+        # One gather for the whole batch: position t of row b, clamped inside the ids.
+        at = np.minimum(self.offsets[rows][None, :] + steps, max(len(self.ids) - 1, 0))
+        tokens = np.where(real, self.ids[at] if len(self.ids) else 0, 0).astype(np.intp)
         return tokens, self.labels[rows], lengths
 
 
