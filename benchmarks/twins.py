@@ -28,16 +28,14 @@ class CharLM(nn.Module):
         self.dtype = dtype or torch.get_default_dtype()
         self.embed = nn.Embedding(vocab_size, embed, dtype=dtype) if embed else None
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-        self.rnn = RECURRENT[cell](embed or vocab_size, hidden, num_layers=layers, dtype=dtype,
-                                   **kwargs)
+        self.rnn = RECURRENT[cell](embed or vocab_size, hidden, num_layers=layers, dtype=dtype, **kwargs)
         self.head = nn.Linear(hidden, outputs or vocab_size, dtype=dtype)
 
     @classmethod
     def from_numrnn(cls, model):
         """The twin of a numrnn ``Model``, holding its weights, in its float type."""
         c = model.config
-        twin = cls(c.cell, c.vocab_size, c.hidden, c.layers, c.embed, c.outputs,
-                   torch_dtype(model.dtype))
+        twin = cls(c.cell, c.vocab_size, c.hidden, c.layers, c.embed, c.outputs, torch_dtype(model.dtype))
         return load_numrnn_weights(twin, model)
 
     def features(self, tokens, state=None):
@@ -64,8 +62,7 @@ class CharLM(nn.Module):
         T x B characters (tokens, targets (T, B) int64 numpy), backward, global-norm clipping,
         an optimizer step. Returns (loss, the final state detached, to carry on)."""
         logits, state = self(torch.from_numpy(tokens), state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                               torch.from_numpy(targets).reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(targets).reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
@@ -168,8 +165,19 @@ class ConditionalCharLM(nn.Module):
     Time-major; torch's own initialisation until weights are loaded. ``numrnn_tensors`` gives
     the weights (or gradients) back under numrnn's names and layouts (``to_torch``'s)."""
 
-    def __init__(self, cell, vocab_size, hidden, layers, embed, outputs, classes,
-                 condition="input", dropout=0.0, dtype=None):
+    def __init__(
+        self,
+        cell,
+        vocab_size,
+        hidden,
+        layers,
+        embed,
+        outputs,
+        classes,
+        condition="input",
+        dropout=0.0,
+        dtype=None,
+    ):
         super().__init__()
         if condition not in ("input", "state", "both"):
             raise ValueError(f"condition must be input, state or both, not {condition!r}")
@@ -181,9 +189,14 @@ class ConditionalCharLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed, dtype=dtype) if embed else None
         self.char_width = embed or vocab_size
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-        self.rnn = RECURRENT[cell](self.char_width + (classes if self.uses_input else 0), hidden,
-                                   num_layers=layers, dropout=dropout if layers > 1 else 0.0,
-                                   dtype=dtype, **kwargs)
+        self.rnn = RECURRENT[cell](
+            self.char_width + (classes if self.uses_input else 0),
+            hidden,
+            num_layers=layers,
+            dropout=dropout if layers > 1 else 0.0,
+            dtype=dtype,
+            **kwargs,
+        )
         self.head = nn.Linear(hidden, outputs, dtype=dtype)
         self.cond = nn.Module()
         if self.uses_state:
@@ -195,12 +208,23 @@ class ConditionalCharLM(nn.Module):
     def from_numrnn(cls, model):
         """The twin of a conditioned numrnn ``Model``, holding its weights, in its float type."""
         c = model.config
-        twin = cls(c.cell, c.vocab_size, c.hidden, c.layers, c.embed, c.outputs,
-                   c.condition_classes, c.condition, c.dropout, torch_dtype(model.dtype))
+        twin = cls(
+            c.cell,
+            c.vocab_size,
+            c.hidden,
+            c.layers,
+            c.embed,
+            c.outputs,
+            c.condition_classes,
+            c.condition,
+            c.dropout,
+            torch_dtype(model.dtype),
+        )
         tensors = {name: torch.from_numpy(value) for name, value in to_torch(model.weights).items()}
         if twin.uses_input:
             tensors["rnn.weight_ih_l0"] = torch.cat(
-                [tensors["rnn.weight_ih_l0"], tensors.pop("cond.input").T], dim=1)
+                [tensors["rnn.weight_ih_l0"], tensors.pop("cond.input").T], dim=1
+            )
         twin.load_state_dict(tensors, strict=True)
         return twin
 
@@ -208,8 +232,7 @@ class ConditionalCharLM(nn.Module):
         """The parameters (or their gradients) as numpy arrays under numrnn's names, in
         ``to_torch``'s layouts: ``rnn.weight_ih_l0`` split back into the character columns and
         ``cond.input`` (C, G)."""
-        out = {name: (p.grad if grads else p).detach().numpy()
-               for name, p in self.named_parameters()}
+        out = {name: (p.grad if grads else p).detach().numpy() for name, p in self.named_parameters()}
         if self.uses_input:
             joint = out["rnn.weight_ih_l0"]
             out["rnn.weight_ih_l0"] = np.ascontiguousarray(joint[:, : self.char_width])
@@ -245,16 +268,17 @@ class ConditionalCharLM(nn.Module):
         """The mean cross-entropy over the real targets (targets -1 at padding are ignored, as
         numrnn's loss ignores them); tokens, targets (T, B), labels (B) torch int64."""
         logits, _ = self(tokens, labels)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=-1)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
 
     def train_step(self, optimizer, tokens, targets, labels, grad_clip):
         """One step as numrnn's Trainer takes it on a GenerateTask batch (numpy tokens, targets
         (T, B), labels (B)): the loss, backward, global-norm clipping, an optimizer step.
         Returns the loss."""
-        loss = self.loss(torch.from_numpy(np.asarray(tokens, np.int64)),
-                         torch.from_numpy(np.asarray(targets, np.int64)),
-                         torch.from_numpy(np.asarray(labels, np.int64)))
+        loss = self.loss(
+            torch.from_numpy(np.asarray(tokens, np.int64)),
+            torch.from_numpy(np.asarray(targets, np.int64)),
+            torch.from_numpy(np.asarray(labels, np.int64)),
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters(), grad_clip)

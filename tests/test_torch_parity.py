@@ -34,8 +34,9 @@ def test_same_weights_same_outputs_losses_and_gradients(cell, layers, embed, las
     if last_only:
         loss = F.cross_entropy(twin.head(out[-1]), torch.from_numpy(targets))
     else:
-        loss = F.cross_entropy(twin.head(out).reshape(-1, model.config.vocab_size),
-                               torch.from_numpy(targets).reshape(-1))
+        loss = F.cross_entropy(
+            twin.head(out).reshape(-1, model.config.vocab_size), torch.from_numpy(targets).reshape(-1)
+        )
     loss.backward()
 
     assert result.loss == pytest.approx(loss.item(), rel=RTOL)
@@ -112,17 +113,26 @@ def test_classifier_over_packed_sequences_matches_torch(cell, layers, bidirectio
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("condition,layers,embed", [("input", 1, 4), ("input", 2, 0),
-                                                    ("state", 2, 4), ("both", 2, 4)])
+@pytest.mark.parametrize(
+    "condition,layers,embed", [("input", 1, 4), ("input", 2, 0), ("state", 2, 4), ("both", 2, 4)]
+)
 def test_conditional_generator_matches_torch(cell, condition, layers, embed, rng):
     # A generator's batch (numrnn.tasks.generate.sequences): right-padded, targets -1 past each
     # row's end, labels repeated; the twin reads the label as numrnn's Conditioning does.
     V, C, T, B = 7, 3, 6, 5
-    config = ModelConfig(cell=cell, vocab_size=V, hidden=4, layers=layers, embed=embed,
-                         output_size=V - 1, condition=condition, condition_classes=C)
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=V,
+        hidden=4,
+        layers=layers,
+        embed=embed,
+        output_size=V - 1,
+        condition=condition,
+        condition_classes=C,
+    )
     model = Model(config, np.float64).init_weights(rng)
     tokens = rng.integers(0, V - 1, (T, B))
-    tokens[0] = V - 1                                   # the start token
+    tokens[0] = V - 1  # the start token
     targets = rng.integers(0, V - 1, (T, B))
     lengths = np.array([6, 2, 4, 1, 3])
     targets[np.arange(T)[:, None] >= lengths[None, :]] = -1
@@ -131,8 +141,7 @@ def test_conditional_generator_matches_torch(cell, condition, layers, embed, rng
 
     twin = ConditionalCharLM.from_numrnn(model)
     logits, final = twin(torch.from_numpy(tokens), torch.from_numpy(labels))
-    loss = F.cross_entropy(logits.reshape(-1, V - 1), torch.from_numpy(targets).reshape(-1),
-                           ignore_index=-1)
+    loss = F.cross_entropy(logits.reshape(-1, V - 1), torch.from_numpy(targets).reshape(-1), ignore_index=-1)
     loss.backward()
 
     assert result.loss == pytest.approx(loss.item(), rel=RTOL)
