@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from numrnn.configs import CONDITIONS
+from numrnn_cli.params import draw_options
 from numrnn_cli.training import explicit_options, limit_threads, training_options
 
 DEFAULT_CONDITION = "input"  # measured: benchmarks/generate_conditioning.py
@@ -106,24 +107,7 @@ def train(ctx, data, **options):
 @click.option(
     "-n", "--num-samples", type=click.IntRange(min=1), default=10, help="How many samples, one per line."
 )
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    help="Below 1: safer, more common names; above 1: wilder ones.",
-)
-@click.option(
-    "--top-k",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Draw only from the K most probable characters; 0: off.",
-)
-@click.option(
-    "--top-p",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=1.0,
-    help="Draw only from the most probable characters whose probabilities sum to P; 1: off.",
-)
+@draw_options(temperature_help="Below 1: safer, more common names; above 1: wilder ones.")
 @click.option(
     "--seed",
     type=int,

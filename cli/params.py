@@ -39,3 +39,31 @@ def format_duration(seconds):
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def draw_options(*, temperature_help):
+    """--temperature, --top-k and --top-p: how a sampling command shapes each draw."""
+    specs = [
+        click.option(
+            "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, help=temperature_help
+        ),
+        click.option(
+            "--top-k",
+            type=click.IntRange(min=0),
+            default=0,
+            help="Draw only from the K most probable characters; 0: off.",
+        ),
+        click.option(
+            "--top-p",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=1.0,
+            help="Draw only from the most probable characters whose probabilities sum to P; 1: off.",
+        ),
+    ]
+
+    def apply(function):
+        for spec in reversed(specs):
+            function = spec(function)
+        return function
+
+    return apply

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.params import draw_options
 
 
 @click.command("sample")
@@ -33,24 +34,7 @@ from numrnn_cli.exit_codes import ExitCode
     default=None,
     help="Read the prime text from this UTF-8 file.",
 )
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    help="Below 1: safer, more repetitive text; above 1: wilder text.",
-)
-@click.option(
-    "--top-k",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Draw only from the K most probable characters; 0: off.",
-)
-@click.option(
-    "--top-p",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=1.0,
-    help="Draw only from the most probable characters whose probabilities sum to P; 1: off.",
-)
+@draw_options(temperature_help="Below 1: safer, more repetitive text; above 1: wilder text.")
 @click.option("--argmax", is_flag=True, help="Always take the most probable character (no randomness).")
 @click.option(
     "--stop",
