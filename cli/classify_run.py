@@ -16,7 +16,7 @@ from numrnn.tasks import classify, require_task
 from numrnn.tasks.examples import EncodedTexts
 from numrnn_cli.console import err_console, out_console
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand
+from numrnn_cli.training_run import TrainingCommand, labelled_data_line
 
 SPLITS = ("train", "val", "test")
 
@@ -74,20 +74,11 @@ def _make_task(model, vocab, prepared, options, train_config, on_event):
 
 def _describe(data, prepared):
     train, val, test = (len(rows) for rows in prepared["split"])
-    notes = [f"{data.blank_lines:,} blank lines skipped"] if data.blank_lines else []
-    if data.duplicates():
-        notes.append(f"{data.duplicates():,} repeated")
-    if data.conflicts():
-        notes.append(f"{data.conflicts():,} under more than one label")
-    if data.ignored_files:
-        notes.append(f"{len(data.ignored_files)} file(s) not ending in .txt ignored")
-    lines = [
-        f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
-        + (f" ({', '.join(notes)})" if notes else ""),
+    return [
+        labelled_data_line(data, prepared["path"], conflicts=True),
         f"split by label: {train:,} training, {val:,} validation, {test:,} test examples"
         + (", classes weighted by inverse frequency" if prepared["balance"] else ""),
     ]
-    return lines
 
 
 def _summary(result, out):

@@ -16,7 +16,7 @@ from numrnn.tasks import generate, require_task
 from numrnn_cli.console import err_console
 from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand
+from numrnn_cli.training_run import TrainingCommand, labelled_data_line
 
 # --------------------------------------------------------------------------- train
 
@@ -100,14 +100,8 @@ def _make_task(model, vocab, prepared, options, train_config, on_event):
 
 def _describe(data, prepared):
     train, val, _ = (len(rows) for rows in prepared["split"])
-    notes = [f"{data.blank_lines:,} blank lines skipped"] if data.blank_lines else []
-    if data.duplicates():
-        notes.append(f"{data.duplicates():,} repeated")
-    if data.ignored_files:
-        notes.append(f"{len(data.ignored_files)} file(s) not ending in .txt ignored")
     return [
-        f"{len(data):,} examples of {len(data.label_names)} labels from {prepared['path']}"
-        + (f" ({', '.join(notes)})" if notes else ""),
+        labelled_data_line(data, prepared["path"], conflicts=False),
         f"split by label: {train:,} training and {val:,} validation examples",
     ]
 

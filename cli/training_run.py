@@ -197,3 +197,20 @@ def _summarise(command, result, data_path, quiet):
         lines.append(f"train further:   {resume_cmd} --{result.reason.replace('_', '-')} N")
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
     sys.stderr.flush()
+
+
+def labelled_data_line(data, path, *, conflicts):
+    """What a labelled-data command read: "N examples of C labels from PATH (notes)"; with
+    ``conflicts``, also how many texts stand under more than one label."""
+    notes = []
+    if data.blank_lines:
+        notes.append(f"{data.blank_lines:,} blank line{'' if data.blank_lines == 1 else 's'} skipped")
+    if data.duplicates():
+        notes.append(f"{data.duplicates():,} repeated")
+    if conflicts and data.conflicts():
+        notes.append(f"{data.conflicts():,} under more than one label")
+    if data.ignored_files:
+        notes.append(f"{len(data.ignored_files)} file(s) not ending in .txt ignored")
+    return f"{len(data):,} examples of {len(data.label_names)} labels from {path}" + (
+        f" ({', '.join(notes)})" if notes else ""
+    )

@@ -408,3 +408,20 @@ def test_info_shows_the_task_labels_and_split(runner, trained):
     data = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
     assert data["task"] == "classify" and data["split"] == {"train": 30, "val": 12, "test": 12}
     assert "tensors" not in data and "rng" not in data
+
+
+def test_a_tsv_file_trains_and_its_own_splits_score(runner, tmp_path):
+    data = tmp_path / "names.tsv"
+    rows = [f"{name}\t{label}" for label, names in NAMES.items() for name in names]
+    data.write_text("\n".join(rows[::2] + [""] + rows[1::2]) + "\n", encoding="utf-8")
+    out = tmp_path / "m.safetensors"
+    result = train(runner, data, out, "--max-steps", "4")
+    assert result.exit_code == 0, result.output
+    assert "54 examples of 3 labels" in result.stderr and "1 blank line skipped" in result.stderr
+    assert load_checkpoint(out).meta["data"]["source"] == "tsv"
+    for split, count in (("val", 6), ("train", 42)):
+        scored = runner.invoke(
+            cli, ["classify", "eval", "-c", str(out), str(data), "--split", split, "--json"]
+        )
+        assert scored.exit_code == 0, scored.output
+        assert json.loads(scored.stdout)["examples"] == count
