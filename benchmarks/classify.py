@@ -55,8 +55,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
-from harness import REPO_ROOT, ratio, run_in_own_process
-from machine import BUSY_LOAD, cpu_name, load_average, package_version
+from harness import REPO_ROOT, chosen_settings, ratio, run_in_own_process
+from machine import BUSY_LOAD, load_average, package_version, run_context
 from tables import print_table
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "names"
@@ -747,16 +747,15 @@ def parse_args(argv=None):
 
 
 def settings_from(args):
-    base = QUICK if args.quick else DEFAULTS
-    chosen = {
-        key: getattr(args, key) if getattr(args, key) is not None else default
-        for key, default in base.items()
-    }
-    for key in ("hidden", "layers", "batch_size", "seeds"):
-        if chosen[key] < 1:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1")
-    if chosen["embed"] < 0 or chosen["time"] < 0 or args.steps < 0 or chosen["epochs"] <= 0:
-        raise SystemExit("error: --embed, --time and --steps must be 0 or more, --epochs above 0")
+    chosen = chosen_settings(
+        args,
+        DEFAULTS,
+        QUICK,
+        at_least_one=("hidden", "layers", "batch_size", "seeds"),
+        at_least_zero=("embed", "time"),
+    )
+    if args.steps < 0 or chosen["epochs"] <= 0:
+        raise SystemExit("error: --steps must be 0 or more, --epochs above 0")
     return Settings(
         data=str(Path(args.data).resolve()),
         steps=args.steps,
@@ -772,16 +771,11 @@ def main(argv=None):
     if not Path(settings.data).is_dir():
         print(f"skipped: {settings.data} not found; pass --data FOLDER")
         return 0
-    from numrnn import __version__
-
     torch_ver = package_version("torch")
     env = threads_env(settings)
     result = dict(
         settings=asdict(settings),
-        numrnn_version=__version__,
-        torch_version=torch_ver,
-        cpu=cpu_name(),
-        cpus=os.cpu_count(),
+        **run_context(torch_ver),
         load_at_start=load_average(),
         warmup_steps=WARMUP_STEPS,
         numrnn_runs=[],

@@ -48,7 +48,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -57,8 +56,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
-from harness import REPO_ROOT, median, ratio, run_in_own_process
-from machine import BUSY_LOAD, cpu_name, load_average, package_version
+from harness import REPO_ROOT, chosen_settings, median, ratio, run_in_own_process
+from machine import BUSY_LOAD, load_average, package_version, run_context
 from tables import print_table
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "names"
@@ -403,15 +402,10 @@ def cli_sample(settings, checkpoint):
 
 
 def summarise(settings, rows, torch_ver, walls, loads, cli):
-    from numrnn import __version__
-
     n, t = rows["numrnn"], rows.get("PyTorch")
     summary = dict(
         settings=asdict(settings),
-        numrnn_version=__version__,
-        torch_version=torch_ver,
-        cpu=cpu_name(),
-        cpus=os.cpu_count(),
+        **run_context(torch_ver),
         load=loads,
         warmup_steps=WARMUP_STEPS,
         numrnn=n,
@@ -592,19 +586,13 @@ def parse_args(argv=None):
 
 
 def settings_from(args):
-    base = QUICK if args.quick else DEFAULTS
-    chosen = {
-        key: getattr(args, key) if getattr(args, key) is not None else default
-        for key, default in base.items()
-    }
-    for key in ("hidden", "layers", "batch_size", "epochs", "names", "sample_repeats"):
-        if chosen[key] < 1:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1")
-    if chosen["steps"] is not None and chosen["steps"] < 1:
-        raise SystemExit("error: --steps must be at least 1")
-    if chosen["embed"] < 0 or chosen["cli_names"] < 0:
-        raise SystemExit("error: --embed and --cli-names must be 0 or more")
-    return chosen
+    return chosen_settings(
+        args,
+        DEFAULTS,
+        QUICK,
+        at_least_one=("hidden", "layers", "batch_size", "epochs", "names", "sample_repeats", "steps"),
+        at_least_zero=("embed", "cli_names"),
+    )
 
 
 def resolve_steps(chosen, data):

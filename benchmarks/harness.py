@@ -86,3 +86,17 @@ def median(values):
 def ratio(a, b):
     """a / b, NaN where either is NaN or b is zero (a side that did not run)."""
     return a / b if b and not (math.isnan(a) or math.isnan(b)) else float("nan")
+
+
+def chosen_settings(args, defaults, quick, *, at_least_one=(), at_least_zero=()):
+    """The defaults (or the --quick ones) with every option given on the command line applied;
+    a value out of range exits with one error line naming the option."""
+    base = quick if args.quick else defaults
+    chosen = {
+        key: default if getattr(args, key) is None else getattr(args, key) for key, default in base.items()
+    }
+    for keys, low, what in ((at_least_one, 1, "at least 1"), (at_least_zero, 0, "0 or more")):
+        for key in keys:
+            if chosen[key] is not None and chosen[key] < low:
+                raise SystemExit(f"error: --{key.replace('_', '-')} must be {what}")
+    return chosen

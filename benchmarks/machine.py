@@ -1,5 +1,5 @@
-"""What the benchmarks say about the machine and software they ran on (shared by quality.py and
-speed.py)."""
+"""What the benchmarks say about the machine and software they ran on (shared by every
+benchmark script)."""
 
 import importlib.metadata
 import os
@@ -33,3 +33,10 @@ def package_version(name):
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def run_context(torch_version):
+    """The fields every benchmark's JSON starts with: numrnn's and torch's versions, the CPU."""
+    from numrnn import __version__
+
+    return dict(numrnn_version=__version__, torch_version=torch_version, cpu=cpu_name(), cpus=os.cpu_count())

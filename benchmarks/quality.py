@@ -36,7 +36,6 @@ numrnn checkpoint the Trainer saves at the end), apart from numba's usual kernel
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -45,8 +44,8 @@ from itertools import pairwise
 from pathlib import Path
 
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
-from harness import DEFAULT_CORPUS, ratio, run_in_own_process
-from machine import BUSY_LOAD, cpu_name, load_average, package_version
+from harness import DEFAULT_CORPUS, chosen_settings, ratio, run_in_own_process
+from machine import BUSY_LOAD, load_average, package_version, run_context
 from tables import print_table
 
 LR = 2e-3
@@ -256,14 +255,9 @@ def run_torch(settings):
 
 
 def summarise(settings, numrnn_row, torch_row, torch_ver, walls, load_at_start):
-    from numrnn import __version__
-
     summary = dict(
         settings=asdict(settings),
-        numrnn_version=__version__,
-        torch_version=torch_ver,
-        cpu=cpu_name(),
-        cpus=os.cpu_count(),
+        **run_context(torch_ver),
         load_at_start=load_at_start,
         warmup_steps=WARMUP_STEPS,
         numrnn=numrnn_row,
@@ -393,16 +387,13 @@ def parse_args(argv=None):
 
 
 def settings_from(args):
-    base = QUICK if args.quick else DEFAULTS
-    chosen = {
-        key: getattr(args, key) if getattr(args, key) is not None else default
-        for key, default in base.items()
-    }
-    for key in ("steps", "hidden", "layers", "batch_size", "seq_len"):
-        if chosen[key] < 1:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1")
-    if chosen["embed"] < 0:
-        raise SystemExit("error: --embed must be 0 or more")
+    chosen = chosen_settings(
+        args,
+        DEFAULTS,
+        QUICK,
+        at_least_one=("steps", "hidden", "layers", "batch_size", "seq_len"),
+        at_least_zero=("embed",),
+    )
     return Settings(corpus=str(Path(args.corpus).resolve()), **chosen)
 
 
