@@ -50,16 +50,11 @@ def classify():
     batch_size=64,
     lr=1e-3,
     max_epochs=20,
-    eval_every=250,
-    checkpoint_every=250,
-    log_every=50,
     val_frac=0.1,
-    embed_help="Character embedding width; 0 feeds one-hot vectors.",
     batch_help="Examples per step (batched by similar length).",
     val_help="Share of each label's examples held out for validation (early stopping and the "
     "best checkpoint); 0: none.",
-    out_help="Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
-    "[default: DATA's name with .safetensors, or the --resume file]",
+    data_name="DATA",
 )
 @click.pass_context
 def train(ctx, data, **options):

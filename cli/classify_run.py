@@ -16,7 +16,7 @@ from numrnn.tasks import classify, require_task
 from numrnn.tasks.examples import EncodedTexts
 from numrnn_cli.console import err_console, out_console
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand, labelled_data_line
+from numrnn_cli.training_run import TrainingCommand, labelled_data_line, listing, refuse_new_labels
 
 SPLITS = ("train", "val", "test")
 
@@ -44,11 +44,7 @@ def _new_model(data, options, train_config):
 
 
 def _prepare(path, data, vocab, options, train_config, resume):
-    if resume is not None and resume.labels != data.label_names:
-        raise DataError(
-            f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
-            f"was trained on {_listing(resume.labels)}; resume on the same data"
-        )
+    refuse_new_labels(path, data, resume)
     split = _split(data, train_config)
     if len(split[0]) == 0:
         raise DataError(
@@ -172,8 +168,8 @@ def _label_ids(data, labels, data_path):
     unknown = [name for name in data.label_names if name not in index]
     if unknown:
         raise DataError(
-            f"{data_path} has label(s) the model does not know: {_listing(unknown)}; "
-            f"it knows {_listing(labels)}"
+            f"{data_path} has label(s) the model does not know: {listing(unknown)}; "
+            f"it knows {listing(labels)}"
         )
     mapping = np.array([index[name] for name in data.label_names], np.int64)
     return mapping[data.labels]
@@ -215,11 +211,6 @@ def run_predict(checkpoint, texts, k, as_json):
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def _listing(names, limit=30):
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _warn(message):

@@ -16,7 +16,12 @@ from numrnn.tasks import generate, require_task
 from numrnn_cli.console import err_console
 from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand, labelled_data_line
+from numrnn_cli.training_run import (
+    TrainingCommand,
+    labelled_data_line,
+    refuse_new_labels,
+    refuse_unknown_characters,
+)
 
 # --------------------------------------------------------------------------- train
 
@@ -48,27 +53,11 @@ def _new_model(data, options, train_config):
     return vocab, config
 
 
-def _listing(names, most=8):
-    shown = ", ".join(names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
 def _prepare(path, data, vocab, options, train_config, resume):
-    if resume is not None and resume.labels != data.label_names:
-        raise DataError(
-            f"{path} has the labels {_listing(data.label_names)}, but the checkpoint "
-            f"was trained on {_listing(resume.labels)}; resume on the same data"
-        )
+    refuse_new_labels(path, data, resume)
     split = _split(data, train_config)
     if resume is not None:
-        unknown = sorted({char for i in split[0] for char in data.texts[i] if char not in vocab})
-        if unknown:
-            shown = ", ".join(describe_char(char) for char in unknown[:5])
-            raise DataError(
-                f"{path} has {len(unknown)} character(s) in its training examples "
-                f"that the checkpoint's vocabulary lacks ({shown}); resume on the "
-                f"data the model was trained on"
-            )
+        refuse_unknown_characters(path, [data.texts[i] for i in split[0]], vocab)
     return {"path": path, "data": data, "split": split}
 
 

@@ -23,15 +23,11 @@ from numrnn_cli.training import POSITIVE, explicit_options, limit_threads, train
     batch_size=32,
     lr=2e-3,
     max_epochs=50,
-    eval_every=250,
-    checkpoint_every=250,
-    log_every=50,
     val_frac=0.05,
     embed_help="Character embedding width; 0 feeds one-hot vectors instead.",
     batch_help="Parallel streams per step.",
     val_help="Share of the text, at its end, held out for validation; 0: none.",
-    out_help="Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
-    "[default: CORPUS's name with .safetensors, or the --resume file]",
+    data_name="CORPUS",
 )
 @click.pass_context
 def train(ctx, corpus, **options):

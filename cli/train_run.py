@@ -4,11 +4,10 @@ import shlex
 
 import numpy as np
 
-from numrnn.data import Vocab, describe_char, read_text, split_by_position
-from numrnn.errors import DataError
+from numrnn.data import Vocab, read_text, split_by_position
 from numrnn.model import ModelConfig
 from numrnn.tasks import lm
-from numrnn_cli.training_run import TrainingCommand
+from numrnn_cli.training_run import TrainingCommand, refuse_unknown_characters
 
 
 def _new_model(text, options, train_config):
@@ -27,13 +26,7 @@ def _new_model(text, options, train_config):
 def _prepare(corpus, text, vocab, options, train_config, resume):
     """(train ids, validation ids or None)."""
     if resume is not None:
-        unknown = sorted({char for char in set(text) if char not in vocab})
-        if unknown:
-            shown = ", ".join(describe_char(char) for char in unknown[:5])
-            raise DataError(
-                f"{corpus} has {len(unknown)} character(s) the checkpoint's vocabulary "
-                f"lacks ({shown}); resume on the text the model was trained on"
-            )
+        refuse_unknown_characters(corpus, [text], vocab, what="text")
     ids = vocab.encode(text)[0]
     if train_config.val_frac == 0:
         return ids, None

@@ -49,16 +49,21 @@ def training_options(
     batch_size,
     lr,
     max_epochs,
-    eval_every,
-    checkpoint_every,
-    log_every,
     val_frac,
-    embed_help,
     batch_help,
     val_help,
-    out_help,
+    data_name,
+    eval_every=250,
+    checkpoint_every=250,
+    log_every=50,
+    embed_help="Character embedding width; 0 feeds one-hot vectors.",
 ):
-    """The options every training command takes, with this command's defaults and wording."""
+    """The options every training command takes, with this command's defaults and wording;
+    ``data_name`` is the command's data argument as its help names it (CORPUS, DATA)."""
+    out_help = (
+        "Checkpoint file; the best one goes beside it as FILE.best.safetensors.  "
+        f"[default: {data_name}'s name with .safetensors, or the --resume file]"
+    )
     specs = [
         click.option("--cell", type=click.Choice(CELLS), default=cell, help="Recurrent cell."),
         click.option("--hidden", type=POSITIVE, default=hidden, help="Hidden units per layer."),

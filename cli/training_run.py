@@ -17,6 +17,7 @@ import numpy as np
 
 from numrnn.checkpoint import best_path, check_writable, load_checkpoint
 from numrnn.configs import TrainConfig
+from numrnn.data import describe_char
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.params import from_torch
 from numrnn.tasks import network_class, require_task
@@ -214,3 +215,29 @@ def labelled_data_line(data, path, *, conflicts):
     return f"{len(data):,} examples of {len(data.label_names)} labels from {path}" + (
         f" ({', '.join(notes)})" if notes else ""
     )
+
+
+def listing(names, limit=30):
+    """Names for a message: "a, b, c and 12 more"."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def refuse_new_labels(path, data, resume):
+    """On --resume, the data's labels must be the checkpoint's, in the same order."""
+    if resume is not None and resume.labels != data.label_names:
+        raise DataError(
+            f"{path} has the labels {listing(data.label_names)}, but the checkpoint was trained "
+            f"on {listing(resume.labels)}; resume on the same data"
+        )
+
+
+def refuse_unknown_characters(path, texts, vocab, what="data"):
+    """On --resume, every training character must be in the checkpoint's vocabulary."""
+    unknown = sorted({char for text in texts for char in text if char not in vocab})
+    if unknown:
+        shown = ", ".join(describe_char(char) for char in unknown[:5])
+        raise DataError(
+            f"{path} has {len(unknown)} character(s) the checkpoint's vocabulary lacks ({shown}); "
+            f"resume on the {what} the model was trained on"
+        )
