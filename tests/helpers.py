@@ -47,3 +47,23 @@ def interrupt_training(arguments, cwd, timeout=240):
     proc.send_signal(signal.SIGINT)
     seen.append(proc.stderr.read())
     return proc.wait(timeout=120), "".join(seen)
+
+
+def labelled_trainer(task, path, *, events=None, resume=None, rng=None, **options):
+    """A Trainer for a small labelled-data task: batch 10, lr 1e-2, evaluation and checkpoints
+    every 5 steps, a progress event every step, no epoch limit (``options`` override)."""
+    from numrnn.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(
+        batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1, max_epochs=0, **options
+    )
+    return Trainer(
+        task, config, path, on_event=events.append if events is not None else None, resume=resume, rng=rng
+    )
+
+
+def step_losses(events):
+    """(step, loss) of every StepDone event."""
+    from numrnn.trainer import StepDone
+
+    return [(e.step, e.loss) for e in events if isinstance(e, StepDone)]

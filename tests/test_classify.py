@@ -9,7 +9,7 @@ from numrnn.data import LabelledData, Vocab
 from numrnn.model import ModelConfig
 from numrnn.tasks.classify import Classifier, ClassifyTask, balanced_weights
 from numrnn.tasks.examples import EncodedTexts, batch_order
-from numrnn.trainer import StepDone, TrainConfig, Trainer
+from tests.helpers import labelled_trainer, step_losses
 
 F64_RTOL = 1e-10
 F64_ATOL = 1e-12
@@ -171,16 +171,8 @@ def make_trainer(tmp_path, name, *, model=None, rng=None, resume=None, events=No
         model = Classifier(config).init_weights(rng)
     split = (np.arange(0, 96), np.arange(96, 108), np.arange(108, 120))
     task = ClassifyTask(model, vocab, data, split, batch_size=10, seed=4, balance=True)
-    config = TrainConfig(
-        batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1, max_epochs=0, **options
-    )
-    return Trainer(
-        task,
-        config,
-        tmp_path / f"{name}.safetensors",
-        on_event=events.append if events is not None else None,
-        resume=resume,
-        rng=rng,
+    return labelled_trainer(
+        task, tmp_path / f"{name}.safetensors", events=events, resume=resume, rng=rng, **options
     )
 
 
@@ -202,8 +194,7 @@ def test_resume_continues_exactly(tmp_path):
         max_steps=24,
     )
     resumed.run()
-    losses = lambda events: [(e.step, e.loss) for e in events if isinstance(e, StepDone)]  # noqa: E731
-    assert losses(split_events) == losses(straight_events)
+    assert step_losses(split_events) == step_losses(straight_events)
     np.testing.assert_array_equal(resumed.model.params, straight.model.params)
 
 

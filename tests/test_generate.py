@@ -15,7 +15,7 @@ from numrnn.params import to_torch
 from numrnn.sampling import ConditionalSampler, SampleConfig, unique_draw_limit
 from numrnn.tasks import generate, require_task
 from numrnn.tasks.generate import END, START, GenerateTask, build_vocab, sequences
-from numrnn.trainer import StepDone, TrainConfig, Trainer
+from tests.helpers import labelled_trainer, step_losses
 
 F64_RTOL = 1e-10
 F64_ATOL = 1e-12
@@ -352,21 +352,9 @@ def make_trainer(
         rng = np.random.default_rng(0)
         model = Model(config).init_weights(rng)
     task = GenerateTask(model, vocab, data, split, batch_size=10, seed=4)
-    config = TrainConfig(
-        batch_size=10, lr=1e-2, eval_every=5, checkpoint_every=5, log_every=1, max_epochs=0, **options
+    return labelled_trainer(
+        task, tmp_path / f"{name}.safetensors", events=events, resume=resume, rng=rng, **options
     )
-    return Trainer(
-        task,
-        config,
-        tmp_path / f"{name}.safetensors",
-        on_event=events.append if events is not None else None,
-        resume=resume,
-        rng=rng,
-    )
-
-
-def step_losses(events):
-    return [(e.step, e.loss) for e in events if isinstance(e, StepDone)]
 
 
 @pytest.mark.parametrize("cell, mode", [("lstm", "both"), ("gru", "state")])

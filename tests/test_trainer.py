@@ -14,6 +14,7 @@ from numrnn.optim import LRSchedule
 from numrnn.params import from_torch
 from numrnn.tasks.lm import LanguageModelTask, evaluate
 from numrnn.trainer import EvalReport, StepDone, TrainConfig, Trainer
+from tests.helpers import step_losses
 
 TEXT = "the quick brown fox jumps over the lazy dog; " * 40 + "pack my box with five dozen liquor jugs. " * 40
 VOCAB = Vocab.from_text(TEXT)
@@ -43,10 +44,6 @@ def make_trainer(tmp_path, name="run", model=None, rng=None, resume=None, events
         on_event=on_event,
     )
     return Trainer(task, config, tmp_path / f"{name}.safetensors", on_event=on_event, resume=resume, rng=rng)
-
-
-def step_losses(events):
-    return [(e.step, e.loss) for e in events if isinstance(e, StepDone)]
 
 
 # --------------------------------------------------------------------------- batches
