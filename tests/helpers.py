@@ -1,4 +1,6 @@
-"""Builders shared by the kernel, model and parity tests."""
+"""Builders shared by the tests: kernels, models, trainers, the CLI."""
+
+from pathlib import Path
 
 import numpy as np
 
@@ -67,3 +69,25 @@ def step_losses(events):
     from numrnn.trainer import StepDone
 
     return [(e.step, e.loss) for e in events if isinstance(e, StepDone)]
+
+
+SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "shakespeare.txt"
+# `numrnn train` options for a model small enough to train in a test.
+SMALL_LM = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--embed",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--log-every",
+    "5",
+]

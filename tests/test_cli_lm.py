@@ -14,28 +14,11 @@ from click.testing import CliRunner
 from numrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
-from tests.helpers import assert_clean_error, interrupt_training
+from tests.helpers import SAMPLE_CORPUS, SMALL_LM, assert_clean_error, interrupt_training
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "shakespeare.txt"
-SMALL = [
-    "--hidden",
-    "16",
-    "--layers",
-    "1",
-    "--embed",
-    "8",
-    "--seq-len",
-    "16",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "10",
-    "--checkpoint-every",
-    "10",
-    "--log-every",
-    "5",
-]
+SAMPLE = SAMPLE_CORPUS
+SMALL = SMALL_LM
 
 
 @pytest.fixture

@@ -18,29 +18,12 @@ from numrnn.metrics_file import Curve, moving_average, read_metrics
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
 from numrnn_cli.plot import IMAGE_DPI, IMAGE_INCHES, file_labels, nice_ticks, tick_labels
+from tests.helpers import SAMPLE_CORPUS, SMALL_LM
 from tests.helpers import assert_clean_error as shared_assert_clean_error
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "shakespeare.txt"
-SMALL = [
-    "--hidden",
-    "16",
-    "--layers",
-    "1",
-    "--embed",
-    "8",
-    "--seq-len",
-    "16",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "10",
-    "--checkpoint-every",
-    "10",
-    "--log-every",
-    "5",
-    "-q",
-]
+SAMPLE = SAMPLE_CORPUS
+SMALL = SMALL_LM + ["-q"]
 SIZE = ["--width", "90", "--height", "30"]  # terminal plots in tests: fixed, not the terminal's
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_IMAGE_BYTES = 10_000  # a PNG with axes, curves and a legend; an empty figure is ~5 kB
