@@ -444,10 +444,11 @@ class RecurrentStack:
 
     # ------------------------------------------------------------------ backward
 
-    def backward(self, k, w, dw, ws, dstate=None, *, input_dgates=None):
+    def backward(self, k, w, dw, ws, dstate=None, *, input_dgates=None, state_grad=True):
         """Backpropagate from ``ws.dhs`` (the top layer's output gradients, filled by the
         caller) and ``dstate`` (the gradient reaching the final states, or None) to every
-        parameter (accumulated) and the initial state, returned like zero_state's dict.
+        parameter (accumulated) and the initial state, returned like zero_state's dict;
+        with ``state_grad`` False the initial state's gradient is skipped (None returned).
 
         input_dgates(dgate_rows, reverse): called with layer 0's gate gradients before the
         input projection's backward (the conditioning's gradient).
@@ -460,7 +461,7 @@ class RecurrentStack:
             if R > 1 and layer > 0:
                 ws.dinputs[...] = 0.0
             for d in range(R):
-                self._recur_backward(k, w, dw, ws, layer, d, dstate)
+                self._recur_backward(k, w, dw, ws, layer, d, dstate, state_grad)
                 Wx, _, _, _ = (w[name] for name in self._names(layer, d))
                 dWx, _, dbx, _ = (dw[name] for name in self._names(layer, d))
                 if layer == 0:
@@ -486,6 +487,8 @@ class RecurrentStack:
                 ws.dinputs *= ws.masks[layer - 1]
             ws.dhs[0][...] = ws.dinputs[:, :, :H]
             ws.dhs[1][...] = _take_rows(ws.dinputs[:, :, H:], ws.reverse)
+        if not state_grad:
+            return None
         state = {"h": ws.dh0.copy()}
         if self.cell.has_cell_state:
             state["c"] = ws.dc0.copy()
@@ -508,7 +511,7 @@ class RecurrentStack:
         )
         ws.dinputs += _take_rows(dx, ws.reverse) if d else dx
 
-    def _recur_backward(self, k, w, dw, ws, layer, d, dstate):
+    def _recur_backward(self, k, w, dw, ws, layer, d, dstate, state_grad):
         _, Wh, _, _ = (w[name] for name in self._names(layer, d))
         _, dWh, _, dbh = (dw[name] for name in self._names(layer, d))
         unit, index = (layer, d), layer * self.directions + d
@@ -516,7 +519,7 @@ class RecurrentStack:
         hs, dhs = ws.hs[unit], ws.dhs[d]
         cell = self.cell.name
         if cell == "rnn":
-            k.rnn_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, Wh, ws.scratch)
+            k.rnn_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, state_grad, Wh, ws.scratch)
         elif cell == "lstm":
             dcT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
             k.lstm_backward(
@@ -531,6 +534,7 @@ class RecurrentStack:
                 hs,
                 ws.cs[unit],
                 ws.gates[unit],
+                state_grad,
                 Wh,
                 ws.scratch,
             )
@@ -545,6 +549,7 @@ class RecurrentStack:
                 hs,
                 ws.gates[unit],
                 ws.hn[unit],
+                state_grad,
                 Wh,
                 ws.dhg,
                 ws.scratch,

@@ -179,7 +179,17 @@ class Model(Network):
         return self._run(tokens, targets, state, grad=False, labels=labels)
 
     def loss_and_grad(
-        self, tokens, targets, state=None, *, dstate=None, train=False, rng=None, zero_grad=True, labels=None
+        self,
+        tokens,
+        targets,
+        state=None,
+        *,
+        dstate=None,
+        train=False,
+        rng=None,
+        zero_grad=True,
+        labels=None,
+        state_grad=True,
     ):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
@@ -189,7 +199,8 @@ class Model(Network):
         dropout, drawing masks from ``rng``. labels: (B,) label ids, required by (and only
         by) a conditioned model; with state conditioning and ``state`` None the initial state
         is each label's learnt one, and its gradient goes into those rows. Returns the loss, the
-        final state and the initial state's gradient.
+        final state and the initial state's gradient (None with ``state_grad`` False: a training
+        step that does not pass it on skips the first step's recurrent product in backward).
         """
         return self._run(
             tokens,
@@ -201,10 +212,22 @@ class Model(Network):
             rng=rng,
             zero_grad=zero_grad,
             labels=labels,
+            state_grad=state_grad,
         )
 
     def _run(
-        self, tokens, targets, state, *, grad, dstate=None, train=False, rng=None, zero_grad=True, labels=None
+        self,
+        tokens,
+        targets,
+        state,
+        *,
+        grad,
+        dstate=None,
+        train=False,
+        rng=None,
+        zero_grad=True,
+        labels=None,
+        state_grad=True,
     ):
         cfg, k, w = self.config, self.kernels, self.weights
         tokens = np.ascontiguousarray(tokens, dtype=np.intp)
@@ -262,7 +285,8 @@ class Model(Network):
             ws.stack,
             None if dstate is None else dstate.to_dict(),
             input_dgates=input_dgates,
+            state_grad=state_grad or learnt_state,
         )
         if learnt_state:
             cond.state_backward(self.dweights, labels, dstate0)
-        return LossResult(loss, final, State.from_dict(dstate0))
+        return LossResult(loss, final, State.from_dict(dstate0) if state_grad else None)

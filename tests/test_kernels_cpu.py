@@ -46,14 +46,16 @@ class LayerRun:
             cpu.gru_forward(self.hs, self.gates, self.hn, c["Wh"], c["bh"], hw)
         return self
 
-    def backward(self, dhs, dhT, dcT):
+    def backward(self, dhs, dhT, dcT, initial_grad=True):
         c, T, B, H, G = self.c, self.T, self.B, self.H, self.G
         dhs, dhT, dcT = (np.ascontiguousarray(a, self.dtype) for a in (dhs, dhT, dcT))
         g = {name: np.zeros_like(c[name]) for name in ("Wx", "Wh", "bx", "bh")}
         dxg = np.zeros((T, B, G), self.dtype)
         g["h0"] = np.zeros((B, H), self.dtype)
         if self.cell == "rnn":
-            cpu.rnn_backward(dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, c["Wh"], self.scratch)
+            cpu.rnn_backward(
+                dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, initial_grad, c["Wh"], self.scratch
+            )
         elif self.cell == "lstm":
             g["c0"] = np.zeros((B, H), self.dtype)
             cpu.lstm_backward(
@@ -68,6 +70,7 @@ class LayerRun:
                 self.hs,
                 self.cs,
                 self.gates,
+                initial_grad,
                 c["Wh"],
                 self.scratch,
             )
@@ -82,6 +85,7 @@ class LayerRun:
                 self.hs,
                 self.gates,
                 self.hn,
+                initial_grad,
                 c["Wh"],
                 np.zeros((T, B, G), self.dtype),
                 self.scratch,
@@ -153,6 +157,41 @@ def test_float32_matches_reference(cell, rng):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize(
+    "dtype,rtol,atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, F32_RTOL, F32_ATOL)]
+)
+def test_zero_initial_state_matches_reference(cell, T, dtype, rtol, atol, rng):
+    """From the zero state the kernels skip the first step's recurrent product and its rows of
+    the weight gradient; the results are the reference's."""
+    case = cell_case(cell, rng, T=T)
+    case["h0"][...] = 0.0
+    case["c0"][...] = 0.0
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, 3, 4)
+    hs, cs, _, grads = _reference(cell, case, dhs, dhT, dcT)
+    run = LayerRun(cell, case, dtype).forward()
+    got = run.backward(dhs, dhT, dcT)
+    np.testing.assert_allclose(run.hs[1:], hs, rtol=rtol, atol=atol)
+    if cell == "lstm":
+        np.testing.assert_allclose(run.cs[1:], cs, rtol=rtol, atol=atol)
+    for name in grads:
+        np.testing.assert_allclose(got[name], grads[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [1, 5])
+def test_skipping_the_initial_gradient_leaves_the_others_unchanged(cell, T, rng):
+    case = cell_case(cell, rng, T=T)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, 3, 4)
+    run = LayerRun(cell, case, np.float64).forward()
+    wanted = run.backward(dhs, dhT, dcT, initial_grad=True)
+    skipped = run.backward(dhs, dhT, dcT, initial_grad=False)
+    assert not np.allclose(skipped["h0"], wanted["h0"])  # the skipped product mattered
+    for name in ("Wx", "Wh", "bx", "bh", "x", "dxg"):
+        np.testing.assert_array_equal(skipped[name], wanted[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("chunks", [[1] * 6, [2, 4], [3, 1, 2]])
 def test_chained_calls_equal_one_call(cell, chunks, rng):
     """Truncated BPTT is repeated calls: chunks with carried state and dh/dc equal one call."""
@@ -211,6 +250,7 @@ def test_backward_accumulates_into_parameter_gradients(rng):
         run.hs,
         run.cs,
         run.gates,
+        True,
         run.c["Wh"],
         run.scratch,
     )

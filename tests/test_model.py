@@ -134,6 +134,22 @@ def test_ignored_targets_do_not_count(rng):
     assert model.loss_and_grad(tokens, masked, state).loss == pytest.approx(loss, rel=F64_RTOL)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("last_only", [False, True])
+@pytest.mark.parametrize("zero_start", [False, True])
+def test_without_the_state_gradient_the_parameter_gradients_are_unchanged(cell, last_only, zero_start, rng):
+    """state_grad=False (a training step) skips the initial state's gradient, nothing else."""
+    model, tokens, targets, state = make_case(cell, rng, layers=2, last_only=last_only)
+    if zero_start:
+        state = model.zero_state(tokens.shape[1])
+    wanted = model.loss_and_grad(tokens, targets, state=state)
+    grads = model.grads.copy()
+    skipped = model.loss_and_grad(tokens, targets, state=state, state_grad=False)
+    assert skipped.dstate is None and wanted.dstate is not None
+    assert skipped.loss == wanted.loss
+    np.testing.assert_array_equal(model.grads, grads)
+
+
 def test_gradients_accumulate_unless_zeroed(rng):
     model, tokens, targets, state = make_case("lstm", rng)
     model.loss_and_grad(tokens, targets, state)

@@ -74,6 +74,7 @@ class Classifier(Network):
         train=False,
         rng=None,
         zero_grad=True,
+        state_grad=True,
     ):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
@@ -81,7 +82,8 @@ class Classifier(Network):
         lengths (B) real lengths, 1..T (None: all T). class_weights (C): the loss is
         sum_b w[y_b] * loss_b / sum_b w[y_b], as torch's CrossEntropyLoss(weight=w).
         Returns the loss, the final state (at each row's length) and the initial state's
-        gradient.
+        gradient (None with ``state_grad`` False, which saves the first step's recurrent
+        product in backward).
         """
         return self._run(
             tokens,
@@ -93,6 +95,7 @@ class Classifier(Network):
             train=train,
             rng=rng,
             zero_grad=zero_grad,
+            state_grad=state_grad,
         )
 
     def _forward(self, tokens, lengths, state, *, use_dropout, rng):
@@ -117,7 +120,18 @@ class Classifier(Network):
         return ws, lengths, rows
 
     def _run(
-        self, tokens, targets, lengths, state, class_weights, *, grad, train=False, rng=None, zero_grad=True
+        self,
+        tokens,
+        targets,
+        lengths,
+        state,
+        class_weights,
+        *,
+        grad,
+        train=False,
+        rng=None,
+        zero_grad=True,
+        state_grad=True,
     ):
         k, w = self.kernels, self.weights
         use_dropout = grad and train and self.config.dropout > 0 and self.config.layers > 1
@@ -150,8 +164,8 @@ class Classifier(Network):
         for d, dhs in enumerate(ws.stack.dhs):
             dhs[...] = 0.0
             dhs[lengths - 1, rows] = ws.dfeats[:, d * H : (d + 1) * H]
-        dstate0 = self.stack.backward(k, w, self.dweights, ws.stack)
-        return LossResult(loss, final, State.from_dict(dstate0))
+        dstate0 = self.stack.backward(k, w, self.dweights, ws.stack, state_grad=state_grad)
+        return LossResult(loss, final, State.from_dict(dstate0) if state_grad else None)
 
 
 class _Workspace:
@@ -241,7 +255,7 @@ class ClassifyTask(ExamplesTask):
         rows = self.epoch_batches(epoch)[position]
         tokens, targets, lengths = self.encoded.batch(rows)
         return self.model.loss_and_grad(
-            tokens, targets, lengths, class_weights=self.class_weights, train=True, rng=rng
+            tokens, targets, lengths, class_weights=self.class_weights, train=True, rng=rng, state_grad=False
         ).loss
 
     def evaluate(self, should_stop=None):

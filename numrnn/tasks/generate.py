@@ -146,7 +146,9 @@ class GenerateTask(ExamplesTask):
 
     def loss_and_grad(self, epoch, position, rng):
         tokens, targets, labels = self.batch_at(epoch, position)
-        return self.model.loss_and_grad(tokens, targets, labels=labels, train=True, rng=rng).loss
+        return self.model.loss_and_grad(
+            tokens, targets, labels=labels, train=True, rng=rng, state_grad=False
+        ).loss
 
     # ------------------------------------------------------------------ evaluation
 

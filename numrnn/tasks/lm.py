@@ -117,7 +117,8 @@ class LanguageModelTask:
 
     def loss_and_grad(self, epoch, position, rng):
         tokens, targets = self.streams.batch_at(position)
-        result = self.model.loss_and_grad(tokens, targets, self.state, train=True, rng=rng)
+        # Truncated BPTT: the gradient stops at the chunk's start, so its state's is not wanted.
+        result = self.model.loss_and_grad(tokens, targets, self.state, train=True, rng=rng, state_grad=False)
         self._next_state = result.state
         return result.loss
 
