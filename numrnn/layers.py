@@ -36,6 +36,18 @@ def _init_uniform(view, rng, fan_in):
     view[...] = rng.uniform(-bound, bound, view.shape)
 
 
+def active_rows(lengths, T, B):
+    """(T,) how many rows each step computes: with rows sorted longest first (non-increasing
+    lengths), the rows still running, as packed sequences; otherwise all B. A row past its
+    length then holds its state, which the masking contract reads at its length anyway."""
+    if lengths is None:
+        return np.full(T, B, np.intp)
+    lengths = np.asarray(lengths)
+    if B > 1 and (lengths[1:] > lengths[:-1]).any():
+        return np.full(T, B, np.intp)
+    return np.searchsorted(-lengths, -np.arange(T), side="left").astype(np.intp)
+
+
 def reverse_rows(lengths, T):
     """(T, B) time indices that read each row's first ``lengths[b]`` steps backwards and leave
     its padding in place; applying it twice gives the identity."""
@@ -354,14 +366,16 @@ class RecurrentStack:
     ):
         """Run every layer over tokens (T, B) from ``state`` (a dict like zero_state's).
 
-        lengths (B): each row's real length, needed only by a bidirectional stack (the
-        reverse direction starts at each row's end); None means every row is T long.
+        lengths (B): each row's real length; None means every row is T long. A bidirectional
+        stack needs it (the reverse direction starts at each row's end); with rows sorted
+        longest first, each step also computes only the rows still running (``active_rows``).
         input_gates(gate_rows, reverse): called after layer 0's input projection, to add to
         it (conditioning); ``reverse`` says whether the rows are in reversed time.
         """
         T, B = tokens.shape
         R = self.directions
         ws.used_dropout = use_dropout
+        ws.active = active_rows(lengths, T, B)
         ws.reverse = reverse_rows(T if lengths is None else lengths, T) if R > 1 else None
         flat = tokens.reshape(-1)
         ws.tokens = (
@@ -413,12 +427,12 @@ class RecurrentStack:
         hs[0] = state["h"][index]
         cell = self.cell.name
         if cell == "rnn":
-            k.rnn_forward(hs, gates, Wh, bh, ws.hw)
+            k.rnn_forward(hs, gates, ws.active, Wh, bh, ws.hw)
         elif cell == "lstm":
             ws.cs[unit][0] = state["c"][index]
-            k.lstm_forward(hs, ws.cs[unit], gates, Wh, bh, ws.hw)
+            k.lstm_forward(hs, ws.cs[unit], gates, ws.active, Wh, bh, ws.hw)
         else:
-            k.gru_forward(hs, gates, ws.hn[unit], Wh, bh, ws.hw)
+            k.gru_forward(hs, gates, ws.hn[unit], ws.active, Wh, bh, ws.hw)
 
     def top_outputs(self, ws, direction=0):
         """(T, B, H): the top layer's outputs in one direction (its own time order)."""
@@ -519,7 +533,9 @@ class RecurrentStack:
         hs, dhs = ws.hs[unit], ws.dhs[d]
         cell = self.cell.name
         if cell == "rnn":
-            k.rnn_backward(ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, state_grad, Wh, ws.scratch)
+            k.rnn_backward(
+                ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, ws.active, state_grad, Wh, ws.scratch
+            )
         elif cell == "lstm":
             dcT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
             k.lstm_backward(
@@ -534,6 +550,7 @@ class RecurrentStack:
                 hs,
                 ws.cs[unit],
                 ws.gates[unit],
+                ws.active,
                 state_grad,
                 Wh,
                 ws.scratch,
@@ -549,6 +566,7 @@ class RecurrentStack:
                 hs,
                 ws.gates[unit],
                 ws.hn[unit],
+                ws.active,
                 state_grad,
                 Wh,
                 ws.dhg,

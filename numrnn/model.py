@@ -53,6 +53,17 @@ class LossResult:
     dstate: State | None = None  # gradient of the loss with respect to the initial state
 
 
+def _checked_lengths(lengths, targets):
+    """lengths (B) as intp, checked against targets (T, B): 1..T, padding targets ignored."""
+    T, B = targets.shape
+    lengths = np.asarray(lengths, np.intp)
+    if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"lengths must be {B} values in 1..{T}")
+    if (targets[np.arange(T)[:, None] >= lengths[None, :]] >= 0).any():
+        raise ValueError("targets past a row's length must be ignored (below 0)")
+    return lengths
+
+
 def standard_layers(config):
     """The embedding, recurrent stack and head a ``ModelConfig`` describes, then its
     ``Conditioning`` layer when ``config.condition`` is not "none" (last, so the other
@@ -174,9 +185,9 @@ class Model(Network):
 
     # ------------------------------------------------------------------ passes
 
-    def loss(self, tokens, targets, state=None, *, labels=None):
+    def loss(self, tokens, targets, state=None, *, labels=None, lengths=None):
         """Mean cross-entropy without gradients (evaluation); dropout is off."""
-        return self._run(tokens, targets, state, grad=False, labels=labels)
+        return self._run(tokens, targets, state, grad=False, labels=labels, lengths=lengths)
 
     def loss_and_grad(
         self,
@@ -190,6 +201,7 @@ class Model(Network):
         zero_grad=True,
         labels=None,
         state_grad=True,
+        lengths=None,
     ):
         """Mean cross-entropy and its gradient, left in ``grads`` (``+=`` unless zero_grad).
 
@@ -201,6 +213,9 @@ class Model(Network):
         is each label's learnt one, and its gradient goes into those rows. Returns the loss, the
         final state and the initial state's gradient (None with ``state_grad`` False: a training
         step that does not pass it on skips the first step's recurrent product in backward).
+        lengths (B): each row's real steps, for right-padded rows whose padding targets are
+        ignored; with rows sorted longest first the padded steps are skipped (packed
+        sequences) and the final state is each row's own (see ``RecurrentStack.forward``).
         """
         return self._run(
             tokens,
@@ -213,6 +228,7 @@ class Model(Network):
             zero_grad=zero_grad,
             labels=labels,
             state_grad=state_grad,
+            lengths=lengths,
         )
 
     def _run(
@@ -228,6 +244,7 @@ class Model(Network):
         zero_grad=True,
         labels=None,
         state_grad=True,
+        lengths=None,
     ):
         cfg, k, w = self.config, self.kernels, self.weights
         tokens = np.ascontiguousarray(tokens, dtype=np.intp)
@@ -235,6 +252,8 @@ class Model(Network):
         targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
         if targets.shape[0] != T * B:
             raise ValueError(f"targets have {targets.shape[0]} entries, expected {T * B}")
+        if lengths is not None:
+            lengths = _checked_lengths(lengths, targets.reshape(T, B))
         cond = self.conditioning
         labels = self._check_labels(labels, B)
         learnt_state = state is None and cond is not None and cond.uses_state
@@ -253,12 +272,15 @@ class Model(Network):
                 ws.stack,
                 tokens,
                 state.to_dict(),
+                lengths=lengths,
                 use_dropout=use_dropout,
                 rng=rng,
                 input_gates=cond.input_gates(w, labels),
             )
         else:
-            self.stack.forward(k, w, ws.stack, tokens, state.to_dict(), use_dropout=use_dropout, rng=rng)
+            self.stack.forward(
+                k, w, ws.stack, tokens, state.to_dict(), lengths=lengths, use_dropout=use_dropout, rng=rng
+            )
         feats = self.stack.top_outputs(ws.stack).reshape(T * B, cfg.hidden)
         self.head.forward(k, w, ws.logits, feats)
         count = max(int(np.count_nonzero(targets >= 0)), 1)
@@ -268,7 +290,7 @@ class Model(Network):
         else:
             k.softmax_xent_forward(ws.losses, ws.logits, targets)
         loss = float(ws.losses.sum(dtype=np.float64)) / count
-        final = State.from_dict(self.stack.final_state(ws.stack))
+        final = State.from_dict(self.stack.final_state(ws.stack, lengths))
         if not grad:
             return LossResult(loss, final)
         if zero_grad:

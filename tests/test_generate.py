@@ -229,16 +229,22 @@ def encoded_names(names, labels):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("mode", MODES)
-def test_a_padded_shuffled_batch_equals_each_name_alone(cell, mode, rng):
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_padded_shuffled_batch_equals_each_name_alone(cell, mode, packed, rng):
+    """packed: rows sorted longest first with their lengths, as the task batches them (the
+    padded steps are skipped); otherwise shuffled rows computed through their padding."""
     model = make_model(cell, rng, mode)
     labels = rng.integers(0, C, len(NAMES))
     encoded = encoded_names(NAMES, labels)
     start, end = generate.special_ids(VOCAB)
     rows = rng.permutation(len(NAMES))[:7]
+    if packed:
+        rows = rows[np.argsort([-len(NAMES[r]) for r in rows], kind="stable")]
     tokens, targets, batch_labels = sequences(encoded, rows, start, end)
     assert (targets == end).sum() == len(rows)
     assert (targets >= 0).sum() == sum(len(NAMES[r]) + 1 for r in rows)
-    result = model.loss_and_grad(tokens, targets, labels=batch_labels)
+    lengths = generate.steps_of(targets) if packed else None
+    result = model.loss_and_grad(tokens, targets, labels=batch_labels, lengths=lengths)
     count = int((targets >= 0).sum())
     batch_total, batch_grads = result.loss * count, model.grads * count
 

@@ -18,7 +18,7 @@ CELLS = ["rnn", "lstm", "gru"]
 class LayerRun:
     """One cell layer driven through the kernels exactly as model.py drives it."""
 
-    def __init__(self, cell, case, dtype):
+    def __init__(self, cell, case, dtype, active=None):
         self.cell = cell
         self.c = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in case.items()}
         self.dtype = dtype
@@ -26,6 +26,7 @@ class LayerRun:
         H = self.c["h0"].shape[1]
         self.T, self.B, self.H, self.G = T, B, H, GATES_PER_CELL[cell] * H
         self.scratch = np.zeros(4096, dtype)
+        self.active = np.full(T, B, np.intp) if active is None else np.asarray(active, np.intp)
 
     def forward(self, h0=None, c0=None):
         c, T, B, H, G = self.c, self.T, self.B, self.H, self.G
@@ -36,14 +37,14 @@ class LayerRun:
         self.xg = self.gates.copy()
         hw = np.zeros((B, G), self.dtype)
         if self.cell == "rnn":
-            cpu.rnn_forward(self.hs, self.xg, c["Wh"], c["bh"], hw)
+            cpu.rnn_forward(self.hs, self.xg, self.active, c["Wh"], c["bh"], hw)
         elif self.cell == "lstm":
             self.cs = np.zeros((T + 1, B, H), self.dtype)
             self.cs[0] = c["c0"] if c0 is None else c0
-            cpu.lstm_forward(self.hs, self.cs, self.gates, c["Wh"], c["bh"], hw)
+            cpu.lstm_forward(self.hs, self.cs, self.gates, self.active, c["Wh"], c["bh"], hw)
         else:
             self.hn = np.zeros((T, B, H), self.dtype)
-            cpu.gru_forward(self.hs, self.gates, self.hn, c["Wh"], c["bh"], hw)
+            cpu.gru_forward(self.hs, self.gates, self.hn, self.active, c["Wh"], c["bh"], hw)
         return self
 
     def backward(self, dhs, dhT, dcT, initial_grad=True):
@@ -54,7 +55,17 @@ class LayerRun:
         g["h0"] = np.zeros((B, H), self.dtype)
         if self.cell == "rnn":
             cpu.rnn_backward(
-                dxg, g["h0"], g["Wh"], g["bh"], dhs, dhT, self.hs, initial_grad, c["Wh"], self.scratch
+                dxg,
+                g["h0"],
+                g["Wh"],
+                g["bh"],
+                dhs,
+                dhT,
+                self.hs,
+                self.active,
+                initial_grad,
+                c["Wh"],
+                self.scratch,
             )
         elif self.cell == "lstm":
             g["c0"] = np.zeros((B, H), self.dtype)
@@ -70,6 +81,7 @@ class LayerRun:
                 self.hs,
                 self.cs,
                 self.gates,
+                self.active,
                 initial_grad,
                 c["Wh"],
                 self.scratch,
@@ -85,6 +97,7 @@ class LayerRun:
                 self.hs,
                 self.gates,
                 self.hn,
+                self.active,
                 initial_grad,
                 c["Wh"],
                 np.zeros((T, B, G), self.dtype),
@@ -192,6 +205,43 @@ def test_skipping_the_initial_gradient_leaves_the_others_unchanged(cell, T, rng)
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("lengths", [[5, 3, 1], [5, 5, 2], [2, 2, 2]])
+@pytest.mark.parametrize("initial_grad", [True, False])
+def test_rows_that_ended_hold_their_state_and_pass_their_gradient(cell, lengths, initial_grad, rng):
+    """Packed sequences: with rows sorted longest first, step t computes only the first
+    active[t] rows. Each row then equals the row computed alone over its own length, its
+    state holds past its end, and its padded steps get no gradient."""
+    T, B = 5, 3
+    lengths = np.array(lengths)
+    active = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
+    case = cell_case(cell, rng, T=T, B=B)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, B, 4)
+    dhs[np.arange(T)[:, None] >= lengths[None, :]] = 0.0  # nothing reaches a padded output
+    packed = LayerRun(cell, case, np.float64, active=active).forward()
+    got = packed.backward(dhs, dhT, dcT, initial_grad)
+    totals = {name: 0.0 for name in ("Wx", "Wh", "bx", "bh")}
+    for b, n in enumerate(lengths):
+        row = {
+            k: v[:n, b : b + 1] if k == "x" else v[b : b + 1] if k in ("h0", "c0") else v
+            for k, v in case.items()
+        }
+        alone = LayerRun(cell, row, np.float64).forward()
+        grads = alone.backward(dhs[:n, b : b + 1], dhT[b : b + 1], dcT[b : b + 1], initial_grad)
+        np.testing.assert_allclose(packed.hs[1 : n + 1, b], alone.hs[1:, 0], rtol=F64_RTOL, atol=F64_ATOL)
+        np.testing.assert_array_equal(packed.hs[n + 1 :, b], np.broadcast_to(packed.hs[n, b], (T - n, 4)))
+        if cell == "lstm":
+            np.testing.assert_array_equal(packed.cs[n + 1 :, b], np.broadcast_to(packed.cs[n, b], (T - n, 4)))
+        np.testing.assert_allclose(got["x"][:n, b], grads["x"][:, 0], rtol=F64_RTOL, atol=F64_ATOL)
+        assert not got["dxg"][n:, b].any()
+        if initial_grad:
+            np.testing.assert_allclose(got["h0"][b], grads["h0"][0], rtol=F64_RTOL, atol=F64_ATOL)
+        for name in totals:
+            totals[name] = totals[name] + grads[name]
+    for name, total in totals.items():
+        np.testing.assert_allclose(got[name], total, rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("chunks", [[1] * 6, [2, 4], [3, 1, 2]])
 def test_chained_calls_equal_one_call(cell, chunks, rng):
     """Truncated BPTT is repeated calls: chunks with carried state and dh/dc equal one call."""
@@ -250,6 +300,7 @@ def test_backward_accumulates_into_parameter_gradients(rng):
         run.hs,
         run.cs,
         run.gates,
+        run.active,
         True,
         run.c["Wh"],
         run.scratch,

@@ -160,7 +160,8 @@ def _recurrent_product(hw, h_prev, Wh, h_prev_is_zero):
     # hw (B, G) out = h_prev (B, H) @ Wh (H, G). A sequence that starts from the zero state
     # (a classifier's, a language model's first chunk) has an exactly zero product at its first
     # step: skipping it saves one of T GEMMs (a seventh of the forward's on names).
-    if h_prev_is_zero:
+    # hw and h_prev may have no rows (a step where every row has ended).
+    if h_prev_is_zero or h_prev.shape[0] == 0:
         hw[:] = 0.0
     else:
         np.dot(h_prev, Wh, hw)
@@ -176,6 +177,27 @@ def _accumulate_recurrent(dWh, dbh, hs, dpre, scratch):
     if start < T:
         _weight_grad_tn(dWh, _rows(hs[start:T]), _rows(dpre[start:T]), scratch)
     bias_backward(dbh, _rows(dpre))
+
+
+@kernel
+def _hold_rows(states, t, n):
+    # states (T+1, B, H) in/out: rows n.. of step t keep their previous state (rows that have
+    # ended: their state passes through the step unchanged)
+    for b in range(n, states.shape[1]):
+        states[t + 1, b] = states[t, b]
+
+
+@kernel
+def _pass_rows(dpre_t, dh_carry, dhs_t, n):
+    # rows n.. of a step that held their state: no gradient reaches the step's gates, and the
+    # gradient from above flows on to the previous state
+    # dpre_t (B, G) out: zeros in those rows; dh_carry (B, H) in/out; dhs_t (B, H) in
+    for b in range(n, dpre_t.shape[0]):
+        dpre_t[b] = 0.0
+        carry_b = dh_carry[b]
+        dhs_b = dhs_t[b]
+        for j in range(carry_b.shape[0]):
+            carry_b[j] += dhs_b[j]
 
 
 # --------------------------------------------------------------------------- dense and lookup layers
@@ -225,17 +247,21 @@ def embed_backward(dW, dout, tokens):
 
 
 @kernel
-def rnn_forward(hs, xg, Wh, bh, hw):
+def rnn_forward(hs, xg, active, Wh, bh, hw):
     # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = tanh(xg[t] + hs[t] @ Wh + bh)
     # xg (T, B, H) in: x_t @ Wx + bx
+    # active (T) in: step t computes rows 0..active[t]-1; the other rows hold their state
+    #   (rows that have ended, when the batch is sorted longest first: packed sequences)
     # Wh (H, H); bh (H); hw (B, H) workspace
-    T, B, H = xg.shape
+    T, _, H = xg.shape
     zero_start = _is_zero(hs[0])
     for t in range(T):
-        _recurrent_product(hw, hs[t], Wh, t == 0 and zero_start)
+        n = active[t]
+        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
         xg_t = xg[t]
         h_t = hs[t + 1]
-        for b in range(B):
+        _hold_rows(hs, t, n)
+        for b in range(n):
             xg_b = xg_t[b]
             hw_b = hw[b]
             h_b = h_t[b]
@@ -244,32 +270,34 @@ def rnn_forward(hs, xg, Wh, bh, hw):
 
 
 @kernel
-def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, initial_grad, Wh, scratch):
+def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scratch):
     # dxg (T, B, H) out: gradient of the pre-activations (= of xg)
     # dh0 (B, H) out: gradient of the initial state hs[0]; also the running carry dh_{t-1}
     # dWh (H, H), dbh (H) accumulate
     # dhs (T, B, H) in: gradient reaching h_t from above; dhT (B, H) in: from a later chunk
-    # hs (T+1, B, H) in: states of the forward
+    # hs (T+1, B, H) in: states of the forward; active (T) in: as the forward's
     # initial_grad in: False when the caller discards dh0, which then holds a partial value
     #   (the first step's recurrent product, needed only for it, is skipped)
     # Wh (H, H); scratch (>= H*max(H, B)) workspace
-    T, B, H = dhs.shape
-    carry_T = scratch[: H * B].reshape((H, B))
+    T, _, H = dhs.shape
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
+        n = active[t]
         h_t = hs[t + 1]
         dhs_t = dhs[t]
         dxg_t = dxg[t]
-        for b in range(B):
+        _pass_rows(dxg_t, dh0, dhs_t, n)
+        for b in range(n):
             h_b = h_t[b]
             dhs_b = dhs_t[b]
             carry_b = dh0[b]
             dxg_b = dxg_t[b]
             for j in range(H):
                 dxg_b[j] = rnn_cell_backward(h_b[j], dhs_b[j] + carry_b[j])
-        if t > 0 or initial_grad:
-            _recurrent_grad(carry_T, dxg_t, Wh)
-            _store_transposed(dh0, carry_T)
+        if (t > 0 or initial_grad) and n > 0:
+            carry_T = scratch[: H * n].reshape((H, n))
+            _recurrent_grad(carry_T, dxg_t[:n], Wh)
+            _store_transposed(dh0[:n], carry_T)
     _accumulate_recurrent(dWh, dbh, hs, dxg, scratch)
 
 
@@ -277,18 +305,22 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, initial_grad, Wh, scratch):
 
 
 @kernel
-def lstm_forward(hs, cs, gates, Wh, bh, hw):
+def lstm_forward(hs, cs, gates, active, Wh, bh, hw):
     # hs, cs (T+1, B, H) in/out: row 0 the initial hidden and cell state in, row t+1 step t out
     # gates (T, B, 4H) in/out: in, x_t @ Wx + bx; out, the activated gates i, f, g, o, which
-    #   backward needs (it recomputes tanh(c) instead of caching it)
+    #   backward needs (it recomputes tanh(c) instead of caching it); rows that hold keep x_t @ Wx + bx
+    # active (T) in: as rnn_forward's (held rows keep h and c)
     # Wh (H, 4H); bh (4H); hw (B, 4H) workspace
-    T, B, G = gates.shape
+    T, _, G = gates.shape
     H = G // 4
     b_i, b_f, b_g, b_o = _split4(bh, H)
     zero_start = _is_zero(hs[0])
     for t in range(T):
-        _recurrent_product(hw, hs[t], Wh, t == 0 and zero_start)
-        for b in range(B):
+        n = active[t]
+        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
+        _hold_rows(hs, t, n)
+        _hold_rows(cs, t, n)
+        for b in range(n):
             a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
             w_i, w_f, w_g, w_o = _split4(hw[b], H)
             c_prev = cs[t, b]
@@ -311,21 +343,25 @@ def lstm_forward(hs, cs, gates, Wh, bh, hw):
 
 
 @kernel
-def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, initial_grad, Wh, scratch):
+def lstm_backward(
+    dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, active, initial_grad, Wh, scratch
+):
     # dgates (T, B, 4H) out: gradient of the pre-activations (= of xg)
     # dh0, dc0 (B, H) out: gradients of the initial states; also the running carries
     # dWh (H, 4H), dbh (4H) accumulate
     # dhs (T, B, H) in: gradient reaching h_t from above; dhT, dcT (B, H) in: from a later chunk
     # hs, cs (T+1, B, H), gates (T, B, 4H) in: the forward's states and activated gates
+    # active (T) in: as the forward's (held rows pass dh and dc on)
     # initial_grad in: False when the caller discards dh0 and dc0 (see rnn_backward)
     # Wh (H, 4H); scratch (>= H*max(4H, B)) workspace
-    T, B, G = gates.shape
+    T, _, G = gates.shape
     H = G // 4
-    carry_T = scratch[: H * B].reshape((H, B))
     dh0[:] = dhT
     dc0[:] = dcT
     for t in range(T - 1, -1, -1):
-        for b in range(B):
+        n = active[t]
+        _pass_rows(dgates[t], dh0, dhs[t], n)
+        for b in range(n):
             a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
             d_i, d_f, d_g, d_o = _split4(dgates[t, b], H)
             c_prev = cs[t, b]
@@ -349,9 +385,10 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, init
                 d_g[j] = da_g
                 d_o[j] = da_o
                 dc_carry[j] = dc_prev
-        if t > 0 or initial_grad:
-            _recurrent_grad(carry_T, dgates[t], Wh)
-            _store_transposed(dh0, carry_T)
+        if (t > 0 or initial_grad) and n > 0:
+            carry_T = scratch[: H * n].reshape((H, n))
+            _recurrent_grad(carry_T, dgates[t, :n], Wh)
+            _store_transposed(dh0[:n], carry_T)
     _accumulate_recurrent(dWh, dbh, hs, dgates, scratch)
 
 
@@ -359,18 +396,22 @@ def lstm_backward(dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, init
 
 
 @kernel
-def gru_forward(hs, gates, hn, Wh, bh, hw):
+def gru_forward(hs, gates, hn, active, Wh, bh, hw):
     # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = h_t out
     # gates (T, B, 3H) in/out: in, x_t @ Wx + bx; out, the activated gates r, z, n
     # hn (T, B, H) out: h_{t-1} @ Wh_n + bh_n, the part the reset gate scales (backward needs it)
+    # active (T) in: as rnn_forward's (held rows keep their state; their gates and hn are not
+    #   written)
     # Wh (H, 3H); bh (3H); hw (B, 3H) workspace
-    T, B, G = gates.shape
+    T, _, G = gates.shape
     H = G // 3
     b_r, b_z, b_n = _split3(bh, H)
     zero_start = _is_zero(hs[0])
     for t in range(T):
-        _recurrent_product(hw, hs[t], Wh, t == 0 and zero_start)
-        for b in range(B):
+        n = active[t]
+        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
+        _hold_rows(hs, t, n)
+        for b in range(n):
             a_r, a_z, a_n = _split3(gates[t, b], H)
             w_r, w_z, w_n = _split3(hw[b], H)
             h_prev = hs[t, b]
@@ -395,22 +436,25 @@ def gru_forward(hs, gates, hn, Wh, bh, hw):
 
 
 @kernel
-def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, initial_grad, Wh, dhg, scratch):
+def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_grad, Wh, dhg, scratch):
     # dxg (T, B, 3H) out: gradient of xg (input part of the pre-activations)
     # dh0 (B, H) out: gradient of the initial state; also the running carry
     # dWh (H, 3H), dbh (3H) accumulate
     # dhs (T, B, H) in: gradient reaching h_t from above; dhT (B, H) in: from a later chunk
     # hs (T+1, B, H), gates (T, B, 3H), hn (T, B, H) in: the forward's states and caches
+    # active (T) in: as the forward's (held rows pass dh on)
     # initial_grad in: False when the caller discards dh0 (see rnn_backward)
     # Wh (H, 3H)
     # dhg (T, B, 3H) workspace: gradient of h_{t-1} @ Wh + bh (differs from dxg in the n part)
     # scratch (>= H*max(3H, B)) workspace
-    T, B, G = gates.shape
+    T, _, G = gates.shape
     H = G // 3
-    recurrent_T = scratch[: H * B].reshape((H, B))
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
-        for b in range(B):
+        n = active[t]
+        _pass_rows(dxg[t], dh0, dhs[t], n)
+        dhg[t, n:] = 0.0
+        for b in range(n):
             a_r, a_z, a_n = _split3(gates[t, b], H)
             dx_r, dx_z, dx_n = _split3(dxg[t, b], H)
             dh_r, dh_z, dh_nn = _split3(dhg[t, b], H)
@@ -429,9 +473,10 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, initial_grad, Wh, 
                 dh_z[j] = da_z
                 dh_nn[j] = dh_n
                 carry[j] = dh_prev
-        if t > 0 or initial_grad:
-            _recurrent_grad(recurrent_T, dhg[t], Wh)
-            _add_transposed(dh0, recurrent_T)
+        if (t > 0 or initial_grad) and n > 0:
+            recurrent_T = scratch[: H * n].reshape((H, n))
+            _recurrent_grad(recurrent_T, dhg[t, :n], Wh)
+            _add_transposed(dh0[:n], recurrent_T)
     _accumulate_recurrent(dWh, dbh, hs, dhg, scratch)
 
 

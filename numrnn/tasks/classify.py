@@ -194,7 +194,7 @@ def score(model, encoded, rows=None, *, class_weights=None, should_stop=None, ba
     (loss, probabilities (N, C), rows scored) or None when should_stop() turned true."""
     rows = np.arange(len(encoded)) if rows is None else np.asarray(rows)
     rows = rows[encoded.lengths[rows] > 0]
-    rows = rows[np.argsort(encoded.lengths[rows], kind="stable")]
+    rows = rows[np.argsort(-encoded.lengths[rows], kind="stable")]  # longest first: packed steps
     probs = np.zeros((len(rows), model.classes))
     total, weight = 0.0, 0.0
     for start in range(0, len(rows), batch):

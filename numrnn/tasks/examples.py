@@ -56,7 +56,8 @@ def batch_order(lengths, batch_size, rng, bucket=BUCKET_BATCHES):
     A random permutation is cut into groups of ``bucket`` batches; each group is sorted by
     length before it is cut into batches, and the batches are shuffled, so a batch holds
     examples of similar length (less padding to compute) while every epoch still sees a new
-    random grouping. bucket=1 gives plain shuffled batches.
+    random grouping. bucket=1 gives plain shuffled batches. Each batch lists its longest
+    example first, so the recurrent steps compute only the rows still running.
     """
     order = rng.permutation(len(lengths))
     group = batch_size * max(bucket, 1)
@@ -64,7 +65,7 @@ def batch_order(lengths, batch_size, rng, bucket=BUCKET_BATCHES):
     for start in range(0, len(order), group):
         members = order[start : start + group]
         members = members[np.argsort(lengths[members], kind="stable")]
-        batches += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+        batches += [members[i : i + batch_size][::-1] for i in range(0, len(members), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

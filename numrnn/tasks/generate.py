@@ -79,18 +79,23 @@ def sequences(encoded, rows, start, end):
     return tokens, targets, labels
 
 
+def steps_of(targets):
+    """(B) each row's real steps in a batch of ``sequences``: its name and END."""
+    return np.count_nonzero(targets >= 0, axis=0)
+
+
 def score(model, encoded, rows, start, end, *, should_stop=None, batch=EVAL_BATCH):
     """Mean loss per character (nats; END counted) over the names ``rows``, and the characters
     scored; None when should_stop() turned true mid-way."""
     rows = np.asarray(rows)
-    rows = rows[np.argsort(encoded.lengths[rows], kind="stable")]
+    rows = rows[np.argsort(-encoded.lengths[rows], kind="stable")]  # longest first: packed steps
     total, count = 0.0, 0
     for begin in range(0, len(rows), batch):
         if should_stop is not None and should_stop():
             return None
         tokens, targets, labels = sequences(encoded, rows[begin : begin + batch], start, end)
         chars = int(np.count_nonzero(targets >= 0))
-        total += model.loss(tokens, targets, labels=labels).loss * chars
+        total += model.loss(tokens, targets, labels=labels, lengths=steps_of(targets)).loss * chars
         count += chars
     return (total / count if count else float("nan")), count
 
@@ -147,7 +152,7 @@ class GenerateTask(ExamplesTask):
     def loss_and_grad(self, epoch, position, rng):
         tokens, targets, labels = self.batch_at(epoch, position)
         return self.model.loss_and_grad(
-            tokens, targets, labels=labels, train=True, rng=rng, state_grad=False
+            tokens, targets, labels=labels, lengths=steps_of(targets), train=True, rng=rng, state_grad=False
         ).loss
 
     # ------------------------------------------------------------------ evaluation
