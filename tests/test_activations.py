@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from numrnn.kernels.activations import exp, sigmoid, tanh
+from numrnn.kernels.activations import exp, one_like, sigmoid, tanh
 
 
 @numba.njit
@@ -98,3 +98,17 @@ def test_float32_exp_keeps_nan_and_stays_finite_at_the_ends():
 def test_float64_exp_is_exact():
     x = np.linspace(-700.0, 700.0, 10_001)
     np.testing.assert_array_equal(run(apply_exp, x), [math.exp(v) for v in x])
+
+
+@numba.njit
+def one_minus(x):
+    return one_like(x) - x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_like_keeps_the_argument_type(dtype):
+    """1 - x stays in x's type in compiled code (a float literal would make it float64)."""
+    result = one_minus(dtype(0.25))
+    assert result == 0.75
+    compiled_type = one_minus.nopython_signatures[-1].return_type
+    assert str(compiled_type) == np.dtype(dtype).name

@@ -37,6 +37,7 @@ _cell = pointwise.build(
     lambda f: numba.njit(inline="always", **_DEVICE_JIT)(f),
     tanh=activations.tanh,
     sigmoid=activations.sigmoid,
+    one_like=activations.one_like,
 )
 rnn_cell = _cell.rnn_cell
 rnn_cell_backward = _cell.rnn_cell_backward

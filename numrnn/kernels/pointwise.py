@@ -21,12 +21,20 @@ import math
 from types import SimpleNamespace
 
 
-def build(jit, tanh=math.tanh, sigmoid=None):
+def build(jit, tanh=math.tanh, sigmoid=None, one_like=None):
     """Compile the scalar cell functions with ``jit``; returns them as a namespace.
 
     ``tanh`` and ``sigmoid`` are the activations to use (a target may pass faster ones);
-    by default ``math.tanh`` and an exact, overflow-safe logistic function.
+    by default ``math.tanh`` and an exact, overflow-safe logistic function. ``one_like(x)``
+    is 1 in the type of ``x``, so that ``1 - x`` keeps a float32 computation in float32 (a
+    target that types it so); by default the float literal.
     """
+
+    if one_like is None:
+
+        @jit
+        def one_like(x):
+            return 1.0
 
     if sigmoid is None:
 
@@ -45,7 +53,7 @@ def build(jit, tanh=math.tanh, sigmoid=None):
     @jit
     def rnn_cell_backward(h, dh):
         # da = dh * tanh'(a), with tanh' written through the cached output h.
-        return dh * (1.0 - h * h)
+        return dh * (one_like(h) - h * h)
 
     @jit
     def lstm_cell(a_i, a_f, a_g, a_o, c_prev):
@@ -61,11 +69,11 @@ def build(jit, tanh=math.tanh, sigmoid=None):
     def lstm_cell_backward(i, f, g, o, c_prev, c, dh, dc):
         # dc: the gradient reaching c from the next step; tanh(c) is recomputed, not cached.
         tanh_c = tanh(c)
-        dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        da_i = dc_total * g * i * (1.0 - i)
-        da_f = dc_total * c_prev * f * (1.0 - f)
-        da_g = dc_total * i * (1.0 - g * g)
-        da_o = dh * tanh_c * o * (1.0 - o)
+        dc_total = dc + dh * o * (one_like(c) - tanh_c * tanh_c)
+        da_i = dc_total * g * i * (one_like(i) - i)
+        da_f = dc_total * c_prev * f * (one_like(f) - f)
+        da_g = dc_total * i * (one_like(g) - g * g)
+        da_o = dh * tanh_c * o * (one_like(o) - o)
         dc_prev = dc_total * f
         return da_i, da_f, da_g, da_o, dc_prev
 
@@ -74,16 +82,16 @@ def build(jit, tanh=math.tanh, sigmoid=None):
         r = sigmoid(x_r + h_r)
         z = sigmoid(x_z + h_z)
         n = tanh(x_n + r * h_n)
-        h = (1.0 - z) * n + z * h_prev
+        h = (one_like(z) - z) * n + z * h_prev
         return r, z, n, h
 
     @jit
     def gru_cell_backward(r, z, n, h_n, h_prev, dh):
         # Returns the gradients of the six pre-activation parts (x_r and h_r share one, as do
         # x_z and h_z; x_n and h_n differ by the reset gate) and the direct path to h_prev.
-        da_n = dh * (1.0 - z) * (1.0 - n * n)
-        da_z = dh * (h_prev - n) * z * (1.0 - z)
-        da_r = da_n * h_n * r * (1.0 - r)
+        da_n = dh * (one_like(z) - z) * (one_like(n) - n * n)
+        da_z = dh * (h_prev - n) * z * (one_like(z) - z)
+        da_r = da_n * h_n * r * (one_like(r) - r)
         dh_n = da_n * r
         dh_prev = dh * z
         return da_r, da_z, da_n, dh_n, dh_prev
