@@ -84,21 +84,24 @@ def _print_table(report):
     from numrnn_cli.console import out_console
 
     failed = sum(not row.ok for row in report.rows)
-    table = Table(title="Analytic vs numeric gradients (float64)", title_justify="left")
-    for name, justify in (
-        ("cell", "left"),
-        ("layers", "right"),
-        ("loss", "left"),
-        ("tensor", "left"),
-        ("max rel error", "right"),
-        ("verdict", "left"),
-    ):
-        table.add_column(name, justify=justify)
-    for row in report.rows:
-        verdict = "[green]ok[/]" if row.ok else "[bold red]MISMATCH[/]"
-        table.add_row(row.cell, str(row.layers), row.loss, row.tensor, f"{row.max_rel_error:.2e}", verdict)
     out = out_console()
-    out.print(table)
+    # One table per loss, so that the tensor names (encoder.rnn.weight_hh_l1_reverse) fit.
+    losses = list(dict.fromkeys(row.loss for row in report.rows))
+    for loss in losses:
+        table = Table(title=f"{loss}: analytic vs numeric gradients (float64)", title_justify="left")
+        for name, justify in (
+            ("cell", "left"),
+            ("layers", "right"),
+            ("tensor", "left"),
+            ("max rel error", "right"),
+            ("verdict", "left"),
+        ):
+            table.add_column(name, justify=justify)
+        for row in report.rows:
+            if row.loss == loss:
+                verdict = "[green]ok[/]" if row.ok else "[bold red]MISMATCH[/]"
+                table.add_row(row.cell, str(row.layers), row.tensor, f"{row.max_rel_error:.2e}", verdict)
+        out.print(table)
     if failed:
         out.print(
             f"[bold red]{failed} of {len(report.rows)} tensors above the tolerance "

@@ -16,10 +16,23 @@ OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 # The losses `numrnn gradcheck` checks, one per topology (numrnn.gradcheck says what each is).
-GRADCHECK_LOSSES = ("lm", "classify", "classify-bi", "one-to-one", "generate")
+GRADCHECK_LOSSES = (
+    "lm",
+    "classify",
+    "classify-bi",
+    "one-to-one",
+    "generate",
+    "translate",
+    "translate-dot",
+    "translate-general",
+    "translate-additive",
+)
 # How a conditioned generator reads its label (numrnn.layers.Conditioning): not at all, as
 # its initial state, added to layer 0's input at every step, or both.
 CONDITIONS = ("none", "state", "input", "both")
+# How a translator's decoder reads the encoder's outputs (numrnn.layers.Attention): not at all
+# (only through its initial state), Luong's dot or general score, or Bahdanau's additive one.
+ATTENTIONS = ("none", "dot", "general", "additive")
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,11 @@ class ModelConfig:
     bidirectional: bool = False  # a second stack reads each sequence backwards (classifiers)
     condition: str = "none"  # how a label conditions the model (CONDITIONS)
     condition_classes: int = 0  # how many labels a conditioned model knows (0 when none)
+    # Translators (an encoder-decoder): the encoder is the stack above (vocab_size, embed,
+    # hidden, layers, bidirectional); the decoder has output_size characters, the same cell,
+    # embedding width and layers, and decoder_hidden units (0: the encoder's output width).
+    attention: str = "none"
+    decoder_hidden: int = 0
 
     def validate(self):
         if self.cell not in CELLS:
@@ -59,6 +77,10 @@ class ModelConfig:
                 f"condition_classes must be at least 1 when condition is "
                 f"{self.condition}, not {self.condition_classes}"
             )
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}")
+        if self.decoder_hidden < 0:
+            raise ConfigError(f"decoder_hidden must be 0 or more, not {self.decoder_hidden}")
         if self.condition != "none" and self.bidirectional:
             raise ConfigError(
                 "a conditioned generator reads left to right; condition needs bidirectional off"
@@ -76,6 +98,11 @@ class ModelConfig:
     @property
     def directions(self):
         return 2 if self.bidirectional else 1
+
+    @property
+    def decoder_width(self):
+        """A translator's decoder units."""
+        return self.decoder_hidden or self.directions * self.hidden
 
     def layer_input_width(self, layer):
         if layer > 0:

@@ -18,6 +18,11 @@ Losses, one per topology:
   different lengths right-padded (targets -1), labels repeated in the batch; the gradients of
   the conditioning tables (``cond.h0``, ``cond.c0``, ``cond.input``) are checked, and they are
   the initial state's.
+- ``translate``, ``translate-dot``, ``translate-general``, ``translate-additive``: an
+  encoder-decoder (``numrnn.tasks.translate``) without attention and with each kind; source
+  rows of different lengths (longest first, so padded steps are skipped and padded positions
+  masked out of the attention), right-padded targets (-1); the encoder is bidirectional for
+  dot and additive, the decoder narrower than the encoder's outputs for general.
 Both input paths (embedding, one-hot) are checked for every cell.
 """
 
@@ -28,6 +33,7 @@ import numpy as np
 from numrnn.configs import GRADCHECK_LOSSES
 from numrnn.model import CELLS, Model, ModelConfig
 from numrnn.tasks.classify import Classifier
+from numrnn.tasks.translate import Translator
 
 DEFAULT_TOLERANCE = 1e-6
 LOSSES = GRADCHECK_LOSSES
@@ -38,7 +44,18 @@ VOCAB, EMBED, HIDDEN, CLASSES, STEPS, BATCH = 6, 4, 3, 3, 4, 2
 # The generator's rows: a repeated label (its rows' gradients add up) and lengths 4, 2, 3.
 GENERATE_LABELS = (2, 0, 2)
 GENERATE_LENGTHS = (4, 2, 3)
+# The translator's rows: source lengths (longest first) and target lengths (any order).
+SOURCE_LENGTHS = (4, 3, 2)
+TARGET_LENGTHS = (2, 4, 3)
+# Per translate loss: (attention, bidirectional encoder, embedding width, decoder units).
+TRANSLATE_CASES = {
+    "translate": ("none", False, 0, 0),
+    "translate-dot": ("dot", True, EMBED, 0),
+    "translate-general": ("general", False, EMBED, 2),
+    "translate-additive": ("additive", True, 0, 0),
+}
 INIT_SCALE = 1.5
+ADDITIVE_V_SCALE = 4.0
 
 
 def relative_error(analytic, numeric):
@@ -174,6 +191,8 @@ def build_case(cell, layers, loss, seed, kernels=None):
     rng = np.random.default_rng(seed)
     if loss == "generate":
         return _generate_case(cell, layers, rng, kernels)
+    if loss in TRANSLATE_CASES:
+        return _translate_case(cell, layers, loss, rng, kernels)
     classify = loss != "lm"
     T = 1 if loss == "one-to-one" else STEPS
     config = ModelConfig(
@@ -224,6 +243,34 @@ def _generate_case(cell, layers, rng, kernels):
     targets[np.arange(STEPS)[:, None] >= np.asarray(GENERATE_LENGTHS)[None, :]] = -1
     labels = np.asarray(GENERATE_LABELS)
     return model, lambda grad: _run(model, grad, tokens, targets, labels=labels), None
+
+
+def _translate_case(cell, layers, loss, rng, kernels):
+    attention, bidirectional, embed, decoder_hidden = TRANSLATE_CASES[loss]
+    config = ModelConfig(
+        cell=cell,
+        vocab_size=VOCAB,
+        hidden=HIDDEN,
+        layers=layers,
+        embed=embed,
+        output_size=VOCAB - 1,
+        bidirectional=bidirectional,
+        attention=attention,
+        decoder_hidden=decoder_hidden,
+    )
+    model = Translator(config, np.float64, kernels=kernels).init_weights(rng)
+    model.params *= INIT_SCALE
+    if attention == "additive":
+        # Scores far enough apart that the softmax is not flat: at the default scale the
+        # projections' gradients are ~1e-8, where float64's 1e-14 noise is a 1e-6 error.
+        model.weights["attention.v"][...] *= ADDITIVE_V_SCALE
+    B = len(SOURCE_LENGTHS)
+    source = rng.integers(0, VOCAB, (STEPS, B))
+    tokens = rng.integers(0, VOCAB - 1, (STEPS, B))
+    targets = rng.integers(0, VOCAB - 1, (STEPS, B))
+    targets[np.arange(STEPS)[:, None] >= np.asarray(TARGET_LENGTHS)[None, :]] = -1
+    lengths = np.asarray(SOURCE_LENGTHS)
+    return model, lambda grad: _run(model, grad, source, lengths, tokens, targets), None
 
 
 def _run(model, grad, *args, **kwargs):

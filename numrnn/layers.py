@@ -172,6 +172,113 @@ class Linear:
         k.linear_backward(dx, dw[self.weight], dw[self.bias], dy, x, w[self.weight], scratch)
 
 
+# --------------------------------------------------------------------------- attention
+
+
+class Attention:
+    """Each decoder step's context: a softmax-weighted sum of the encoder's outputs (values,
+    width D) by how well each matches the step's state (query, width Q), padded source
+    positions masked out. Kinds (Luong et al. 2015, Bahdanau et al. 2015):
+
+    - ``dot``: score = q . v (Q must equal D); no parameters;
+    - ``general``: score = q . (v W), ``{name}.weight`` (D, Q);
+    - ``additive``: score = w . tanh(v K + q U), ``{name}.key`` (D, Q), ``{name}.query`` (Q, Q),
+      ``{name}.v`` (Q).
+
+    Batch-major (B, T, ...) throughout: per row, the scores of all T steps are one GEMM.
+    """
+
+    KINDS = ("dot", "general", "additive")
+
+    def __init__(self, name, kind, query_width, value_width):
+        if kind not in self.KINDS:
+            raise ValueError(f"attention must be one of {', '.join(self.KINDS)}, not {kind!r}")
+        if kind == "dot" and query_width != value_width:
+            raise ValueError(
+                f"dot attention needs the decoder's width ({query_width}) to equal the encoder "
+                f"outputs' ({value_width}); use general or additive"
+            )
+        self.name = name
+        self.kind = kind
+        self.query_width = query_width
+        self.value_width = value_width
+        self.weight = f"{name}.weight"
+        self.key = f"{name}.key"
+        self.query = f"{name}.query"
+        self.v = f"{name}.v"
+
+    def entries(self):
+        Q, D = self.query_width, self.value_width
+        if self.kind == "general":
+            return [(self.weight, (D, Q))]
+        if self.kind == "additive":
+            return [(self.key, (D, Q)), (self.query, (Q, Q)), (self.v, (Q,))]
+        return []
+
+    def init(self, views, rng):
+        for name, shape in self.entries():
+            _init_uniform(views[name], rng, shape[0])
+
+    def workspace(self, B, T, S, dtype):
+        ws = _AttentionWorkspace()
+        zeros = _zeros(dtype)
+        Q, D = self.query_width, self.value_width
+        ws.weights = zeros(B, T, S)
+        ws.dscores = zeros(B, T, S)
+        ws.context = zeros(B, T, D)
+        ws.dvalues = zeros(B, S, D)
+        ws.dqueries = zeros(B, T, Q)
+        ws.keys = zeros(B, S, Q) if self.kind != "dot" else None  # dot: the values are the keys
+        ws.dkeys = zeros(B, S, Q)
+        ws.projected_queries = zeros(B, T, Q) if self.kind == "additive" else None
+        ws.dprojected_queries = zeros(B, T, Q) if self.kind == "additive" else None
+        return ws
+
+    def _rows(self, a):
+        return a.reshape(-1, a.shape[-1])
+
+    def forward(self, k, w, ws, queries, values, lengths):
+        """ws.context (B, T, D) and ws.weights (B, T, S) from queries (B, T, Q) and values
+        (B, S, D), both contiguous; lengths (B): real source positions per row."""
+        if self.kind == "dot":
+            k.attention_scores(ws.weights, queries, values)
+        elif self.kind == "general":
+            np.dot(self._rows(values), w[self.weight], out=self._rows(ws.keys))
+            k.attention_scores(ws.weights, queries, ws.keys)
+        else:
+            np.dot(self._rows(values), w[self.key], out=self._rows(ws.keys))
+            np.dot(self._rows(queries), w[self.query], out=self._rows(ws.projected_queries))
+            k.additive_scores(ws.weights, ws.projected_queries, ws.keys, w[self.v])
+        k.attention_softmax(ws.weights, lengths)
+        k.attention_context(ws.context, ws.weights, values)
+
+    def backward(self, k, w, dw, ws, dcontext, queries, values):
+        """Parameter gradients (+=), and ws.dqueries (B, T, Q) and ws.dvalues (B, S, D) (=)
+        from dcontext (B, T, D)."""
+        k.attention_context_backward(ws.dscores, ws.dvalues, dcontext, ws.weights, values)
+        rows = self._rows
+        if self.kind == "dot":
+            k.attention_scores_backward(ws.dqueries, ws.dkeys, ws.dscores, queries, values)
+            ws.dvalues += ws.dkeys
+            return
+        if self.kind == "general":
+            k.attention_scores_backward(ws.dqueries, ws.dkeys, ws.dscores, queries, ws.keys)
+            dw[self.weight] += rows(values).T @ rows(ws.dkeys)
+            ws.dvalues += ws.dkeys @ w[self.weight].T
+            return
+        k.additive_scores_backward(
+            ws.dprojected_queries, ws.dkeys, dw[self.v], ws.dscores, ws.projected_queries, ws.keys, w[self.v]
+        )
+        dw[self.key] += rows(values).T @ rows(ws.dkeys)
+        dw[self.query] += rows(queries).T @ rows(ws.dprojected_queries)
+        ws.dvalues += ws.dkeys @ w[self.key].T
+        np.dot(rows(ws.dprojected_queries), w[self.query].T, out=rows(ws.dqueries))
+
+
+class _AttentionWorkspace:
+    pass
+
+
 # --------------------------------------------------------------------------- conditioning
 
 

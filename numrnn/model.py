@@ -68,6 +68,8 @@ def standard_layers(config):
     """The embedding, recurrent stack and head a ``ModelConfig`` describes, then its
     ``Conditioning`` layer when ``config.condition`` is not "none" (last, so the other
     layers' entries and initial weights are those of the unconditioned model)."""
+    if config.attention != "none" or config.decoder_hidden:
+        raise ConfigError("attention and decoder_hidden describe a translator (numrnn.tasks.translate)")
     embedding = Embedding("embed", config.vocab_size, config.embed)
     stack = RecurrentStack(
         "rnn",

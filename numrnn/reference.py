@@ -166,6 +166,45 @@ def onehot(tokens, vocab_size):
     return np.eye(vocab_size)[tokens]
 
 
+# --------------------------------------------------------------------------- attention
+# queries (B, T, A), keys (B, S, A), values (B, S, D), lengths (B): batch-major, as the kernels.
+
+
+def attention_forward(queries, keys, values, lengths, v=None):
+    """Masked attention: scores q . k (or, with ``v``, Bahdanau's v . tanh(q + k)), softmax
+    over each row's first lengths[b] positions, context = weights @ values. Returns
+    (weights (B, T, S), context (B, T, D)) and a cache."""
+    S = keys.shape[1]
+    if v is None:
+        scores = np.einsum("bta,bsa->bts", queries, keys)
+    else:
+        scores = np.einsum("btsa,a->bts", np.tanh(queries[:, :, None, :] + keys[:, None, :, :]), v)
+    mask = np.arange(S)[None, None, :] < np.asarray(lengths)[:, None, None]
+    scores = np.where(mask, scores, -np.inf)
+    weights = np.exp(scores - scores.max(axis=2, keepdims=True))
+    weights /= weights.sum(axis=2, keepdims=True)
+    context = np.einsum("bts,bsd->btd", weights, values)
+    return weights, context, (queries, keys, values, v, weights)
+
+
+def attention_backward(dcontext, cache):
+    """Gradients of queries, keys, values (and v) from the context's."""
+    queries, keys, values, v, weights = cache
+    grads = {"values": np.einsum("bts,btd->bsd", weights, dcontext)}
+    dweights = np.einsum("btd,bsd->bts", dcontext, values)
+    dscores = weights * (dweights - (weights * dweights).sum(axis=2, keepdims=True))
+    if v is None:
+        grads["queries"] = np.einsum("bts,bsa->bta", dscores, keys)
+        grads["keys"] = np.einsum("bts,bta->bsa", dscores, queries)
+    else:
+        th = np.tanh(queries[:, :, None, :] + keys[:, None, :, :])  # (B, T, S, A)
+        g = dscores[..., None] * v * (1.0 - th**2)
+        grads["queries"] = g.sum(axis=2)
+        grads["keys"] = g.sum(axis=1)
+        grads["v"] = np.einsum("bts,btsa->a", dscores, th)
+    return grads
+
+
 def softmax_xent(logits, targets):
     """Mean cross-entropy over the rows whose target is >= 0, and its gradient."""
     keep = targets >= 0

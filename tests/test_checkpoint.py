@@ -277,7 +277,7 @@ def test_vocabulary_that_does_not_fit_the_model(good_file):
 
 
 def test_unknown_model_field(good_file):
-    changed = rewrite_document(good_file, lambda doc: doc["model"].update(attention=True))
+    changed = rewrite_document(good_file, lambda doc: doc["model"].update(peephole=True))
     with pytest.raises(CheckpointError, match="unknown fields"):
         load_checkpoint(changed)
 

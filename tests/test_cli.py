@@ -53,7 +53,8 @@ def test_help_does_not_import_numba_or_numpy():
 
 
 def test_gradcheck_json_reports_every_cell_and_passes(runner):
-    result = runner.invoke(cli, ["gradcheck", "--json"])
+    # Every cell and layer count over two losses (every loss: tests/test_gradcheck.py).
+    result = runner.invoke(cli, ["gradcheck", "--json", "--loss", "one-to-one", "--loss", "translate"])
     assert result.exit_code == ExitCode.OK, result.output
     data = json.loads(result.stdout)
     assert data["ok"] is True
@@ -64,14 +65,32 @@ def test_gradcheck_json_reports_every_cell_and_passes(runner):
 
 
 def test_gradcheck_table(runner):
-    result = runner.invoke(cli, ["gradcheck", "--cell", "gru", "--cell", "rnn", "--seed", "3"])
+    # Two losses keep it quick; the math of every loss is tests/test_gradcheck.py's.
+    args = [
+        "gradcheck",
+        "--cell",
+        "gru",
+        "--cell",
+        "rnn",
+        "--seed",
+        "3",
+        "--loss",
+        "lm",
+        "--loss",
+        "translate-dot",
+    ]
+    result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "rnn.weight_hh_l1" in result.stdout and "gru" in result.stdout and "lstm" not in result.stdout
+    assert "encoder.rnn.weight_hh_l1_reverse" in result.stdout  # long names are not cut
+    assert "translate-dot: analytic vs numeric" in result.stdout
     assert "within 1e-06" in result.stdout
 
 
 def test_gradcheck_mismatch_exits_3(runner):
-    result = runner.invoke(cli, ["gradcheck", "--cell", "rnn", "--tolerance", "1e-300", "--json"])
+    result = runner.invoke(
+        cli, ["gradcheck", "--cell", "rnn", "--loss", "lm", "--tolerance", "1e-300", "--json"]
+    )
     assert result.exit_code == ExitCode.GRADCHECK_MISMATCH
     assert json.loads(result.stdout)["ok"] is False
 

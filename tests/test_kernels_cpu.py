@@ -396,3 +396,56 @@ def test_transposed_store_and_add_are_exact_across_tile_edges(shape, rng):
     total = base.copy()
     cpu._add_transposed(total, src_T)
     np.testing.assert_array_equal(total, base + src_T.T)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _attention_case(rng, dtype, B=3, T=4, S=5, A=6, D=4):
+    u = lambda *shape: rng.uniform(-1.0, 1.0, shape).astype(dtype)  # noqa: E731
+    return u(B, T, A), u(B, S, A), u(B, S, D), u(A), u(B, T, D), np.array([5, 3, 1])
+
+
+def _kernel_attention(queries, keys, values, v, dcontext, lengths, additive):
+    B, T, _ = queries.shape
+    S, D = values.shape[1:]
+    weights = np.zeros((B, T, S), queries.dtype)
+    if additive:
+        cpu.additive_scores(weights, queries, keys, v)
+    else:
+        cpu.attention_scores(weights, queries, keys)
+    cpu.attention_softmax(weights, lengths)
+    context = np.zeros((B, T, D), queries.dtype)
+    cpu.attention_context(context, weights, values)
+    dscores, dvalues = np.zeros_like(weights), np.zeros_like(values)
+    cpu.attention_context_backward(dscores, dvalues, dcontext, weights, values)
+    dqueries, dkeys = np.zeros_like(queries), np.zeros_like(keys)
+    grads = {"values": dvalues}
+    if additive:
+        grads["v"] = np.ones_like(v)  # accumulates: starts at 1
+        cpu.additive_scores_backward(dqueries, dkeys, grads["v"], dscores, queries, keys, v)
+        grads["v"] -= 1.0
+    else:
+        cpu.attention_scores_backward(dqueries, dkeys, dscores, queries, keys)
+    grads.update(queries=dqueries, keys=dkeys)
+    return weights, context, grads
+
+
+@pytest.mark.parametrize("additive", [False, True])
+@pytest.mark.parametrize(
+    "dtype,rtol,atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, F32_RTOL, F32_ATOL)]
+)
+def test_attention_matches_reference(additive, dtype, rtol, atol, rng):
+    queries, keys, values, v, dcontext, lengths = _attention_case(rng, dtype)
+    weights, context, grads = _kernel_attention(queries, keys, values, v, dcontext, lengths, additive)
+    as64 = lambda a: a.astype(np.float64)  # noqa: E731
+    ref_weights, ref_context, cache = ref.attention_forward(
+        as64(queries), as64(keys), as64(values), lengths, as64(v) if additive else None
+    )
+    np.testing.assert_allclose(weights, ref_weights, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(context, ref_context, rtol=rtol, atol=atol)
+    assert np.all(weights[2, :, 1:] == 0.0)  # a row of length 1 attends only to its first position
+    expected = ref.attention_backward(as64(dcontext), cache)
+    assert set(grads) == set(expected)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(grad, expected[name], rtol=rtol, atol=atol, err_msg=name)

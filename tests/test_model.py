@@ -189,3 +189,8 @@ def test_dropout_training_needs_an_rng(rng):
     model, tokens, targets, state = make_case("rnn", rng, dropout=0.5)
     with pytest.raises(ValueError, match="rng"):
         model.loss_and_grad(tokens, targets, state, train=True)
+
+
+def test_attention_is_for_translators():
+    with pytest.raises(ConfigError, match="translator"):
+        Model(ModelConfig(attention="dot"))

@@ -89,3 +89,28 @@ def test_model_loss_gradients_match_finite_differences(cell, embed, last_only, r
         tensors["c0"] = c0
     for name, value in tensors.items():
         assert relative_error(grads[name], numeric_gradient(objective, value)) < REL_TOL, name
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_attention_gradients_match_finite_differences(additive, rng):
+    B, T, S, A, D = 2, 3, 4, 3, 2
+    case = {
+        "queries": rng.standard_normal((B, T, A)),
+        "keys": rng.standard_normal((B, S, A)),
+        "values": rng.standard_normal((B, S, D)),
+    }
+    if additive:
+        case["v"] = rng.standard_normal(A)
+    lengths = np.array([4, 2])
+    dcontext = rng.standard_normal((B, T, D))
+
+    def objective():
+        return np.sum(ref.attention_forward(**case, lengths=lengths)[1] * dcontext)
+
+    weights, _, cache = ref.attention_forward(**case, lengths=lengths)
+    assert np.all(weights[1, :, 2:] == 0.0)  # padded positions get no attention
+    np.testing.assert_allclose(weights.sum(axis=2), 1.0)
+    grads = ref.attention_backward(dcontext, cache)
+    assert np.all(grads["values"][1, 2:] == 0.0) and np.all(grads["keys"][1, 2:] == 0.0)
+    for name, value in case.items():
+        assert relative_error(grads[name], numeric_gradient(objective, value)) < REL_TOL, name

@@ -481,6 +481,128 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
     _accumulate_recurrent(dWh, dbh, hs, dhg, scratch)
 
 
+# --------------------------------------------------------------------------- attention
+# Batch-major (B, T, S): for each row, T decoder steps (queries) attend over S source
+# positions (keys, values), of which the first lengths[b] are real. Dot-product scores and the
+# context are one GEMM per row over all of its steps (no step loop: teacher forcing needs no
+# step's context before the next). Padded positions get weight 0 (masked out of the softmax).
+
+
+@kernel
+def attention_scores(scores, queries, keys):
+    # scores (B, T, S) out = queries[b] @ keys[b].T: dot-product ("dot", and "general" with
+    #   keys already multiplied by its matrix)
+    # queries (B, T, A); keys (B, S, A)
+    for b in range(scores.shape[0]):
+        np.dot(queries[b], keys[b].T, scores[b])
+
+
+@kernel
+def attention_scores_backward(dqueries, dkeys, dscores, queries, keys):
+    # dqueries (B, T, A) out = dscores[b] @ keys[b];  dkeys (B, S, A) out = dscores[b].T @ queries[b]
+    # dscores (B, T, S); queries (B, T, A); keys (B, S, A)
+    for b in range(dscores.shape[0]):
+        np.dot(dscores[b], keys[b], dqueries[b])
+        np.dot(dscores[b].T, queries[b], dkeys[b])
+
+
+@kernel
+def additive_scores(scores, queries, keys, v):
+    # scores (B, T, S) out: v . tanh(queries[b, t] + keys[b, i]) (Bahdanau's, with the two
+    #   projections already applied); queries (B, T, A); keys (B, S, A); v (A)
+    B, T, S = scores.shape
+    A = v.shape[0]
+    for b in range(B):
+        for t in range(T):
+            q = queries[b, t]
+            for i in range(S):
+                k = keys[b, i]
+                total = 0.0
+                for a in range(A):
+                    total += v[a] * activations.tanh(q[a] + k[a])
+                scores[b, t, i] = total
+
+
+@kernel
+def additive_scores_backward(dqueries, dkeys, dv, dscores, queries, keys, v):
+    # dqueries (B, T, A), dkeys (B, S, A) out; dv (A) accumulates
+    # dscores (B, T, S); queries, keys, v as additive_scores (tanh recomputed, not stored:
+    #   it would be B*T*S*A values)
+    B, T, S = dscores.shape
+    A = v.shape[0]
+    dqueries[...] = 0.0
+    dkeys[...] = 0.0
+    for b in range(B):
+        for t in range(T):
+            q = queries[b, t]
+            dq = dqueries[b, t]
+            for i in range(S):
+                ds = dscores[b, t, i]
+                if ds == 0.0:
+                    continue  # a masked position
+                k = keys[b, i]
+                dk = dkeys[b, i]
+                for a in range(A):
+                    th = activations.tanh(q[a] + k[a])
+                    g = ds * v[a] * (activations.one_like(th) - th * th)
+                    dq[a] += g
+                    dk[a] += g
+                    dv[a] += ds * th
+
+
+@kernel
+def attention_softmax(weights, lengths):
+    # weights (B, T, S) in/out: scores in; out, their softmax over each row's first lengths[b]
+    #   positions, 0 past them (padding never receives attention)
+    # lengths (B) in 1..S
+    B, T, S = weights.shape
+    for b in range(B):
+        n = lengths[b]
+        for t in range(T):
+            row = weights[b, t]
+            peak = row[0]
+            for i in range(1, n):
+                peak = max(peak, row[i])
+            for i in range(n):
+                row[i] = activations.exp(row[i] - peak)
+            total = 0.0
+            for i in range(n):
+                total += row[i]
+            inv = 1.0 / total
+            for i in range(n):
+                row[i] *= inv
+            for i in range(n, S):
+                row[i] = 0.0
+
+
+@kernel
+def attention_context(context, weights, values):
+    # context (B, T, D) out = weights[b] @ values[b]; weights (B, T, S); values (B, S, D)
+    for b in range(weights.shape[0]):
+        np.dot(weights[b], values[b], context[b])
+
+
+@kernel
+def attention_context_backward(dscores, dvalues, dcontext, weights, values):
+    # dscores (B, T, S) out: gradient of the scores, through the context and the softmax
+    # dvalues (B, S, D) out = weights[b].T @ dcontext[b]
+    # dcontext (B, T, D); weights (B, T, S) (0 at masked positions, whose dscores are then 0);
+    # values (B, S, D)
+    B, T, S = weights.shape
+    for b in range(B):
+        np.dot(weights[b].T, dcontext[b], dvalues[b])
+        dweights = dscores[b]
+        np.dot(dcontext[b], values[b].T, dweights)
+        for t in range(T):
+            w = weights[b, t]
+            dw = dweights[t]
+            inner = 0.0
+            for i in range(S):
+                inner += w[i] * dw[i]
+            for i in range(S):
+                dw[i] = w[i] * (dw[i] - inner)
+
+
 # --------------------------------------------------------------------------- loss and gradient norm
 
 

@@ -5,7 +5,9 @@ batches, loss, evaluation and metadata (the trainer's task interface, ``numrnn.t
 - ``classify``: many-to-one, a sequence classifier (``numrnn classify``); with T = 1 it is
   the one-to-one case, a plain classifier;
 - ``generate``: one-to-many, a character model conditioned on a label, with start and end
-  tokens (``numrnn generate``).
+  tokens (``numrnn generate``);
+- ``translate``: many-to-many with unaligned lengths, an encoder-decoder with attention (the
+  network; its task and command are the next step).
 
 This module only names them (no numpy), so the CLI and the checkpoint loader can say what a
 checkpoint is and which command takes it.

@@ -1,0 +1,295 @@
+"""Many-to-many with unaligned lengths: an encoder-decoder with attention (``numrnn translate``).
+
+``Translator`` reads a source sequence, then writes a target one:
+
+    source ids -> Embedding -> encoder RecurrentStack (optionally bidirectional)
+        its outputs (S, B, D), D = directions * hidden: what the attention reads
+        its final states -> bridge: h0 = tanh(final W_h + b_h) per layer (LSTM: c0 = final_c W_c + b_c)
+    target ids (START, then the target) -> Embedding -> decoder RecurrentStack from h0 (c0)
+        -> with attention: context = Attention(h_t, encoder outputs); state = tanh([context; h_t] W_c + b_c)
+        -> head: Linear to the target characters (the target, then END)
+
+Training is teacher-forced: every step's input is the previous reference character, so the
+decoder runs as one stack pass over the whole target and the attention of all its steps is a
+GEMM per row (no input feeding). Source rows are right-padded and carry their lengths; they
+must come longest first, so that each row's encoder state holds from its end on (packed steps,
+``numrnn.layers.active_rows``) and the final state is the row's own; padded source positions
+get no attention. Target padding is ignored through targets below 0.
+"""
+
+import numpy as np
+
+from numrnn.errors import ConfigError
+from numrnn.layers import Attention, Embedding, Linear, RecurrentStack, _take_rows
+from numrnn.model import LossResult, Network, State
+
+
+def translator_layers(config):
+    """The layers of the translator a ``ModelConfig`` describes, in parameter order."""
+    H, L, D = config.hidden, config.layers, config.directions * config.hidden
+    Hd = config.decoder_width
+    source = Embedding("encoder.embed", config.vocab_size, config.embed)
+    encoder = RecurrentStack(
+        "encoder.rnn",
+        config.cell,
+        source,
+        H,
+        L,
+        dropout=config.dropout,
+        bidirectional=config.bidirectional,
+    )
+    layers = {"source": source, "encoder": encoder, "bridge": Linear("bridge.h", D, Hd)}
+    if encoder.cell.has_cell_state:
+        layers["bridge_c"] = Linear("bridge.c", D, Hd)
+    target = Embedding("decoder.embed", config.outputs, config.embed)
+    layers["target"] = target
+    layers["decoder"] = RecurrentStack("decoder.rnn", config.cell, target, Hd, L, dropout=config.dropout)
+    if config.attention != "none":
+        layers["attention"] = Attention("attention", config.attention, Hd, D)
+        layers["combine"] = Linear("combine", D + Hd, Hd)
+    layers["head"] = Linear("head", Hd, config.outputs)
+    return layers
+
+
+class Translator(Network):
+    """The encoder-decoder (see the module docstring); ``config.outputs`` target characters."""
+
+    def __init__(self, config, dtype=np.float32, device="cpu", kernels=None):
+        self.config = config.validate()
+        if config.attention == "dot" and config.decoder_width != config.directions * config.hidden:
+            raise ConfigError(
+                f"dot attention needs decoder_hidden ({config.decoder_hidden}) to equal the encoder's "
+                f"output width ({config.directions * config.hidden}); use general or additive"
+            )
+        self.parts = translator_layers(config)
+        for name, layer in self.parts.items():
+            setattr(self, name, layer)
+        self.attention = self.parts.get("attention")
+        super().__init__(list(self.parts.values()), dtype, device, kernels)
+
+    # ------------------------------------------------------------------ workspace
+
+    def _workspace(self, S, T, B):
+        key = (S, T, B)
+        if key not in self._workspaces:
+            self._workspaces[key] = _Workspace(self, S, T, B, self.dtype)
+        return self._workspaces[key]
+
+    # ------------------------------------------------------------------ passes
+
+    def loss(self, source, source_lengths, tokens, targets):
+        """Mean cross-entropy per target character without gradients; dropout is off."""
+        return self._run(source, source_lengths, tokens, targets, grad=False)
+
+    def loss_and_grad(
+        self, source, source_lengths, tokens, targets, *, train=False, rng=None, zero_grad=True
+    ):
+        """Mean cross-entropy per target character and its gradient, left in ``grads``
+        (``+=`` unless zero_grad).
+
+        source (S, B) ids, right-padded; source_lengths (B) in 1..S, longest first. tokens
+        (T, B) the decoder's inputs (START, then the target); targets (T, B) what each step
+        predicts (the target, then END), below 0 where padded. train: dropout between stacked
+        layers, masks drawn from ``rng``. Returns the loss and the decoder's final state.
+        """
+        return self._run(
+            source, source_lengths, tokens, targets, grad=True, train=train, rng=rng, zero_grad=zero_grad
+        )
+
+    def _run(self, source, source_lengths, tokens, targets, *, grad, train=False, rng=None, zero_grad=True):
+        k, w = self.kernels, self.weights
+        source = np.ascontiguousarray(source, dtype=np.intp)
+        tokens = np.ascontiguousarray(tokens, dtype=np.intp)
+        S, B = source.shape
+        T = tokens.shape[0]
+        if tokens.shape[1] != B:
+            raise ValueError(f"tokens have {tokens.shape[1]} rows, the source {B}")
+        targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
+        if targets.shape[0] != T * B:
+            raise ValueError(f"targets have {targets.shape[0]} entries, expected {T * B}")
+        lengths = _checked_source_lengths(source_lengths, S, B)
+        use_dropout = grad and train and self.config.dropout > 0 and self.config.layers > 1
+        if use_dropout and rng is None:
+            raise ValueError("training with dropout needs an rng")
+        ws = self._workspace(S, T, B)
+        self._encode(ws, source, lengths, use_dropout, rng)
+        self._bridge_forward(ws)
+        self.decoder.forward(k, w, ws.dec, tokens, ws.dec_state, use_dropout=use_dropout, rng=rng)
+        feats = self._attend(ws, lengths)
+        self.head.forward(k, w, ws.logits, feats)
+        count = max(int(np.count_nonzero(targets >= 0)), 1)
+        if grad:
+            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0 / count)
+        else:
+            k.softmax_xent_forward(ws.losses, ws.logits, targets)
+        loss = float(ws.losses.sum(dtype=np.float64)) / count
+        final = State.from_dict(self.decoder.final_state(ws.dec))
+        if not grad:
+            return LossResult(loss, final)
+        if zero_grad:
+            self.grads[...] = 0.0
+        self._backward(ws, feats)
+        return LossResult(loss, final)
+
+    # ------------------------------------------------------------------ forward parts
+
+    def _encode(self, ws, source, lengths, use_dropout, rng):
+        k, w, enc = self.kernels, self.weights, self.encoder
+        B = source.shape[1]
+        enc.forward(
+            k,
+            w,
+            ws.enc,
+            source,
+            enc.zero_state(B, self.dtype),
+            lengths=lengths,
+            use_dropout=use_dropout,
+            rng=rng,
+        )
+        top, H = enc.layers - 1, enc.hidden
+        outputs = ws.enc_out  # (S, B, D), time order
+        outputs[:, :, :H] = ws.enc.hs[(top, 0)][1:]
+        if enc.directions > 1:
+            outputs[:, :, H:] = _take_rows(ws.enc.hs[(top, 1)][1:], ws.enc.reverse)
+        # Rows are sorted longest first, so each row's states hold past its end: the final
+        # states are every row's own.
+        final = enc.final_state(ws.enc)
+        ws.enc_final = {
+            name: _join_directions(state, enc.layers, enc.directions) for name, state in final.items()
+        }
+
+    def _bridge_forward(self, ws):
+        k, w = self.kernels, self.weights
+        L, B = self.encoder.layers, ws.B
+        Hd = self.decoder.hidden
+        self.bridge.forward(k, w, ws.bridge_h, ws.enc_final["h"].reshape(L * B, -1))
+        np.tanh(ws.bridge_h, out=ws.bridge_h)
+        ws.dec_state = {"h": ws.bridge_h.reshape(L, B, Hd)}
+        if "bridge_c" in self.parts:
+            self.bridge_c.forward(k, w, ws.bridge_c, ws.enc_final["c"].reshape(L * B, -1))
+            ws.dec_state["c"] = ws.bridge_c.reshape(L, B, Hd)
+
+    def _attend(self, ws, lengths):
+        """(T*B, Hd) features for the head: the attentional states, or the decoder's outputs."""
+        dec_out = self.decoder.top_outputs(ws.dec)  # (T, B, Hd)
+        T, B, Hd = dec_out.shape
+        if self.attention is None:
+            return dec_out.reshape(T * B, Hd)
+        k, w = self.kernels, self.weights
+        ws.queries[...] = dec_out.transpose(1, 0, 2)
+        ws.values[...] = ws.enc_out.transpose(1, 0, 2)
+        self.attention.forward(k, w, ws.att, ws.queries, ws.values, lengths)
+        D = ws.values.shape[2]
+        ws.combined[:, :, :D] = ws.att.context.transpose(1, 0, 2)
+        ws.combined[:, :, D:] = dec_out
+        self.combine.forward(k, w, ws.attentional, ws.combined.reshape(T * B, -1))
+        np.tanh(ws.attentional, out=ws.attentional)
+        return ws.attentional
+
+    # ------------------------------------------------------------------ backward
+
+    def _backward(self, ws, feats):
+        k, w, dw = self.kernels, self.weights, self.dweights
+        T, B = ws.T, ws.B
+        dfeats = ws.dfeats
+        self.head.backward(k, w, dw, dfeats, ws.logits, feats, ws.scratch)
+        ddec = ws.dec.dhs[0]  # (T, B, Hd): the gradient of the decoder's top outputs
+        denc = ws.enc_dout  # (S, B, D)
+        if self.attention is None:
+            ddec[...] = dfeats.reshape(ddec.shape)
+            denc[...] = 0.0
+        else:
+            dfeats *= 1.0 - ws.attentional * ws.attentional  # through the tanh
+            dcombined = ws.dcombined.reshape(T * B, -1)
+            self.combine.backward(k, w, dw, dcombined, dfeats, ws.combined.reshape(T * B, -1), ws.scratch)
+            D = ws.values.shape[2]
+            ws.dcontext[...] = ws.dcombined[:, :, :D].transpose(1, 0, 2)
+            self.attention.backward(k, w, dw, ws.att, ws.dcontext, ws.queries, ws.values)
+            ddec[...] = ws.dcombined[:, :, D:]
+            ddec += ws.att.dqueries.transpose(1, 0, 2)
+            denc[...] = ws.att.dvalues.transpose(1, 0, 2)
+        dstate = self.decoder.backward(k, w, dw, ws.dec, state_grad=True)
+        dfinal = self._bridge_backward(ws, dstate)
+        enc, H = self.encoder, self.encoder.hidden
+        ws.enc.dhs[0][...] = denc[:, :, :H]
+        if enc.directions > 1:
+            ws.enc.dhs[1][...] = _take_rows(denc[:, :, H:], ws.enc.reverse)
+        enc.backward(k, w, dw, ws.enc, dfinal, state_grad=False)
+
+    def _bridge_backward(self, ws, dstate):
+        """The gradient reaching the encoder's final states, as the stack's dstate dict."""
+        k, w, dw = self.kernels, self.weights, self.dweights
+        enc = self.encoder
+        L, B = enc.layers, ws.B
+        dpre = dstate["h"].reshape(L * B, -1) * (1.0 - ws.bridge_h * ws.bridge_h)
+        dfinal_h = np.empty_like(ws.enc_final["h"]).reshape(L * B, -1)
+        self.bridge.backward(k, w, dw, dfinal_h, dpre, ws.enc_final["h"].reshape(L * B, -1), ws.scratch)
+        dfinal = {"h": _split_directions(dfinal_h.reshape(L, B, -1), enc.directions)}
+        if "bridge_c" in self.parts:
+            dfinal_c = np.empty_like(ws.enc_final["c"]).reshape(L * B, -1)
+            self.bridge_c.backward(
+                k,
+                w,
+                dw,
+                dfinal_c,
+                np.ascontiguousarray(dstate["c"].reshape(L * B, -1)),
+                ws.enc_final["c"].reshape(L * B, -1),
+                ws.scratch,
+            )
+            dfinal["c"] = _split_directions(dfinal_c.reshape(L, B, -1), enc.directions)
+        return dfinal
+
+
+def _checked_source_lengths(lengths, S, B):
+    lengths = np.asarray(lengths, np.intp)
+    if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > S:
+        raise ValueError(f"source_lengths must be {B} values in 1..{S}")
+    if (lengths[1:] > lengths[:-1]).any():
+        raise ValueError("source rows must come longest first (source_lengths non-increasing)")
+    return lengths
+
+
+def _join_directions(state, layers, directions):
+    # (L * dirs, B, H) layer-major -> (L, B, dirs * H): each layer's directions side by side
+    _, B, H = state.shape
+    return np.ascontiguousarray(state.reshape(layers, directions, B, H).transpose(0, 2, 1, 3)).reshape(
+        layers, B, directions * H
+    )
+
+
+def _split_directions(joined, directions):
+    # (L, B, dirs * H) -> (L * dirs, B, H), the inverse of _join_directions
+    L, B, width = joined.shape
+    H = width // directions
+    return np.ascontiguousarray(joined.reshape(L, B, directions, H).transpose(0, 2, 1, 3)).reshape(
+        L * directions, B, H
+    )
+
+
+class _Workspace:
+    """Every buffer one (S, T, B) needs, allocated once and reused."""
+
+    def __init__(self, net, S, T, B, dtype):
+        zeros = lambda *shape: np.zeros(shape, dtype)  # noqa: E731
+        enc, dec, cfg = net.encoder, net.decoder, net.config
+        D, Hd, L, V = enc.output_width, dec.hidden, enc.layers, cfg.outputs
+        self.S, self.T, self.B = S, T, B
+        # The head's, the combine layer's and the bridge's products use the decoder's scratch.
+        self.enc = enc.workspace(S, B, dtype)
+        self.dec = dec.workspace(T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd))
+        self.scratch = self.dec.scratch
+        self.enc_out = zeros(S, B, D)
+        self.enc_dout = zeros(S, B, D)
+        self.bridge_h = zeros(L * B, Hd)
+        self.bridge_c = zeros(L * B, Hd) if "bridge_c" in net.parts else None
+        self.logits = zeros(T * B, V)
+        self.losses = zeros(T * B)
+        self.dfeats = zeros(T * B, Hd)
+        if net.attention is not None:
+            self.att = net.attention.workspace(B, T, S, dtype)
+            self.queries = zeros(B, T, Hd)
+            self.values = zeros(B, S, D)
+            self.dcontext = zeros(B, T, D)
+            self.combined = zeros(T, B, D + Hd)
+            self.dcombined = zeros(T, B, D + Hd)
+            self.attentional = zeros(T * B, Hd)
