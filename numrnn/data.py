@@ -439,3 +439,89 @@ def stratified_split(labels, val_frac, test_frac, seed):
         return np.sort(np.concatenate(arrays)).astype(np.int64)
 
     return joined(parts["train"]), joined(parts["val"]), joined(parts["test"])
+
+
+# --------------------------------------------------------------------------- sentence pairs
+
+_PAIRS_DIGEST_VERSION = b"numrnn-pairs-v1\x00"
+
+
+@dataclass(frozen=True)
+class PairsData:
+    """Source and target texts, as read by ``read_pairs``; ``digest`` fingerprints the pairs
+    in order (after ``reverse``), as ``LabelledData.digest`` does for labelled examples."""
+
+    sources: list  # list[str], surrounding whitespace stripped
+    targets: list  # list[str]
+    blank_lines: int
+    digest: str
+    reverse: bool  # the file's second column is the source
+
+    def __len__(self):
+        return len(self.sources)
+
+
+def read_pairs(path, *, reverse=False):
+    """Sentence pairs from a UTF-8 TSV file, one ``source<TAB>target`` per line; further
+    columns are ignored (``../shared/data/eng-fra.txt`` has an attribution third).
+    ``reverse`` swaps the first two columns.
+
+    The file is read with ``read_text`` (UTF-8 checked, byte-order mark dropped); lines end at
+    LF, CRLF or a lone CR. Whitespace-only lines are skipped and counted; each field's
+    surrounding whitespace is stripped. Raises DataError naming the file for a missing or
+    unreadable file, and the line for a line without a tab or with an empty source or target.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; give a UTF-8 TSV file of source<TAB>target lines")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a UTF-8 TSV file of source<TAB>target lines")
+    form = "each line must be source<TAB>target, e.g. 'Go.\\tVa !'"
+    sources, targets, blank = [], [], 0
+    for number, line in enumerate(_lines(read_text(path)), start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        where = f"{path}, line {number}"
+        if "\t" not in line:
+            raise DataError(f"{where} has no tab: {_show(line)}; {form}")
+        first, second = (part.strip() for part in line.split("\t")[:2])
+        source, target = (second, first) if reverse else (first, second)
+        if not source:
+            raise DataError(f"{where} has an empty source: {_show(line)}; {form}")
+        if not target:
+            raise DataError(f"{where} has an empty target: {_show(line)}; {form}")
+        sources.append(source)
+        targets.append(target)
+    if not sources:
+        raise DataError(f"{path} has no pairs (only {blank} blank lines); {form}")
+    return PairsData(sources, targets, blank, _pairs_digest(sources, targets), bool(reverse))
+
+
+def _pairs_digest(sources, targets):
+    digest = hashlib.sha256(_PAIRS_DIGEST_VERSION)
+    for text in (s for pair in zip(sources, targets) for s in pair):
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()[:_DIGEST_HEX]
+
+
+def shuffled_split(count, val_frac, test_frac, seed):
+    """(train, val, test) index arrays over ``count`` items: one permutation by
+    ``default_rng(seed)``, cut into test, validation and training parts (sizes rounded to the
+    nearest whole item). Raises ConfigError for fractions that leave nothing to train on."""
+    val = _check_fraction(val_frac, "--val-frac")
+    test = _check_fraction(test_frac, "--test-frac")
+    if val + test >= 1.0:
+        raise ConfigError(
+            f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
+            f"leaving nothing to train on; keep their sum below 1, e.g. 0.05 and 0.05"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"--seed must be a whole number of 0 or more, not {seed!r}")
+    order = np.random.default_rng(int(seed)).permutation(count)
+    n_test = int(math.floor(count * test + 0.5 + 1e-9))
+    n_val = int(math.floor(count * val + 0.5 + 1e-9))
+    test_rows, val_rows, train_rows = np.split(order, [n_test, n_test + n_val])
+    return train_rows, val_rows, test_rows

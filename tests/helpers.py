@@ -72,6 +72,8 @@ def step_losses(events):
 
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "shakespeare.txt"
+# ../shared/data beside the project (absent on a user's machine: tests using it skip).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # `numrnn train` options for a model small enough to train in a test.
 SMALL_LM = [
     "--hidden",

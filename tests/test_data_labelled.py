@@ -1,17 +1,16 @@
 """data.py, labelled lines: read_labelled (folder of <label>.txt files or TSV) and stratified_split."""
 
 import pathlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from numrnn.data import LabelledData, read_labelled, stratified_split
 from numrnn.errors import ConfigError, DataError
+from tests.helpers import SHARED_DATA
 
-# The shared real data (names/ is one <Language>.txt per label), outside the repository.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# The names data: 20 languages, about 20,000 surnames (README of the shared data).
+# The shared real data (names/ is one <Language>.txt per label), outside the repository:
+# the names data: 20 languages, about 20,000 surnames (README of the shared data).
 NAMES_LABELS = (18, 20)
 NAMES_TOTAL = (15_000, 25_000)
 # Length of the short hex digest.
