@@ -30,7 +30,7 @@ from numrnn_cli.exit_codes import ExitCode
     "--tolerance",
     default=1e-6,
     type=click.FloatRange(min=0, min_open=True),
-    help="Largest relative error |a-b|/max(|a|+|b|,1e-12) that passes.",
+    help="Largest relative error |a-b|/max(|a|+|b|,1e-7) that passes.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help='Print the results as JSON on stdout: {"ok": ..., "rows": [...]}.'

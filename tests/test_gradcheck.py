@@ -93,7 +93,8 @@ def test_relative_error_definition():
     assert relative_error([1.0, 0.0], [1.0, 0.0]) == 0.0
     assert relative_error([1.0], [-1.0]) == 1.0
     assert relative_error([2.0], [1.0]) == pytest.approx(1 / 3)
-    assert relative_error([1e-13], [0.0]) == pytest.approx(0.1)  # floor 1e-12 in the denominator
+    assert relative_error([1e-13], [0.0]) == pytest.approx(1e-6)  # floor 1e-7 in the denominator
+    assert relative_error([1e-8], [2e-8]) == pytest.approx(0.1)  # a real error of a tiny element fails
 
 
 def test_ridders_derivative_is_accurate():

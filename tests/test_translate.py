@@ -46,7 +46,7 @@ def test_a_padded_batch_equals_each_pair_alone(cell, attention, bidirectional, r
     masked out of the attention, target padding is ignored."""
     model = make_translator(cell, attention, rng, bidirectional=bidirectional)
     sources = [rng.integers(0, V_SOURCE, n) for n in (5, 3, 3, 1)]  # longest first
-    inputs = [rng.integers(0, V_TARGET, n) for n in (2, 4, 1, 3)]
+    inputs = [rng.integers(0, V_TARGET + 1, n) for n in (2, 4, 1, 3)]  # V_TARGET: START
     outputs = [rng.integers(0, V_TARGET, len(t)) for t in inputs]
     lengths = np.array([len(s) for s in sources])
     result = model.loss_and_grad(pad(sources, 0), lengths, pad(inputs, 0), pad(outputs, -1))
@@ -68,7 +68,7 @@ def test_a_padded_batch_equals_each_pair_alone(cell, attention, bidirectional, r
 def test_float32_close_to_float64(attention, rng):
     model = make_translator("gru", attention, rng)
     source, lengths = rng.integers(0, V_SOURCE, (6, 4)), np.array([6, 5, 5, 2])
-    tokens, targets = rng.integers(0, V_TARGET, (5, 4)), rng.integers(0, V_TARGET, (5, 4))
+    tokens, targets = rng.integers(0, V_TARGET + 1, (5, 4)), rng.integers(0, V_TARGET, (5, 4))
     single = Translator(model.config, np.float32)
     single.params[...] = model.params
     expected = model.loss_and_grad(source, lengths, tokens, targets)

@@ -75,14 +75,15 @@ class ExamplesTask:
     run draws the same batches; there is no state carried between batches. Subclasses give
     the sizes in their unit, the loss and the evaluation."""
 
-    def __init__(self, model, vocab, data, split, *, batch_size, seed, split_meta=None):
+    def __init__(self, model, vocab, data, split, *, batch_size, seed, split_meta=None, encoded=None):
         """data: a LabelledData; split: (train, val, test) index arrays into it; split_meta:
-        what recreates the split (the data's path), saved in checkpoints."""
+        what recreates the split (the data's path), saved in checkpoints. encoded: the
+        EncodedTexts whose lengths group the batches (default: the data's texts and labels)."""
         self.model = model
         self.vocab = vocab
         self.data = data
         self.train_rows, self.val_rows, self.test_rows = (np.asarray(s, np.int64) for s in split)
-        self.encoded = EncodedTexts(vocab, data.texts, data.labels)
+        self.encoded = EncodedTexts(vocab, data.texts, data.labels) if encoded is None else encoded
         self.batch_size = batch_size
         self.seed = seed
         self.split_meta = split_meta or {}

@@ -5,7 +5,8 @@
     source ids -> Embedding -> encoder RecurrentStack (optionally bidirectional)
         its outputs (S, B, D), D = directions * hidden: what the attention reads
         its final states -> bridge: h0 = tanh(final W_h + b_h) per layer (LSTM: c0 = final_c W_c + b_c)
-    target ids (START, then the target) -> Embedding -> decoder RecurrentStack from h0 (c0)
+    target ids (START, then the target; output_size + 1 ids, START the last) -> Embedding
+        -> decoder RecurrentStack from h0 (c0)
         -> with attention: context = Attention(h_t, encoder outputs); state = tanh([context; h_t] W_c + b_c)
         -> head: Linear to the target characters (the target, then END)
 
@@ -41,7 +42,9 @@ def translator_layers(config):
     layers = {"source": source, "encoder": encoder, "bridge": Linear("bridge.h", D, Hd)}
     if encoder.cell.has_cell_state:
         layers["bridge_c"] = Linear("bridge.c", D, Hd)
-    target = Embedding("decoder.embed", config.outputs, config.embed)
+    # The decoder reads every output id and START, the last id (an input only, as in
+    # numrnn.tasks.generate): outputs + 1 ids.
+    target = Embedding("decoder.embed", config.outputs + 1, config.embed)
     layers["target"] = target
     layers["decoder"] = RecurrentStack("decoder.rnn", config.cell, target, Hd, L, dropout=config.dropout)
     if config.attention != "none":
