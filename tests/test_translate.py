@@ -100,3 +100,84 @@ def test_layout_names_its_parts(rng):
     assert "encoder.rnn.weight_ih_l0_reverse" in names and "decoder.rnn.weight_hh_l0" in names
     assert {"bridge.h.weight", "bridge.c.weight", "attention.v", "combine.weight"} <= set(names)
     assert not any(name.startswith("attention") for name in make_translator("lstm", "none", rng).weights)
+
+
+# --------------------------------------------------------------------------- the task
+
+WORDS = ["ab", "abc", "ba", "cab", "bca", "a", "cc", "acb", "bb", "cba", "abca", "b"]
+
+
+def reversal_pairs(tmp_path, count=60, seed=0):
+    """A tiny translation: each source is a few words, its target the same reversed (capital)."""
+    from numrnn.data import read_pairs
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(count):
+        source = " ".join(rng.choice(WORDS, rng.integers(1, 4)))
+        lines.append(f"{source}\t{source[::-1].upper()}")
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return read_pairs(path)
+
+
+def make_task(data, rng, *, attention="general", batch_size=8, split=None):
+    from numrnn.data import shuffled_split
+    from numrnn.tasks.translate import TranslateTask, build_vocabs
+
+    split = split or shuffled_split(len(data), 0.2, 0.0, seed=0)
+    source_vocab, target_vocab = build_vocabs(data, split[0])
+    config = ModelConfig(
+        cell="gru",
+        vocab_size=len(source_vocab),
+        hidden=12,
+        layers=1,
+        embed=8,
+        output_size=len(target_vocab) - 1,
+        bidirectional=True,
+        attention=attention,
+    )
+    model = Translator(config).init_weights(rng)
+    return TranslateTask(model, source_vocab, target_vocab, data, split, batch_size=batch_size, seed=3)
+
+
+def test_task_batches_are_longest_source_first_and_count_target_characters(tmp_path, rng):
+    data = reversal_pairs(tmp_path)
+    task = make_task(data, rng)
+    seen = []
+    for position in range(task.steps_per_epoch):
+        source, lengths, tokens, targets, rows = task.batch_at(0, position)
+        assert (np.diff(lengths) <= 0).all() and source.shape == (lengths[0], len(rows))
+        assert (tokens[0] == task.start).all()
+        assert int((targets >= 0).sum()) == task.items_at(0, position)
+        assert int((targets == task.end).sum()) == len(rows)
+        seen += rows.tolist()
+    assert sorted(seen) == sorted(task.train_rows.tolist())  # an epoch sees every pair once
+    assert task.train_items == sum(len(data.targets[i]) + 1 for i in task.train_rows)
+    assert [b.tolist() for b in task.epoch_batches(1)] != [b.tolist() for b in task.epoch_batches(0)]
+
+
+def test_training_learns_the_pairs(tmp_path, rng):
+    from tests.helpers import labelled_trainer, step_losses
+
+    data = reversal_pairs(tmp_path, count=80)
+    task = make_task(data, rng)
+    first = task.evaluate().loss
+    events = []
+    result = labelled_trainer(task, tmp_path / "t.safetensors", events=events, max_steps=150).run()
+    assert result.step == 150 and (tmp_path / "t.safetensors").exists()
+    losses = [loss for _, loss in step_losses(events)]
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    assert task.evaluate().loss < 0.6 * first
+    meta = task.meta()
+    assert meta["translate"]["target_vocab"] == list(task.target_vocab.chars)
+    assert meta["data"]["pairs"] == 80 and meta["split"]["train"] == len(task.train_rows)
+
+
+def test_validation_pairs_the_vocabularies_cannot_read_are_left_out(tmp_path, rng):
+    from numrnn.data import PairsData
+
+    data = PairsData(["ab", "ba", "ab", "xy", "ab"], ["BA", "AB", "BA", "YX", "BQ"], 0, "d", False)
+    split = (np.array([0, 1]), np.array([2, 3, 4]), np.array([], np.int64))
+    task = make_task(data, rng, split=split)
+    assert task.val_rows.tolist() == [2] and task.val_skipped == 2  # "xy": no known source; "BQ": Q unknown

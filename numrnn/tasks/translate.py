@@ -16,13 +16,23 @@ GEMM per row (no input feeding). Source rows are right-padded and carry their le
 must come longest first, so that each row's encoder state holds from its end on (packed steps,
 ``numrnn.layers.active_rows``) and the final state is the row's own; padded source positions
 get no attention. Target padding is ignored through targets below 0.
+
+``TranslateTask`` is the trainer's task over sentence pairs (``numrnn.data.read_pairs``):
+the source vocabulary is the training sources' characters, the target one the training
+targets' with END and START (as ``numrnn.tasks.generate``'s); batches group pairs of similar
+source length (``numrnn.tasks.examples.batch_order``), longest source first; the loss is per
+target character, END counted.
 """
 
 import numpy as np
 
-from numrnn.errors import ConfigError
+from numrnn.data import Vocab
+from numrnn.errors import ConfigError, DataError
 from numrnn.layers import Attention, Embedding, Linear, RecurrentStack, _take_rows
 from numrnn.model import LossResult, Network, State
+from numrnn.tasks import generate
+from numrnn.tasks.examples import EncodedTexts, ExamplesTask
+from numrnn.trainer import LN2, Score
 
 
 def translator_layers(config):
@@ -296,3 +306,165 @@ class _Workspace:
             self.combined = zeros(T, B, D + Hd)
             self.dcombined = zeros(T, B, D + Hd)
             self.attentional = zeros(T * B, Hd)
+
+
+# --------------------------------------------------------------------------- the task
+
+NAME = "translate"
+UNIT = "chars"
+EVAL_BATCH = 256  # pairs per forward call when scoring
+
+
+def build_vocabs(data, rows):
+    """(source vocabulary, target vocabulary) of the pairs ``rows`` of ``data`` (a PairsData):
+    each side's characters sorted by code point; the target's then END and START (the last id),
+    as a generator's (``numrnn.tasks.generate.build_vocab``)."""
+    sources = [data.sources[i] for i in rows]
+    targets = [data.targets[i] for i in rows]
+    return Vocab(sorted(set("".join(sources)))), generate.build_vocab(targets)
+
+
+def pair_batch(sources, targets, rows, start, end):
+    """(source (S, B), source_lengths (B), tokens (T+1, B), targets (T+1, B), rows) of the pairs
+    ``rows``, reordered longest source first (the order a Translator needs); ``sources`` and
+    ``targets`` are EncodedTexts over the same pairs."""
+    rows = np.asarray(rows)
+    rows = rows[np.argsort(-sources.lengths[rows], kind="stable")]
+    source, _, source_lengths = sources.batch(rows)
+    tokens, target_ids, _ = generate.sequences(targets, rows, start, end)
+    return source, source_lengths, tokens, target_ids, rows
+
+
+def score(model, sources, targets, rows, start, end, *, should_stop=None, batch=EVAL_BATCH):
+    """Mean loss per target character (nats; END counted) over the pairs ``rows``, and the
+    characters scored; None when should_stop() turned true mid-way."""
+    rows = np.asarray(rows)
+    rows = rows[np.argsort(-sources.lengths[rows], kind="stable")]  # similar lengths together
+    total, count = 0.0, 0
+    for begin in range(0, len(rows), batch):
+        if should_stop is not None and should_stop():
+            return None
+        source, lengths, tokens, target_ids, _ = pair_batch(
+            sources, targets, rows[begin : begin + batch], start, end
+        )
+        chars = int(np.count_nonzero(target_ids >= 0))
+        total += model.loss(source, lengths, tokens, target_ids).loss * chars
+        count += chars
+    return (total / count if count else float("nan")), count
+
+
+class TranslateTask(ExamplesTask):
+    """The trainer's task for a translator (see ``numrnn.trainer``): batches of pairs of
+    similar source length, shuffled per (seed, epoch), longest source first; the loss per
+    target character (END counted)."""
+
+    name = NAME
+    unit = UNIT
+
+    def __init__(self, model, source_vocab, target_vocab, data, split, *, batch_size, seed, split_meta=None):
+        """data: a PairsData; split: (train, val, test) index arrays into it; split_meta: what
+        recreates the split (the data's path), saved in checkpoints. Validation pairs whose
+        source has no known character, or whose target has a character the target
+        vocabulary lacks, are left out (``val_skipped``): a loss over a changed target would
+        be a loss over another sentence."""
+        sources = EncodedTexts(source_vocab, data.sources)
+        super().__init__(
+            model,
+            source_vocab,
+            data,
+            split,
+            batch_size=batch_size,
+            seed=seed,
+            split_meta=split_meta,
+            encoded=sources,
+        )
+        self.target_vocab = target_vocab
+        self.targets = EncodedTexts(target_vocab, data.targets)
+        self.start, self.end = generate.special_ids(target_vocab)
+        whole_target = self.targets.lengths == np.asarray([len(text) for text in data.targets])
+        usable = whole_target & (sources.lengths > 0)
+        whole_source = sources.lengths == np.asarray([len(text) for text in data.sources])
+        if not (usable[self.train_rows] & whole_source[self.train_rows]).all():
+            bad = self.train_rows[~(usable & whole_source)[self.train_rows]][0]
+            raise DataError(
+                f"the training pair {data.sources[bad]!r} -> {data.targets[bad]!r} has characters "
+                f"the model's vocabularies lack; train on the data the model was trained on"
+            )
+        self.val_skipped = int(np.count_nonzero(~usable[self.val_rows]))
+        self.val_rows = self.val_rows[usable[self.val_rows]]
+
+    # ------------------------------------------------------------------ sizes
+
+    def _chars(self, rows):
+        return int(np.sum(self.targets.lengths[rows] + 1))
+
+    @property
+    def items_per_step(self):
+        """Target characters per step on average (each END counted)."""
+        mean = float(np.mean(self.targets.lengths[self.train_rows] + 1))
+        return round(mean * min(self.batch_size, len(self.train_rows)))
+
+    @property
+    def train_items(self):
+        return self._chars(self.train_rows)
+
+    @property
+    def val_items(self):
+        return self._chars(self.val_rows)
+
+    def items_at(self, epoch, position):
+        return self._chars(self.epoch_batches(epoch)[position])
+
+    # ------------------------------------------------------------------ steps
+
+    def batch_at(self, epoch, position):
+        """pair_batch of the batch at ``position`` of ``epoch``."""
+        rows = self.epoch_batches(epoch)[position]
+        return pair_batch(self.encoded, self.targets, rows, self.start, self.end)
+
+    def loss_and_grad(self, epoch, position, rng):
+        source, lengths, tokens, targets, _ = self.batch_at(epoch, position)
+        return self.model.loss_and_grad(source, lengths, tokens, targets, train=True, rng=rng).loss
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, should_stop=None):
+        scored = score(
+            self.model,
+            self.encoded,
+            self.targets,
+            self.val_rows,
+            self.start,
+            self.end,
+            should_stop=should_stop,
+        )
+        if scored is None:
+            return None
+        loss, chars = scored
+        return Score(loss=loss, count=chars, unit=UNIT, metrics={"bpc": loss / LN2})
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def meta(self):
+        data = self.data
+        return {
+            "data": {
+                "digest": data.digest,
+                "source": "tsv",
+                "pairs": len(data),
+                "blank_lines": data.blank_lines,
+                "reverse": data.reverse,
+                **self.split_meta,
+            },
+            "split": {
+                "train": len(self.train_rows),
+                "val": len(self.val_rows),
+                "test": len(self.test_rows),
+                "val_skipped": self.val_skipped,
+            },
+            "translate": {
+                "target_vocab": list(self.target_vocab.chars),
+                "start": generate.START,
+                "end": generate.END,
+            },
+        }
