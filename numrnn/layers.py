@@ -230,6 +230,7 @@ class Attention:
         ws.dqueries = zeros(B, T, Q)
         ws.keys = zeros(B, S, Q) if self.kind != "dot" else None  # dot: the values are the keys
         ws.dkeys = zeros(B, S, Q)
+        ws.dprojected_values = zeros(B, S, D) if self.kind != "dot" else None
         ws.projected_queries = zeros(B, T, Q) if self.kind == "additive" else None
         ws.dprojected_queries = zeros(B, T, Q) if self.kind == "additive" else None
         return ws
@@ -243,18 +244,18 @@ class Attention:
         if self.kind == "dot":
             k.attention_scores(ws.weights, queries, values)
         elif self.kind == "general":
-            np.dot(self._rows(values), w[self.weight], out=self._rows(ws.keys))
+            k.matmul(self._rows(ws.keys), self._rows(values), w[self.weight])
             k.attention_scores(ws.weights, queries, ws.keys)
         else:
-            np.dot(self._rows(values), w[self.key], out=self._rows(ws.keys))
-            np.dot(self._rows(queries), w[self.query], out=self._rows(ws.projected_queries))
+            k.matmul(self._rows(ws.keys), self._rows(values), w[self.key])
+            k.matmul(self._rows(ws.projected_queries), self._rows(queries), w[self.query])
             k.additive_scores(ws.weights, ws.projected_queries, ws.keys, w[self.v])
         k.attention_softmax(ws.weights, lengths)
         k.attention_context(ws.context, ws.weights, values)
 
-    def backward(self, k, w, dw, ws, dcontext, queries, values):
+    def backward(self, k, w, dw, ws, dcontext, queries, values, scratch):
         """Parameter gradients (+=), and ws.dqueries (B, T, Q) and ws.dvalues (B, S, D) (=)
-        from dcontext (B, T, D)."""
+        from dcontext (B, T, D); scratch: at least D * Q and Q * Q elements."""
         k.attention_context_backward(ws.dscores, ws.dvalues, dcontext, ws.weights, values)
         rows = self._rows
         if self.kind == "dot":
@@ -263,16 +264,31 @@ class Attention:
             return
         if self.kind == "general":
             k.attention_scores_backward(ws.dqueries, ws.dkeys, ws.dscores, queries, ws.keys)
-            dw[self.weight] += rows(values).T @ rows(ws.dkeys)
-            ws.dvalues += ws.dkeys @ w[self.weight].T
+            k.matmul_backward(
+                rows(ws.dprojected_values),
+                dw[self.weight],
+                rows(ws.dkeys),
+                rows(values),
+                w[self.weight],
+                scratch,
+            )
+            ws.dvalues += ws.dprojected_values
             return
         k.additive_scores_backward(
             ws.dprojected_queries, ws.dkeys, dw[self.v], ws.dscores, ws.projected_queries, ws.keys, w[self.v]
         )
-        dw[self.key] += rows(values).T @ rows(ws.dkeys)
-        dw[self.query] += rows(queries).T @ rows(ws.dprojected_queries)
-        ws.dvalues += ws.dkeys @ w[self.key].T
-        np.dot(rows(ws.dprojected_queries), w[self.query].T, out=rows(ws.dqueries))
+        k.matmul_backward(
+            rows(ws.dprojected_values), dw[self.key], rows(ws.dkeys), rows(values), w[self.key], scratch
+        )
+        ws.dvalues += ws.dprojected_values
+        k.matmul_backward(
+            rows(ws.dqueries),
+            dw[self.query],
+            rows(ws.dprojected_queries),
+            rows(queries),
+            w[self.query],
+            scratch,
+        )
 
 
 class _AttentionWorkspace:

@@ -449,3 +449,16 @@ def test_attention_matches_reference(additive, dtype, rtol, atol, rng):
     assert set(grads) == set(expected)
     for name, grad in grads.items():
         np.testing.assert_allclose(grad, expected[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, F64_RTOL), (np.float32, F32_RTOL)])
+def test_matmul_matches_reference(dtype, rtol, rng):
+    x, W, dy = (rng.standard_normal(s).astype(dtype) for s in [(7, 5), (5, 3), (7, 3)])
+    y = np.zeros((7, 3), dtype)
+    cpu.matmul(y, x, W)
+    np.testing.assert_allclose(y, x @ W, rtol=rtol, atol=rtol)
+    dx, dW = np.full_like(x, np.nan), np.ones_like(W)  # dx is overwritten, dW accumulates
+    cpu.matmul_backward(dx, dW, dy, x, W, np.zeros(15, dtype))
+    expected = ref.linear_backward(dy.astype(np.float64), x.astype(np.float64), W.astype(np.float64))
+    np.testing.assert_allclose(dx, expected["x"], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dW, 1.0 + expected["W"], rtol=rtol, atol=rtol)

@@ -217,7 +217,7 @@ class Translator(Network):
             self.combine.backward(k, w, dw, dcombined, dfeats, ws.combined.reshape(T * B, -1), ws.scratch)
             D = ws.values.shape[2]
             ws.dcontext[...] = ws.dcombined[:, :, :D].transpose(1, 0, 2)
-            self.attention.backward(k, w, dw, ws.att, ws.dcontext, ws.queries, ws.values)
+            self.attention.backward(k, w, dw, ws.att, ws.dcontext, ws.queries, ws.values, ws.scratch)
             ddec[...] = ws.dcombined[:, :, D:]
             ddec += ws.att.dqueries.transpose(1, 0, 2)
             denc[...] = ws.att.dvalues.transpose(1, 0, 2)
