@@ -383,6 +383,20 @@ def _check_fraction(value, option):
     return float(value)
 
 
+def _checked_split_options(val_frac, test_frac, seed, *, example):
+    """(val, test) fractions checked, with the seed; ConfigErrors name the option."""
+    val = _check_fraction(val_frac, "--val-frac")
+    test = _check_fraction(test_frac, "--test-frac")
+    if val + test >= 1.0:
+        raise ConfigError(
+            f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
+            f"leaving nothing to train on; keep their sum below 1, e.g. {example}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"--seed must be a whole number of 0 or more, not {seed!r}")
+    return val, test
+
+
 def stratified_split(labels, val_frac, test_frac, seed):
     """(train_idx, val_idx, test_idx): a seeded split of example indices, stratified by label.
 
@@ -405,15 +419,7 @@ def stratified_split(labels, val_frac, test_frac, seed):
     with its own generator); together they cover every index exactly once. Deterministic for a
     seed: no global random state is read or changed.
     """
-    val = _check_fraction(val_frac, "--val-frac")
-    test = _check_fraction(test_frac, "--test-frac")
-    if val + test >= 1.0:
-        raise ConfigError(
-            f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
-            f"leaving nothing to train on; keep their sum below 1, e.g. 0.1 and 0.1"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"--seed must be a whole number of 0 or more, not {seed!r}")
+    val, test = _checked_split_options(val_frac, test_frac, seed, example="0.1 and 0.1")
     labels = np.asarray(labels)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError("labels must be a 1-D array of integer label ids")
@@ -511,15 +517,7 @@ def shuffled_split(count, val_frac, test_frac, seed):
     """(train, val, test) index arrays over ``count`` items: one permutation by
     ``default_rng(seed)``, cut into test, validation and training parts (sizes rounded to the
     nearest whole item). Raises ConfigError for fractions that leave nothing to train on."""
-    val = _check_fraction(val_frac, "--val-frac")
-    test = _check_fraction(test_frac, "--test-frac")
-    if val + test >= 1.0:
-        raise ConfigError(
-            f"--val-frac {val} and --test-frac {test} add up to {val + test:g}, "
-            f"leaving nothing to train on; keep their sum below 1, e.g. 0.05 and 0.05"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"--seed must be a whole number of 0 or more, not {seed!r}")
+    val, test = _checked_split_options(val_frac, test_frac, seed, example="0.05 and 0.05")
     order = np.random.default_rng(int(seed)).permutation(count)
     n_test = int(math.floor(count * test + 0.5 + 1e-9))
     n_val = int(math.floor(count * val + 0.5 + 1e-9))

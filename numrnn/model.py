@@ -64,6 +64,18 @@ def _checked_lengths(lengths, targets):
     return lengths
 
 
+def mean_cross_entropy(k, ws, targets, grad):
+    """The mean cross-entropy of ``ws.logits`` (N, V) against targets (N), those below 0
+    ignored, with ``ws.losses`` (N) as workspace; with grad, ``ws.logits`` becomes the loss's
+    gradient (dlogits overwrite the logits in place)."""
+    count = max(int(np.count_nonzero(targets >= 0)), 1)
+    if grad:
+        k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0 / count)
+    else:
+        k.softmax_xent_forward(ws.losses, ws.logits, targets)
+    return float(ws.losses.sum(dtype=np.float64)) / count
+
+
 def standard_layers(config):
     """The embedding, recurrent stack and head a ``ModelConfig`` describes, then its
     ``Conditioning`` layer when ``config.condition`` is not "none" (last, so the other
@@ -285,13 +297,7 @@ class Model(Network):
             )
         feats = self.stack.top_outputs(ws.stack).reshape(T * B, cfg.hidden)
         self.head.forward(k, w, ws.logits, feats)
-        count = max(int(np.count_nonzero(targets >= 0)), 1)
-        if grad:
-            # dlogits overwrite the logits in place.
-            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0 / count)
-        else:
-            k.softmax_xent_forward(ws.losses, ws.logits, targets)
-        loss = float(ws.losses.sum(dtype=np.float64)) / count
+        loss = mean_cross_entropy(k, ws, targets, grad)
         final = State.from_dict(self.stack.final_state(ws.stack, lengths))
         if not grad:
             return LossResult(loss, final)

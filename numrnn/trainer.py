@@ -51,6 +51,15 @@ class Score:
     metrics: dict = field(default_factory=dict)  # e.g. {"bpc": ...} or {"accuracy": ...}
 
 
+def characters_score(scored, unit="chars"):
+    """The Score of (mean loss per character, characters), with bits per character; None
+    (an evaluation stopped mid-way) passes through."""
+    if scored is None:
+        return None
+    loss, chars = scored
+    return Score(loss=loss, count=chars, unit=unit, metrics={"bpc": loss / LN2})
+
+
 @dataclass
 class Progress:
     """Where a run stands; saved in every checkpoint."""

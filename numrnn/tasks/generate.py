@@ -23,7 +23,7 @@ import numpy as np
 from numrnn.data import Vocab, describe_char
 from numrnn.errors import DataError
 from numrnn.tasks.examples import ExamplesTask
-from numrnn.trainer import LN2, Score
+from numrnn.trainer import characters_score
 
 NAME = "generate"
 UNIT = "chars"
@@ -159,10 +159,7 @@ class GenerateTask(ExamplesTask):
 
     def evaluate(self, should_stop=None):
         scored = score(self.model, self.encoded, self.val_rows, self.start, self.end, should_stop=should_stop)
-        if scored is None:
-            return None
-        loss, chars = scored
-        return Score(loss=loss, count=chars, unit=UNIT, metrics={"bpc": loss / LN2})
+        return characters_score(scored, UNIT)
 
     # ------------------------------------------------------------------ checkpoints
 

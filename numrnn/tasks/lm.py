@@ -16,7 +16,7 @@ import numpy as np
 from numrnn.data import TextStreams
 from numrnn.errors import ConfigError, DataError
 from numrnn.model import State
-from numrnn.trainer import LN2, Notice, Score
+from numrnn.trainer import LN2, Notice, characters_score
 
 NAME = "char-lm"
 UNIT = "chars"
@@ -135,10 +135,7 @@ class LanguageModelTask:
             seq_len=self.seq_len,
             should_stop=should_stop,
         )
-        if scored is None:
-            return None
-        loss, chars = scored
-        return Score(loss=loss, count=chars, unit=UNIT, metrics={"bpc": loss / LN2})
+        return characters_score(scored, UNIT)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -29,10 +29,10 @@ import numpy as np
 from numrnn.data import Vocab
 from numrnn.errors import ConfigError, DataError
 from numrnn.layers import Attention, Embedding, Linear, RecurrentStack, _take_rows
-from numrnn.model import LossResult, Network, State
+from numrnn.model import LossResult, Network, State, mean_cross_entropy
 from numrnn.tasks import generate
 from numrnn.tasks.examples import EncodedTexts, ExamplesTask
-from numrnn.trainer import LN2, Score
+from numrnn.trainer import characters_score
 
 
 def translator_layers(config):
@@ -130,12 +130,7 @@ class Translator(Network):
         self.decoder.forward(k, w, ws.dec, tokens, ws.dec_state, use_dropout=use_dropout, rng=rng)
         feats = self._attend(ws, lengths)
         self.head.forward(k, w, ws.logits, feats)
-        count = max(int(np.count_nonzero(targets >= 0)), 1)
-        if grad:
-            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0 / count)
-        else:
-            k.softmax_xent_forward(ws.losses, ws.logits, targets)
-        loss = float(ws.losses.sum(dtype=np.float64)) / count
+        loss = mean_cross_entropy(k, ws, targets, grad)
         final = State.from_dict(self.decoder.final_state(ws.dec))
         if not grad:
             return LossResult(loss, final)
@@ -438,10 +433,7 @@ class TranslateTask(ExamplesTask):
             self.end,
             should_stop=should_stop,
         )
-        if scored is None:
-            return None
-        loss, chars = scored
-        return Score(loss=loss, count=chars, unit=UNIT, metrics={"bpc": loss / LN2})
+        return characters_score(scored, UNIT)
 
     # ------------------------------------------------------------------ checkpoints
 
