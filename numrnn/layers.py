@@ -30,6 +30,39 @@ def _zeros(dtype):
     return lambda *shape: np.zeros(shape, dtype=dtype)
 
 
+class Arena:
+    """Workspace buffers as views of one flat buffer that grows to the largest workspace asked
+    for. A network whose batches come in many shapes (the translator's (S, T, B)) then holds
+    one buffer, not one workspace per shape; ``carve`` zeroes what it hands out, so each
+    workspace starts as ``np.zeros`` would, without new pages to fault in. Views of two
+    workspaces overlap: only the last one carved may be used."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.buffer = np.zeros(0, self.dtype)
+
+    def carve(self, build):
+        """build(zeros) -> a workspace, where zeros(*shape) allocates; returns it built from
+        the buffer (grown first if needed), its arrays zeroed."""
+        sizes = []
+        build(lambda *shape: sizes.append(int(np.prod(shape))) or np.empty(shape, self.dtype))
+        total = sum(sizes)
+        if total > self.buffer.size:
+            self.buffer = np.zeros(total, self.dtype)
+        else:
+            self.buffer[:total] = 0.0
+        offset = 0
+
+        def view(*shape):
+            nonlocal offset
+            count = int(np.prod(shape))
+            part = self.buffer[offset : offset + count].reshape(shape)
+            offset += count
+            return part
+
+        return build(view)
+
+
 def _init_uniform(view, rng, fan_in):
     # PyTorch's default for recurrent and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     bound = 1.0 / np.sqrt(fan_in)
@@ -98,9 +131,9 @@ class Embedding:
             return False
         return reads is None or self.vocab_size <= reads
 
-    def workspace(self, T, B, G, dtype):
+    def workspace(self, T, B, G, dtype, zeros=None):
         ws = _EmbeddingWorkspace()
-        zeros = _zeros(dtype)
+        zeros = zeros or _zeros(dtype)
         E, V = self.width, self.vocab_size
         ws.table = self.uses_table(G, np.dtype(dtype).itemsize, reads=T * B)
         ws.lookup = zeros(V, G) if ws.table else None
@@ -219,9 +252,9 @@ class Attention:
         for name, shape in self.entries():
             _init_uniform(views[name], rng, shape[0])
 
-    def workspace(self, B, T, S, dtype):
+    def workspace(self, B, T, S, dtype, zeros=None):
         ws = _AttentionWorkspace()
-        zeros = _zeros(dtype)
+        zeros = zeros or _zeros(dtype)
         Q, D = self.query_width, self.value_width
         ws.weights = zeros(B, T, S)
         ws.dscores = zeros(B, T, S)
@@ -443,16 +476,17 @@ class RecurrentStack:
 
     # ------------------------------------------------------------------ workspace
 
-    def workspace(self, T, B, dtype, scratch=0):
-        """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too."""
+    def workspace(self, T, B, dtype, scratch=0, zeros=None):
+        """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too;
+        ``zeros(*shape)``: the allocator (default np.zeros; an ``Arena``'s views)."""
         ws = _StackWorkspace()
-        zeros = _zeros(dtype)
+        zeros = zeros or _zeros(dtype)
         L, R, H, G = self.layers, self.directions, self.hidden, self.gate_width
         lstm, gru = self.cell.name == "lstm", self.cell.name == "gru"
         units = [(layer, d) for layer in range(L) for d in range(R)]
         ws.T, ws.B = T, B
         # One per direction: each keeps its own embedded rows for the backward pass.
-        ws.embedding = [self.embedding.workspace(T, B, G, dtype) for _ in range(R)]
+        ws.embedding = [self.embedding.workspace(T, B, G, dtype, zeros) for _ in range(R)]
         ws.gates = {u: zeros(T, B, G) for u in units}
         ws.hs = {u: zeros(T + 1, B, H) for u in units}
         ws.cs = {u: zeros(T + 1, B, H) for u in units} if lstm else None

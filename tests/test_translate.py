@@ -181,3 +181,20 @@ def test_validation_pairs_the_vocabularies_cannot_read_are_left_out(tmp_path, rn
     split = (np.array([0, 1]), np.array([2, 3, 4]), np.array([], np.int64))
     task = make_task(data, rng, split=split)
     assert task.val_rows.tolist() == [2] and task.val_skipped == 2  # "xy": no known source; "BQ": Q unknown
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batches_of_changing_shapes_share_one_buffer(cell, rng):
+    """Every (S, T, B) is carved from one arena: going back to a shape gives the same loss and
+    gradients bit for bit, and the buffer is the largest workspace's, not the sum."""
+    model = make_translator(cell, "additive", rng)
+    a = (rng.integers(0, V_SOURCE, (5, 3)), [5, 4, 2], rng.integers(0, V_TARGET + 1, (4, 3)))
+    b = (rng.integers(0, V_SOURCE, (7, 2)), [7, 1], rng.integers(0, V_TARGET + 1, (9, 2)))
+    first = model.loss_and_grad(*a, a[2] % V_TARGET)
+    grads = model.grads.copy()
+    model.loss_and_grad(*b, b[2] % V_TARGET)
+    size = model._arena.buffer.size
+    again = model.loss_and_grad(*a, a[2] % V_TARGET)
+    assert again.loss == first.loss
+    np.testing.assert_array_equal(model.grads, grads)
+    assert model._arena.buffer.size == size  # the smaller shape fits in what is there

@@ -28,7 +28,7 @@ import numpy as np
 
 from numrnn.data import Vocab
 from numrnn.errors import ConfigError, DataError
-from numrnn.layers import Attention, Embedding, Linear, RecurrentStack, _take_rows
+from numrnn.layers import Arena, Attention, Embedding, Linear, RecurrentStack, _take_rows
 from numrnn.model import LossResult, Network, State, mean_cross_entropy
 from numrnn.tasks import generate
 from numrnn.tasks.examples import EncodedTexts, ExamplesTask
@@ -79,14 +79,19 @@ class Translator(Network):
             setattr(self, name, layer)
         self.attention = self.parts.get("attention")
         super().__init__(list(self.parts.values()), dtype, device, kernels)
+        self._arena, self._current, self._current_key = None, None, None
 
     # ------------------------------------------------------------------ workspace
 
     def _workspace(self, S, T, B):
-        key = (S, T, B)
-        if key not in self._workspaces:
-            self._workspaces[key] = _Workspace(self, S, T, B, self.dtype)
-        return self._workspaces[key]
+        # Batches come in many (S, T) shapes: one arena the size of the largest workspace,
+        # re-carved (and zeroed) whenever the shape changes, instead of one per shape.
+        if self._arena is None:
+            self._arena = Arena(self.dtype)
+        if self._current is None or self._current_key != (S, T, B):
+            self._current = self._arena.carve(lambda zeros: _Workspace(self, S, T, B, self.dtype, zeros))
+            self._current_key = (S, T, B)
+        return self._current
 
     # ------------------------------------------------------------------ passes
 
@@ -277,14 +282,13 @@ def _split_directions(joined, directions):
 class _Workspace:
     """Every buffer one (S, T, B) needs, allocated once and reused."""
 
-    def __init__(self, net, S, T, B, dtype):
-        zeros = lambda *shape: np.zeros(shape, dtype)  # noqa: E731
+    def __init__(self, net, S, T, B, dtype, zeros):
         enc, dec, cfg = net.encoder, net.decoder, net.config
         D, Hd, L, V = enc.output_width, dec.hidden, enc.layers, cfg.outputs
         self.S, self.T, self.B = S, T, B
         # The head's, the combine layer's and the bridge's products use the decoder's scratch.
-        self.enc = enc.workspace(S, B, dtype)
-        self.dec = dec.workspace(T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd))
+        self.enc = enc.workspace(S, B, dtype, zeros=zeros)
+        self.dec = dec.workspace(T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros)
         self.scratch = self.dec.scratch
         self.enc_out = zeros(S, B, D)
         self.enc_dout = zeros(S, B, D)
@@ -294,7 +298,7 @@ class _Workspace:
         self.losses = zeros(T * B)
         self.dfeats = zeros(T * B, Hd)
         if net.attention is not None:
-            self.att = net.attention.workspace(B, T, S, dtype)
+            self.att = net.attention.workspace(B, T, S, dtype, zeros)
             self.queries = zeros(B, T, Hd)
             self.values = zeros(B, S, D)
             self.dcontext = zeros(B, T, D)
