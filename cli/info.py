@@ -48,11 +48,24 @@ def info(checkpoint, as_json):
             + ("bidirectional, " if config.bidirectional else "")
             + (f"embedding {config.embed}" if config.embed else "one-hot input")
             + (f", dropout {config.dropout:g}" if config.dropout else "")
-            + (f", label as {config.condition}" if config.condition != "none" else ""),
+            + (f", label as {config.condition}" if config.condition != "none" else "")
+            + (
+                f"; decoder {config.layers} x {config.decoder_width}, attention {config.attention}"
+                if loaded.task == "translate"
+                else ""
+            ),
         ),
         ("parameters", f"{loaded.parameter_count:,} ({meta['dtype']})"),
         ("vocabulary", f"{len(loaded.vocab)} characters: {_preview(loaded.vocab.chars)}"),
     ]
+    if loaded.target_vocab is not None:
+        rows[-1] = ("source vocabulary", rows[-1][1])
+        rows.append(
+            (
+                "target vocabulary",
+                f"{len(loaded.target_vocab)} characters: {_preview(loaded.target_vocab.chars)}",
+            )
+        )
     if loaded.labels is not None:
         rows.append(("labels", f"{len(loaded.labels)}: {', '.join(loaded.labels)}"))
     data = meta.get("data")
@@ -61,7 +74,8 @@ def info(checkpoint, as_json):
         rows.append(
             (
                 "data",
-                f"{data.get('examples', 0):,} examples from {data.get('path', '?')} "
+                (f"{data['pairs']:,} pairs" if "pairs" in data else f"{data.get('examples', 0):,} examples")
+                + f" from {data.get('path', '?')} "
                 f"(digest {data.get('digest', '?')})",
             )
         )

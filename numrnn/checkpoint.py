@@ -74,7 +74,14 @@ class Checkpoint:
 
     @property
     def vocab(self):
+        """The input characters (a translator's: its source's)."""
         return Vocab(self.meta["vocab"])
+
+    @property
+    def target_vocab(self):
+        """A translator's target characters (END among them, START last), else None."""
+        doc = self.meta.get("translate")
+        return Vocab(doc["target_vocab"]) if doc else None
 
     @property
     def dtype(self):
@@ -277,8 +284,8 @@ def _read_document(path, header):
 
 
 def _check(path, document, tensors):
-    from numrnn.model import ModelConfig, model_layout
-    from numrnn.tasks import DEFAULT_TASK, TASKS
+    from numrnn.model import ModelConfig
+    from numrnn.tasks import DEFAULT_TASK, TASKS, layout_of
 
     def bad(what):
         return CheckpointError(f"{path} is inconsistent: {what}")
@@ -328,7 +335,14 @@ def _check(path, document, tensors):
         if len(labels) != config.condition_classes:
             raise bad(f"{len(labels)} labels, but the model is conditioned on {config.condition_classes}")
 
-    layout = model_layout(config)
+    if task != "translate" and (config.attention != "none" or config.decoder_hidden):
+        raise bad(f"{task} models have no attention or decoder (attention {config.attention})")
+    if task == "translate":
+        _check_target_vocab(bad, document.get("translate"), config)
+    try:
+        layout = layout_of(task, config)
+    except (ConfigError, ValueError) as exc:
+        raise bad(f"model configuration: {exc}") from None
     expected = torch_shapes(layout)
     weights, optim, state = {}, {}, {}
     for name, value in tensors.items():
@@ -362,6 +376,19 @@ def _check(path, document, tensors):
     if document["format_version"] >= 2:
         _check_digests(path, document.get("tensors"), tensors)
     return Checkpoint(meta=document, weights=weights, optim=optim, state=state, path=path)
+
+
+def _check_target_vocab(bad, doc, config):
+    # A translator's target characters: output_size of them, then START (an input only).
+    from numrnn.tasks.generate import END, START
+
+    chars = doc.get("target_vocab") if isinstance(doc, dict) else None
+    if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise bad("its target vocabulary is not a list of characters")
+    if len(set(chars)) != len(chars) or not chars or chars[-1] != START or END not in chars:
+        raise bad("its target vocabulary must list each character once, END among them and START last")
+    if len(chars) != config.outputs + 1:
+        raise bad(f"{len(chars)} target characters, but the decoder has {config.outputs} outputs and START")
 
 
 def _check_digests(path, digests, tensors):

@@ -198,3 +198,39 @@ def test_batches_of_changing_shapes_share_one_buffer(cell, rng):
     assert again.loss == first.loss
     np.testing.assert_array_equal(model.grads, grads)
     assert model._arena.buffer.size == size  # the smaller shape fits in what is there
+
+
+def test_a_trained_translator_checkpoint_loads_and_computes_the_same_loss(tmp_path, rng):
+    from numrnn.checkpoint import load_checkpoint
+    from numrnn.errors import CheckpointError
+    from tests.helpers import labelled_trainer
+    from tests.test_checkpoint import rewrite_document
+
+    data = reversal_pairs(tmp_path, count=40)
+    task = make_task(data, rng, attention="dot")
+    path = tmp_path / "t.safetensors"
+    labelled_trainer(task, path, max_steps=6).run()
+    loaded = load_checkpoint(path)
+    assert loaded.task == "translate" and loaded.vocab.chars == task.vocab.chars
+    assert loaded.target_vocab.chars == task.target_vocab.chars
+    model = loaded.build_model()
+    assert isinstance(model, Translator) and model.config == task.model.config
+    np.testing.assert_array_equal(model.params, task.model.params)
+    batch = task.batch_at(0, 0)[:4]
+    assert model.loss(*batch).loss == task.model.loss(*batch).loss
+
+    from click.testing import CliRunner
+
+    from numrnn_cli.app import cli
+
+    shown = CliRunner().invoke(cli, ["info", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "attention dot" in shown.output and "target vocabulary" in shown.output and "40 pairs" in shown.output
+    )
+
+    def drop_start(doc):
+        doc["translate"]["target_vocab"] = doc["translate"]["target_vocab"][:-1]
+
+    with pytest.raises(CheckpointError, match="START last"):
+        load_checkpoint(rewrite_document(path, drop_start))

@@ -39,6 +39,12 @@ TASKS = {
         "a label-conditioned generator",
         "numrnn generate sample or numrnn generate train --resume",
     ),
+    # No command takes it yet (issue 10); the library loads it (numrnn.checkpoint).
+    "translate": TaskInfo(
+        "translate",
+        "a translator (an encoder-decoder)",
+        "numrnn.checkpoint.load_checkpoint from Python (the translate commands are not here yet)",
+    ),
 }
 DEFAULT_TASK = "char-lm"  # checkpoint format 1 held language models only
 
@@ -49,9 +55,27 @@ def network_class(task):
         from numrnn.tasks.classify import Classifier
 
         return Classifier
+    if task == "translate":
+        from numrnn.tasks.translate import Translator
+
+        return Translator
     from numrnn.model import Model
 
     return Model
+
+
+def layout_of(task, config):
+    """The parameter layout of the network a task's checkpoint with ``config`` holds."""
+    from numrnn.model import model_layout
+    from numrnn.params import ParamLayout
+
+    if task == "translate":
+        from numrnn.tasks.translate import translator_layers
+
+        return ParamLayout(
+            [entry for layer in translator_layers(config).values() for entry in layer.entries()]
+        )
+    return model_layout(config)
 
 
 def require_task(checkpoint, task):
