@@ -1,9 +1,12 @@
-"""Classification metrics: accuracy, per-class precision/recall/F1, macro-F1, confusion; top-k.
+"""Classification metrics: accuracy, per-class precision/recall/F1, macro-F1, confusion; top-k;
+and translation's chrF (``chrf``), sacrebleu's definition.
 
 Dimension letters as everywhere: ``N`` examples, ``C`` classes. Label ids are ``0 .. C-1``,
 indices into ``label_names``. Everything returned by ``classification_report`` is a plain
 Python int, float, str, list or dict, so it can be ``json.dumps``'ed as it is.
 """
+
+from collections import Counter
 
 import numpy as np
 
@@ -112,3 +115,53 @@ def top_k(probs, k):
     if one_row:
         return indices[0], values[0]
     return indices, values
+
+
+# --------------------------------------------------------------------------- chrF
+
+CHRF_ORDER = 6  # character n-grams of 1..6
+CHRF_BETA = 2  # recall weighs beta^2 = 4 times precision
+
+
+def char_ngram_statistics(hypothesis, reference, order=CHRF_ORDER):
+    """[hypothesis n-grams, reference n-grams, matches] for n = 1..order, flattened, of one
+    sentence pair, whitespace removed first; a hypothesis' n-grams count only where the
+    reference has n-grams of that order (sacrebleu's rule)."""
+    hypothesis = "".join(hypothesis.split())
+    reference = "".join(reference.split())
+    stats = []
+    for n in range(1, order + 1):
+        hyp = Counter(hypothesis[i : i + n] for i in range(len(hypothesis) - n + 1))
+        ref = Counter(reference[i : i + n] for i in range(len(reference) - n + 1))
+        matches = sum(min(count, ref[gram]) for gram, count in hyp.items() if gram in ref)
+        stats += [sum(hyp.values()) if ref else 0, sum(ref.values()), matches]
+    return stats
+
+
+def chrf(hypotheses, references, order=CHRF_ORDER, beta=CHRF_BETA):
+    """Corpus-level chrF (Popovic 2015), 0-100, as sacrebleu's CHRF() computes it by default
+    (chrF2: character n-grams up to 6, beta 2, whitespace ignored, no word n-grams): the
+    sentences' n-gram statistics are summed, precision and recall averaged over the orders
+    both sides have, then F_beta = (1 + beta^2) P R / (beta^2 P + R)."""
+    hypotheses, references = list(hypotheses), list(references)
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    totals = [0] * (3 * order)
+    for hypothesis, reference in zip(hypotheses, references):
+        for i, value in enumerate(char_ngram_statistics(hypothesis, reference, order)):
+            totals[i] += value
+    precision = recall = 0.0
+    orders = 0
+    for n in range(order):
+        hyp, ref, matches = totals[3 * n : 3 * n + 3]
+        if hyp > 0 and ref > 0:
+            precision += matches / hyp
+            recall += matches / ref
+            orders += 1
+    if orders == 0:
+        return 0.0
+    precision, recall = precision / orders, recall / orders
+    if precision + recall == 0:
+        return 0.0
+    factor = beta**2
+    return 100 * (1 + factor) * precision * recall / (factor * precision + recall)

@@ -178,3 +178,60 @@ def test_top_k_refuses_nan_and_3d():
         top_k(np.array([[0.5, np.nan]]), 1)
     with pytest.raises(ValueError, match="shape"):
         top_k(np.ones((2, 2, 2)), 1)
+
+
+# --------------------------------------------------------------------------- chrF
+
+
+def test_chrf_by_hand():
+    from numrnn.metrics import chrf
+
+    assert chrf(["abc"], ["abc"]) == 100.0
+    assert chrf(["xyz"], ["abc"]) == 0.0
+    # "ab" against "abc": unigrams P 2/2 R 2/3, bigrams P 1/1 R 1/2, no trigram in the
+    # hypothesis, so two orders count: P 1, R 7/12, F2 = 5 * 7/12 / (4 + 7/12) = 35/55.
+    assert chrf(["ab"], ["abc"]) == pytest.approx(100 * 35 / 55, rel=1e-12)
+    assert chrf(["a b c"], ["abc"]) == 100.0  # whitespace is ignored
+    assert chrf([""], ["abc"]) == 0.0
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        chrf(["a", "b"], ["a"])
+
+
+def test_chrf_equals_sacrebleu(rng):
+    """The same corpus score as sacrebleu's CHRF() (chrF2) on 300 noisy sentence pairs."""
+    sacrebleu = pytest.importorskip("sacrebleu", reason="sacrebleu (the test extra) is not installed")
+    from numrnn.metrics import chrf
+
+    words = [
+        "le",
+        "chat",
+        "noir",
+        "dort",
+        "sur",
+        "la",
+        "table",
+        "il",
+        "fait",
+        "très",
+        "beau",
+        "ça",
+        "va",
+        "!",
+    ]
+    references, hypotheses = [], []
+    for i in range(300):
+        reference = " ".join(rng.choice(words, rng.integers(1, 9)))
+        chars = list(reference)
+        for _ in range(rng.integers(0, 6)):  # drop, repeat or replace a few characters
+            if chars:
+                j = int(rng.integers(len(chars)))
+                kind = rng.integers(3)
+                chars[j] = "" if kind == 0 else chars[j] * 2 if kind == 1 else "xq"[int(rng.integers(2))]
+        hypothesis = "".join(chars) if i % 50 else ""  # a few empty outputs too
+        references.append(reference)
+        hypotheses.append(hypothesis)
+    expected = sacrebleu.CHRF().corpus_score(hypotheses, [references]).score
+    assert chrf(hypotheses, references) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    for hypothesis, reference in list(zip(hypotheses, references))[:40]:
+        sentence = sacrebleu.CHRF().sentence_score(hypothesis, [reference]).score
+        assert chrf([hypothesis], [reference]) == pytest.approx(sentence, rel=1e-12, abs=1e-12)
