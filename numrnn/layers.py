@@ -274,13 +274,24 @@ class Attention:
     def forward(self, k, w, ws, queries, values, lengths):
         """ws.context (B, T, D) and ws.weights (B, T, S) from queries (B, T, Q) and values
         (B, S, D), both contiguous; lengths (B): real source positions per row."""
+        self.keys(k, w, ws, values)
+        self.attend(k, w, ws, queries, values, lengths)
+
+    def keys(self, k, w, ws, values):
+        """ws.keys from values (B, S, D): what every step compares its query with (once per
+        source when decoding step by step)."""
+        if self.kind == "general":
+            k.matmul(self._rows(ws.keys), self._rows(values), w[self.weight])
+        elif self.kind == "additive":
+            k.matmul(self._rows(ws.keys), self._rows(values), w[self.key])
+
+    def attend(self, k, w, ws, queries, values, lengths):
+        """forward's scores, softmax and context, the keys already in ws (``keys``)."""
         if self.kind == "dot":
             k.attention_scores(ws.weights, queries, values)
         elif self.kind == "general":
-            k.matmul(self._rows(ws.keys), self._rows(values), w[self.weight])
             k.attention_scores(ws.weights, queries, ws.keys)
         else:
-            k.matmul(self._rows(ws.keys), self._rows(values), w[self.key])
             k.matmul(self._rows(ws.projected_queries), self._rows(queries), w[self.query])
             k.additive_scores(ws.weights, ws.projected_queries, ws.keys, w[self.v])
         k.attention_softmax(ws.weights, lengths)

@@ -234,3 +234,30 @@ def test_a_trained_translator_checkpoint_loads_and_computes_the_same_loss(tmp_pa
 
     with pytest.raises(CheckpointError, match="START last"):
         load_checkpoint(rewrite_document(path, drop_start))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_greedy_decoding_steps_equal_the_teacher_forced_pass(cell, attention, rng):
+    """Each greedy step's choice is the argmax of the teacher-forced logits over the greedy
+    output, and its attention weights are that pass's (float64, rows of different lengths)."""
+    model = make_translator(cell, attention, rng)
+    model.params *= 3.0  # sharper distributions: fewer near-ties between the top two
+    source, lengths = rng.integers(0, V_SOURCE, (6, 4)), np.array([6, 5, 3, 1])
+    start, end = V_TARGET, V_TARGET - 1
+    ids, ended, weights = model.greedy(source, lengths, start, end, max_length=7)
+    steps = weights.shape[1]
+    assert len(ids) == 4 and all(len(row) <= 7 for row in ids) and weights.shape == (4, steps, 6)
+    outputs = np.full((steps, 4), end)
+    for b, row in enumerate(ids):
+        outputs[: len(row), b] = row
+    tokens = np.concatenate([np.full((1, 4), start), outputs[:-1]])
+    model.loss(source, lengths, tokens, outputs)
+    ws = model._workspace(6, steps, 4)
+    chosen = ws.logits.reshape(steps, 4, -1).argmax(axis=2)
+    for b, row in enumerate(ids):
+        n = len(row) + 1 if ended[b] else len(row)  # the END step counts
+        np.testing.assert_array_equal(chosen[:n, b], outputs[:n, b])
+        if attention != "none":
+            np.testing.assert_allclose(weights[b, :n], ws.att.weights[b, :n], rtol=1e-10, atol=1e-12)
+            assert not weights[b, :, lengths[b] :].any()  # padding gets no attention

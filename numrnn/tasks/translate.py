@@ -182,22 +182,62 @@ class Translator(Network):
             self.bridge_c.forward(k, w, ws.bridge_c, ws.enc_final["c"].reshape(L * B, -1))
             ws.dec_state["c"] = ws.bridge_c.reshape(L, B, Hd)
 
-    def _attend(self, ws, lengths):
-        """(T*B, Hd) features for the head: the attentional states, or the decoder's outputs."""
+    def _attend(self, ws, lengths, keys_ready=False):
+        """(T*B, Hd) features for the head: the attentional states, or the decoder's outputs.
+        keys_ready: the values and keys of this source are in ws already (step decoding)."""
         dec_out = self.decoder.top_outputs(ws.dec)  # (T, B, Hd)
         T, B, Hd = dec_out.shape
         if self.attention is None:
             return dec_out.reshape(T * B, Hd)
         k, w = self.kernels, self.weights
         ws.queries[...] = dec_out.transpose(1, 0, 2)
-        ws.values[...] = ws.enc_out.transpose(1, 0, 2)
-        self.attention.forward(k, w, ws.att, ws.queries, ws.values, lengths)
+        if not keys_ready:
+            ws.values[...] = ws.enc_out.transpose(1, 0, 2)
+            self.attention.keys(k, w, ws.att, ws.values)
+        self.attention.attend(k, w, ws.att, ws.queries, ws.values, lengths)
         D = ws.values.shape[2]
         ws.combined[:, :, :D] = ws.att.context.transpose(1, 0, 2)
         ws.combined[:, :, D:] = dec_out
         self.combine.forward(k, w, ws.attentional, ws.combined.reshape(T * B, -1))
         np.tanh(ws.attentional, out=ws.attentional)
         return ws.attentional
+
+    # ------------------------------------------------------------------ decoding
+
+    def greedy(self, source, source_lengths, start, end, max_length):
+        """Each row's most likely character at every step, fed back as the next input, until
+        END or ``max_length`` characters. source (S, B) and source_lengths as for ``loss``.
+        Returns (ids (B,) lists without END, ended (B,) bool, attention (B, steps, S):
+        each step's weights over the source, 0 past a row's end)."""
+        k, w = self.kernels, self.weights
+        source = np.ascontiguousarray(source, dtype=np.intp)
+        S, B = source.shape
+        lengths = _checked_source_lengths(source_lengths, S, B)
+        ws = self._workspace(S, 1, B)
+        self._encode(ws, source, lengths, False, None)
+        self._bridge_forward(ws)
+        state = {name: value.copy() for name, value in ws.dec_state.items()}
+        tokens = np.full((1, B), start, np.intp)
+        outputs = np.full((max_length, B), end, np.intp)
+        attention = np.zeros((B, max_length, S))
+        running = np.ones(B, bool)
+        steps = 0
+        for step in range(max_length):
+            self.decoder.forward(k, w, ws.dec, tokens, state)
+            feats = self._attend(ws, lengths, keys_ready=step > 0)
+            self.head.forward(k, w, ws.logits, feats)
+            chosen = ws.logits.argmax(axis=1)
+            outputs[step] = np.where(running, chosen, end)
+            if self.attention is not None:
+                attention[:, step] = ws.att.weights[:, 0] * running[:, None]
+            running &= chosen != end
+            steps = step + 1
+            if not running.any():
+                break
+            state = self.decoder.final_state(ws.dec)
+            tokens[0] = chosen
+        ids = [[int(t) for t in outputs[:steps, b] if t != end] for b in range(B)]
+        return ids, ~running, attention[:, :steps]
 
     # ------------------------------------------------------------------ backward
 
