@@ -261,3 +261,30 @@ def test_greedy_decoding_steps_equal_the_teacher_forced_pass(cell, attention, rn
         if attention != "none":
             np.testing.assert_allclose(weights[b, :n], ws.att.weights[b, :n], rtol=1e-10, atol=1e-12)
             assert not weights[b, :, lengths[b] :].any()  # padding gets no attention
+
+
+@pytest.mark.parametrize("attention", ["none", "general", "additive"])
+def test_beam_search_scores_are_the_hypotheses_log_probabilities(attention, rng):
+    model = make_translator("lstm", attention, rng)
+    model.params *= 3.0
+    source, lengths = rng.integers(0, V_SOURCE, (6, 3)), np.array([6, 4, 2])
+    start, end = V_TARGET, V_TARGET - 1
+    one = model.beam_search(source, lengths, start, end, beam=1, max_length=8)
+    ids, ended, _ = model.greedy(source, lengths, start, end, max_length=8)
+    assert [r[0][0] for r in one] == ids and [r[0][3] for r in one] == ended.tolist()  # beam 1 is greedy
+
+    results = model.beam_search(source, lengths, start, end, beam=4, max_length=8, alpha=0.7, n_best=4)
+    for b, hypotheses in enumerate(results):
+        assert len(hypotheses) == 4
+        normalised = [h[1] for h in hypotheses]
+        assert normalised == sorted(normalised, reverse=True)
+        for ids_b, norm, logprob, has_ended, weights in hypotheses:
+            steps = len(ids_b) + (1 if has_ended else 0)
+            targets = np.array(ids_b + ([end] if has_ended else []))[:, None]
+            tokens = np.array([start] + ids_b)[:steps, None]
+            alone = model.loss(source[: lengths[b], b : b + 1], [lengths[b]], tokens, targets)
+            assert logprob == pytest.approx(-alone.loss * steps, rel=1e-9)
+            assert norm == pytest.approx(logprob / steps**0.7, rel=1e-12)
+            assert weights.shape[0] >= steps - 1 and not weights[:, lengths[b] :].any()
+    with pytest.raises(ValueError, match="n_best"):
+        model.beam_search(source, lengths, start, end, beam=2, n_best=3)

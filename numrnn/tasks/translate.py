@@ -239,6 +239,93 @@ class Translator(Network):
         ids = [[int(t) for t in outputs[:steps, b] if t != end] for b in range(B)]
         return ids, ~running, attention[:, :steps]
 
+    def beam_search(self, source, source_lengths, start, end, *, beam=5, max_length=100, alpha=1.0, n_best=1):
+        """The ``n_best`` translations of each source row found by a beam of ``beam``
+        hypotheses, ranked by log-probability / length**alpha (length counts END). All rows'
+        hypotheses step together: the decoder runs at B * beam rows per step, and each step
+        keeps, per source row, the ``beam`` best extensions (numpy over the whole batch).
+        Runs until every hypothesis has ended or ``max_length`` characters. Returns per row a
+        list of (ids without END, normalised score, log-probability, ended, attention
+        (steps, S)), best first."""
+        k, w = self.kernels, self.weights
+        source = np.ascontiguousarray(source, dtype=np.intp)
+        S, B = source.shape
+        lengths = _checked_source_lengths(source_lengths, S, B)
+        K = int(beam)
+        if K < 1 or n_best < 1 or n_best > K:
+            raise ValueError(f"beam must be at least 1 and n_best in 1..beam, not {beam} and {n_best}")
+        rows = np.repeat(np.arange(B), K)  # hypothesis h of row b is row b * K + h
+        lengths_k = lengths[rows]
+        ws = self._workspace(S, 1, B * K)
+        self._encode(ws, np.ascontiguousarray(source[:, rows]), lengths_k, False, None)
+        self._bridge_forward(ws)
+        state = {name: value.copy() for name, value in ws.dec_state.items()}
+        scores = np.full((B, K), -np.inf)
+        scores[:, 0] = 0.0  # one live hypothesis per row to start with, not K copies
+        tokens = np.full(B * K, start, np.intp)
+        history = np.zeros((B * K, 0), np.intp)
+        attention = np.zeros((B * K, 0, S))
+        finished = [[] for _ in range(B)]
+        for step in range(max_length):
+            self.decoder.forward(k, w, ws.dec, tokens[None, :], state)
+            feats = self._attend(ws, lengths_k, keys_ready=step > 0)
+            self.head.forward(k, w, ws.logits, feats)
+            logits = ws.logits.astype(np.float64)
+            peak = logits.max(axis=1, keepdims=True)
+            logp = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
+            V = logp.shape[1]
+            totals = (scores.reshape(-1, 1) + logp).reshape(B, K * V)
+            best = np.argsort(-totals, axis=1, kind="stable")[:, :K]  # (B, K) flat (hyp, char)
+            parent = best // V + np.arange(B)[:, None] * K  # rows of the hypotheses extended
+            chosen = best % V
+            new_scores = np.take_along_axis(totals, best, axis=1)
+            history = np.concatenate([history[parent.reshape(-1)], chosen.reshape(-1, 1)], axis=1)
+            weights = ws.att.weights[:, 0] if self.attention is not None else np.zeros((B * K, S))
+            attention = np.concatenate(
+                [attention[parent.reshape(-1)], weights[parent.reshape(-1)][:, None]], axis=1
+            )
+            ended = (chosen == end) & np.isfinite(new_scores)
+            for b, h in zip(*np.nonzero(ended)):
+                row = b * K + h
+                n = step + 1
+                finished[b].append(
+                    (
+                        history[row, :-1].tolist(),
+                        new_scores[b, h] / n**alpha,
+                        new_scores[b, h],
+                        True,
+                        attention[row],
+                    )
+                )
+            new_scores[ended] = -np.inf  # an ended hypothesis leaves the beam
+            scores = new_scores
+            if not np.isfinite(scores).any():
+                break
+            state = {
+                name: value[:, parent.reshape(-1)] for name, value in self.decoder.final_state(ws.dec).items()
+            }
+            tokens = chosen.reshape(-1)
+        results = []
+        n = history.shape[1]
+        for b in range(B):
+            candidates = list(finished[b])
+            if len(candidates) < n_best:  # unfinished ones at the limit, best first
+                for h in np.argsort(-scores[b], kind="stable"):
+                    if np.isfinite(scores[b, h]):
+                        row = b * K + h
+                        candidates.append(
+                            (
+                                history[row].tolist(),
+                                scores[b, h] / n**alpha,
+                                scores[b, h],
+                                False,
+                                attention[row],
+                            )
+                        )
+            candidates.sort(key=lambda c: -c[1])
+            results.append(candidates[:n_best])
+        return results
+
     # ------------------------------------------------------------------ backward
 
     def _backward(self, ws, feats):
