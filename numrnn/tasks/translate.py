@@ -204,29 +204,38 @@ class Translator(Network):
 
     # ------------------------------------------------------------------ decoding
 
+    def _start_decoding(self, source, lengths):
+        """(workspace, decoder state) after encoding source (S, B), for steps of one character."""
+        S, B = source.shape
+        ws = self._workspace(S, 1, B)
+        self._encode(ws, source, lengths, False, None)
+        self._bridge_forward(ws)
+        return ws, {name: value.copy() for name, value in ws.dec_state.items()}
+
+    def _decode_step(self, ws, tokens, state, lengths, step):
+        """(B, V) logits of one decoder step from ``state`` reading tokens (1, B); the keys of
+        the source are computed at step 0 and kept."""
+        k, w = self.kernels, self.weights
+        self.decoder.forward(k, w, ws.dec, tokens, state)
+        self.head.forward(k, w, ws.logits, self._attend(ws, lengths, keys_ready=step > 0))
+        return ws.logits
+
     def greedy(self, source, source_lengths, start, end, max_length):
         """Each row's most likely character at every step, fed back as the next input, until
         END or ``max_length`` characters. source (S, B) and source_lengths as for ``loss``.
         Returns (ids (B,) lists without END, ended (B,) bool, attention (B, steps, S):
         each step's weights over the source, 0 past a row's end)."""
-        k, w = self.kernels, self.weights
         source = np.ascontiguousarray(source, dtype=np.intp)
         S, B = source.shape
         lengths = _checked_source_lengths(source_lengths, S, B)
-        ws = self._workspace(S, 1, B)
-        self._encode(ws, source, lengths, False, None)
-        self._bridge_forward(ws)
-        state = {name: value.copy() for name, value in ws.dec_state.items()}
+        ws, state = self._start_decoding(source, lengths)
         tokens = np.full((1, B), start, np.intp)
         outputs = np.full((max_length, B), end, np.intp)
         attention = np.zeros((B, max_length, S))
         running = np.ones(B, bool)
         steps = 0
         for step in range(max_length):
-            self.decoder.forward(k, w, ws.dec, tokens, state)
-            feats = self._attend(ws, lengths, keys_ready=step > 0)
-            self.head.forward(k, w, ws.logits, feats)
-            chosen = ws.logits.argmax(axis=1)
+            chosen = self._decode_step(ws, tokens, state, lengths, step).argmax(axis=1)
             outputs[step] = np.where(running, chosen, end)
             if self.attention is not None:
                 attention[:, step] = ws.att.weights[:, 0] * running[:, None]
@@ -247,7 +256,6 @@ class Translator(Network):
         Runs until every hypothesis has ended or ``max_length`` characters. Returns per row a
         list of (ids without END, normalised score, log-probability, ended, attention
         (steps, S)), best first."""
-        k, w = self.kernels, self.weights
         source = np.ascontiguousarray(source, dtype=np.intp)
         S, B = source.shape
         lengths = _checked_source_lengths(source_lengths, S, B)
@@ -256,10 +264,7 @@ class Translator(Network):
             raise ValueError(f"beam must be at least 1 and n_best in 1..beam, not {beam} and {n_best}")
         rows = np.repeat(np.arange(B), K)  # hypothesis h of row b is row b * K + h
         lengths_k = lengths[rows]
-        ws = self._workspace(S, 1, B * K)
-        self._encode(ws, np.ascontiguousarray(source[:, rows]), lengths_k, False, None)
-        self._bridge_forward(ws)
-        state = {name: value.copy() for name, value in ws.dec_state.items()}
+        ws, state = self._start_decoding(np.ascontiguousarray(source[:, rows]), lengths_k)
         scores = np.full((B, K), -np.inf)
         scores[:, 0] = 0.0  # one live hypothesis per row to start with, not K copies
         tokens = np.full(B * K, start, np.intp)
@@ -267,10 +272,7 @@ class Translator(Network):
         attention = np.zeros((B * K, 0, S))
         finished = [[] for _ in range(B)]
         for step in range(max_length):
-            self.decoder.forward(k, w, ws.dec, tokens[None, :], state)
-            feats = self._attend(ws, lengths_k, keys_ready=step > 0)
-            self.head.forward(k, w, ws.logits, feats)
-            logits = ws.logits.astype(np.float64)
+            logits = self._decode_step(ws, tokens[None, :], state, lengths_k, step).astype(np.float64)
             peak = logits.max(axis=1, keepdims=True)
             logp = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
             V = logp.shape[1]
