@@ -116,6 +116,21 @@ def _add_transposed(dst, src_T):
 
 
 @kernel
+def _previous_state_grad(dh, dpre, Wh, scratch, add):
+    # dh (n, H) = (add: +=) dpre (n, G) @ Wh.T: the gradient reaching the running rows'
+    # previous states through the recurrent product; Wh (H, G); scratch (>= H*n) workspace
+    n, H = dh.shape
+    if n == 0:
+        return
+    dh_T = scratch[: H * n].reshape((H, n))
+    _recurrent_grad(dh_T, dpre, Wh)
+    if add:
+        _add_transposed(dh, dh_T)
+    else:
+        _store_transposed(dh, dh_T)
+
+
+@kernel
 def _rows(a):
     # a (T, B, X) contiguous -> (T*B, X) view
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
@@ -312,10 +327,8 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scr
             dxg_b = dxg_t[b]
             for j in range(H):
                 dxg_b[j] = rnn_cell_backward(h_b[j], dhs_b[j] + carry_b[j])
-        if (t > 0 or initial_grad) and n > 0:
-            carry_T = scratch[: H * n].reshape((H, n))
-            _recurrent_grad(carry_T, dxg_t[:n], Wh)
-            _store_transposed(dh0[:n], carry_T)
+        if t > 0 or initial_grad:
+            _previous_state_grad(dh0[:n], dxg_t[:n], Wh, scratch, False)
     _accumulate_recurrent(dWh, dbh, hs, dxg, scratch)
 
 
@@ -403,10 +416,8 @@ def lstm_backward(
                 d_g[j] = da_g
                 d_o[j] = da_o
                 dc_carry[j] = dc_prev
-        if (t > 0 or initial_grad) and n > 0:
-            carry_T = scratch[: H * n].reshape((H, n))
-            _recurrent_grad(carry_T, dgates[t, :n], Wh)
-            _store_transposed(dh0[:n], carry_T)
+        if t > 0 or initial_grad:
+            _previous_state_grad(dh0[:n], dgates[t, :n], Wh, scratch, False)
     _accumulate_recurrent(dWh, dbh, hs, dgates, scratch)
 
 
@@ -491,10 +502,9 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
                 dh_z[j] = da_z
                 dh_nn[j] = dh_n
                 carry[j] = dh_prev
-        if (t > 0 or initial_grad) and n > 0:
-            recurrent_T = scratch[: H * n].reshape((H, n))
-            _recurrent_grad(recurrent_T, dhg[t, :n], Wh)
-            _add_transposed(dh0[:n], recurrent_T)
+        if t > 0 or initial_grad:
+            # The GRU's previous state also has a direct path (already in dh0): add to it.
+            _previous_state_grad(dh0[:n], dhg[t, :n], Wh, scratch, True)
     _accumulate_recurrent(dWh, dbh, hs, dhg, scratch)
 
 
