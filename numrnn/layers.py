@@ -252,20 +252,23 @@ class Attention:
         for name, shape in self.entries():
             _init_uniform(views[name], rng, shape[0])
 
-    def workspace(self, B, T, S, dtype, zeros=None):
+    def workspace(self, B, T, S, dtype, zeros=None, backward=True):
+        """Buffers for B rows of T queries over S positions; without ``backward``, only
+        what the forward pass needs (step decoding)."""
         ws = _AttentionWorkspace()
         zeros = zeros or _zeros(dtype)
         Q, D = self.query_width, self.value_width
         ws.weights = zeros(B, T, S)
-        ws.dscores = zeros(B, T, S)
         ws.context = zeros(B, T, D)
-        ws.dvalues = zeros(B, S, D)
-        ws.dqueries = zeros(B, T, Q)
         ws.keys = zeros(B, S, Q) if self.kind != "dot" else None  # dot: the values are the keys
-        ws.dkeys = zeros(B, S, Q)
-        ws.dprojected_values = zeros(B, S, D) if self.kind != "dot" else None
         ws.projected_queries = zeros(B, T, Q) if self.kind == "additive" else None
-        ws.dprojected_queries = zeros(B, T, Q) if self.kind == "additive" else None
+        if backward:
+            ws.dscores = zeros(B, T, S)
+            ws.dvalues = zeros(B, S, D)
+            ws.dqueries = zeros(B, T, Q)
+            ws.dkeys = zeros(B, S, Q)
+            ws.dprojected_values = zeros(B, S, D) if self.kind != "dot" else None
+            ws.dprojected_queries = zeros(B, T, Q) if self.kind == "additive" else None
         return ws
 
     def _rows(self, a):
@@ -487,9 +490,10 @@ class RecurrentStack:
 
     # ------------------------------------------------------------------ workspace
 
-    def workspace(self, T, B, dtype, scratch=0, zeros=None):
+    def workspace(self, T, B, dtype, scratch=0, zeros=None, backward=True):
         """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too;
-        ``zeros(*shape)``: the allocator (default np.zeros; an ``Arena``'s views)."""
+        ``zeros(*shape)``: the allocator (default np.zeros; an ``Arena``'s views); without
+        ``backward``, only what the forward pass needs (step decoding: no dropout)."""
         ws = _StackWorkspace()
         zeros = zeros or _zeros(dtype)
         L, R, H, G = self.layers, self.directions, self.hidden, self.gate_width
@@ -506,8 +510,16 @@ class RecurrentStack:
         # Layer l >= 1 reads the outputs of layer l-1, both directions side by side (in time
         # order), after dropout.
         ws.outputs = [zeros(T, B, W) for _ in range(L - 1)] if R > 1 else None
-        ws.dropped = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout else None
-        ws.masks = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout else None
+        ws.dropped = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout and backward else None
+        ws.masks = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout and backward else None
+        ws.zero_bh = zeros(B, H)
+        ws.hw = zeros(B, G)
+        ws.used_dropout = False
+        ws.reverse = None
+        ws.tokens = None
+        if not backward:
+            ws.scratch = zeros(max(scratch, 1))
+            return ws
         ws.dinputs = zeros(T, B, W) if R > 1 else None
         ws.dgates = zeros(T, B, G)
         ws.dhg = zeros(T, B, G) if gru else None
@@ -516,15 +528,10 @@ class RecurrentStack:
         ws.dhs = [zeros(T, B, H) for _ in range(R)]
         ws.dh0 = zeros(L * R, B, H)
         ws.dc0 = zeros(L * R, B, H)
-        ws.zero_bh = zeros(B, H)
-        ws.hw = zeros(B, G)
         D0 = self.input_width(0)
         # The largest kernel workspace: linear_backward's (D, G) product, a cell backward's
         # (H, G) product or its (H, B) per-step carry.
         ws.scratch = zeros(max(D0 * G, W * G, H * G, H * B, scratch, 1))
-        ws.used_dropout = False
-        ws.reverse = None
-        ws.tokens = None
         return ws
 
     # ------------------------------------------------------------------ forward

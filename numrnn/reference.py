@@ -205,6 +205,18 @@ def attention_backward(dcontext, cache):
     return grads
 
 
+def beam_extend(logits, scores):
+    """One beam-search step (see kernels.cpu.beam_extend): (best (R, K) flat ids h * V + v,
+    their log-probabilities (R, K)) of each row's K best extensions, by a stable sort."""
+    R, K = scores.shape
+    logits = logits.astype(np.float64)
+    peak = logits.max(axis=1, keepdims=True)
+    logp = (logits - peak) - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
+    totals = (scores.reshape(-1, 1) + logp).reshape(R, -1)
+    best = np.argsort(-totals, axis=1, kind="stable")[:, :K]
+    return best, np.take_along_axis(totals, best, axis=1)
+
+
 def softmax_xent(logits, targets):
     """Mean cross-entropy over the rows whose target is >= 0, and its gradient."""
     keep = targets >= 0

@@ -462,3 +462,21 @@ def test_matmul_matches_reference(dtype, rtol, rng):
     expected = ref.linear_backward(dy.astype(np.float64), x.astype(np.float64), W.astype(np.float64))
     np.testing.assert_allclose(dx, expected["x"], rtol=rtol, atol=rtol)
     np.testing.assert_allclose(dW, 1.0 + expected["W"], rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_beam_extend_matches_reference(dtype, rng):
+    R, K, V = 4, 3, 7
+    logits = (3 * rng.standard_normal((R * K, V))).astype(dtype)
+    scores = -rng.uniform(0, 5, (R, K))
+    scores[1, 1:] = -np.inf  # a row with one live hypothesis
+    scores[2, 0] = -np.inf  # a dead slot before live ones
+    best, new_scores = np.full((R, K), -1, np.intp), np.full((R, K), np.nan)
+    cpu.beam_extend(best, new_scores, logits, scores)
+    ref_best, ref_scores = ref.beam_extend(logits, scores)
+    np.testing.assert_array_equal(best, ref_best)
+    np.testing.assert_allclose(new_scores, ref_scores, rtol=1e-12)
+    # Fewer than K extensions (V = 2 < K with one live hypothesis): -inf after the real ones.
+    cpu.beam_extend(best[:1, :], new_scores[:1, :], logits[:K, :2], np.array([[0.0, -np.inf, -np.inf]]))
+    assert np.isfinite(new_scores[0, :2]).all() and new_scores[0, 2] == -np.inf
+    assert sorted(best[0, :2]) == [0, 1]

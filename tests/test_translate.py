@@ -273,7 +273,9 @@ def test_beam_search_scores_are_the_hypotheses_log_probabilities(attention, rng)
     ids, ended, _ = model.greedy(source, lengths, start, end, max_length=8)
     assert [r[0][0] for r in one] == ids and [r[0][3] for r in one] == ended.tolist()  # beam 1 is greedy
 
-    results = model.beam_search(source, lengths, start, end, beam=4, max_length=8, alpha=0.7, n_best=4)
+    results = model.beam_search(
+        source, lengths, start, end, beam=4, max_length=8, alpha=0.7, n_best=4, keep_attention=True
+    )
     for b, hypotheses in enumerate(results):
         assert len(hypotheses) == 4
         normalised = [h[1] for h in hypotheses]
@@ -285,6 +287,67 @@ def test_beam_search_scores_are_the_hypotheses_log_probabilities(attention, rng)
             alone = model.loss(source[: lengths[b], b : b + 1], [lengths[b]], tokens, targets)
             assert logprob == pytest.approx(-alone.loss * steps, rel=1e-9)
             assert norm == pytest.approx(logprob / steps**0.7, rel=1e-12)
-            assert weights.shape[0] >= steps - 1 and not weights[:, lengths[b] :].any()
+            if attention == "none":
+                assert weights is None
+            else:  # each character's attention is the teacher-forced pass's
+                assert weights.shape == (steps, 6) and not weights[:, lengths[b] :].any()
+                forced = model._workspace(lengths[b], steps, 1).att.weights[0]
+                np.testing.assert_allclose(weights[:, : lengths[b]], forced, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="n_best"):
         model.beam_search(source, lengths, start, end, beam=2, n_best=3)
+
+
+def reference_beam(model, source, length, start, end, beam, max_length, alpha, n_best):
+    """A plain beam search over one source row, every hypothesis scored by a teacher-forced
+    pass over its prefix, run to max_length: (ids, normalised score, log-probability, ended)."""
+    live, ended = [([], 0.0)], []
+    for step in range(max_length):
+        extensions = []
+        for ids, score in live:
+            tokens = np.array([start] + ids)[:, None]
+            model.loss(source, [length], tokens, np.zeros_like(tokens))
+            logits = model._workspace(length, len(tokens), 1).logits[-1].astype(np.float64)
+            logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+            extensions += [(score + logp[v], ids + [v]) for v in range(len(logp))]
+        extensions.sort(key=lambda e: -e[0])
+        live = []
+        for score, ids in extensions[:beam]:
+            if ids[-1] == end:
+                ended.append((ids[:-1], score / (step + 1) ** alpha, score, True))
+            else:
+                live.append((ids, score))
+        if not live:
+            break
+    candidates = list(ended)
+    if len(candidates) < n_best:
+        candidates += [(ids, score / len(ids) ** alpha, score, False) for ids, score in live]
+    candidates.sort(key=lambda c: -c[1])
+    return candidates[:n_best]
+
+
+@pytest.mark.parametrize(("alpha", "n_best"), [(0.0, 1), (0.0, 3), (1.0, 1), (0.6, 2)])
+def test_beam_search_stops_rows_early_and_finds_what_a_full_search_finds(alpha, n_best, rng, monkeypatch):
+    """Rows leave the batch once no live hypothesis can beat their n-best ended ones; the
+    result is a plain beam search's run to the length limit, row by row."""
+    model = make_translator("gru", "general", rng)
+    model.params *= 3.0
+    source, lengths = rng.integers(0, V_SOURCE, (6, 5)), np.array([6, 6, 4, 3, 1])
+    start, end = V_TARGET, V_TARGET - 1
+    model.weights["head.bias"][end] += 2.0  # END likely: searches end early
+    shrunk = []
+    original = model._decoding_rows
+    monkeypatch.setattr(
+        model, "_decoding_rows", lambda ws, keep: shrunk.append(keep.sum()) or original(ws, keep)
+    )
+    results = model.beam_search(
+        source, lengths, start, end, beam=3, max_length=12, alpha=alpha, n_best=n_best
+    )
+    assert shrunk, "no row stopped early"
+    for b, hypotheses in enumerate(results):
+        expected = reference_beam(
+            model, source[: lengths[b], b : b + 1], lengths[b], start, end, 3, 12, alpha, n_best
+        )
+        assert [h[0] for h in hypotheses] == [e[0] for e in expected]
+        assert [h[3] for h in hypotheses] == [e[3] for e in expected]
+        np.testing.assert_allclose([h[1] for h in hypotheses], [e[1] for e in expected], rtol=1e-9)
+        np.testing.assert_allclose([h[2] for h in hypotheses], [e[2] for e in expected], rtol=1e-9)

@@ -630,6 +630,49 @@ def attention_context_backward(dscores, dvalues, dcontext, weights, values):
                 dw[i] = w[i] * (dw[i] - inner)
 
 
+# --------------------------------------------------------------------------- beam search
+
+
+@kernel
+def beam_extend(best, new_scores, logits, scores):
+    # One step of a beam search over R inputs with K hypotheses each.
+    # best (R, K) out: each input's K most probable extensions, best first, as flat ids
+    #   h * V + v (hypothesis h followed by character v); ties keep the lower id first
+    # new_scores (R, K) out (float64): their log-probabilities; -inf where fewer than K
+    #   extensions exist (then best holds 0..K-1 there)
+    # logits (R*K, V): the next character's logits of hypothesis h of input r in row r*K + h
+    # scores (R, K) (float64): the hypotheses' log-probabilities; -inf: not in the beam
+    # Each row's log-softmax is in float64, as (logit - peak) - log(sum exp(logit - peak)).
+    R, K = scores.shape
+    V = logits.shape[1]
+    for r in range(R):
+        top = new_scores[r]
+        ids = best[r]
+        for j in range(K):
+            top[j] = -np.inf
+            ids[j] = j
+        for h in range(K):
+            base = scores[r, h]
+            if base == -np.inf:
+                continue
+            row = logits[r * K + h]
+            peak = np.float64(row[_argmax(row)])
+            total = 0.0
+            for v in range(V):
+                total += np.exp(np.float64(row[v]) - peak)
+            log_total = np.log(total)
+            for v in range(V):
+                value = base + ((np.float64(row[v]) - peak) - log_total)
+                if value > top[K - 1]:
+                    j = K - 1
+                    while j > 0 and value > top[j - 1]:
+                        top[j] = top[j - 1]
+                        ids[j] = ids[j - 1]
+                        j -= 1
+                    top[j] = value
+                    ids[j] = h * V + v
+
+
 # --------------------------------------------------------------------------- loss and gradient norm
 
 

@@ -24,6 +24,8 @@ source length (``numrnn.tasks.examples.batch_order``), longest source first; the
 target character, END counted.
 """
 
+import heapq
+
 import numpy as np
 
 from numrnn.data import Vocab
@@ -204,20 +206,49 @@ class Translator(Network):
 
     # ------------------------------------------------------------------ decoding
 
-    def _start_decoding(self, source, lengths):
-        """(workspace, decoder state) after encoding source (S, B), for steps of one character."""
+    def _start_decoding(self, source, lengths, repeat=1):
+        """(decoding workspace, decoder state) after encoding source (S, B), for steps of one
+        character, each row repeated ``repeat`` times (row b's copies are rows b * repeat ...):
+        the encoder runs once per source row, and its values and keys are copied."""
         S, B = source.shape
+        k, w = self.kernels, self.weights
         ws = self._workspace(S, 1, B)
         self._encode(ws, source, lengths, False, None)
         self._bridge_forward(ws)
-        return ws, {name: value.copy() for name, value in ws.dec_state.items()}
+        rows = np.repeat(np.arange(B), repeat)
+        state = {name: value[:, rows] for name, value in ws.dec_state.items()}
+        if self.attention is not None:
+            ws.values[...] = ws.enc_out.transpose(1, 0, 2)
+            self.attention.keys(k, w, ws.att, ws.values)
+        return self._decoding_rows(ws, rows), state
 
-    def _decode_step(self, ws, tokens, state, lengths, step):
-        """(B, V) logits of one decoder step from ``state`` reading tokens (1, B); the keys of
-        the source are computed at step 0 and kept."""
+    def _decoding_workspace(self, S, B):
+        if self._arena is None:
+            self._arena = Arena(self.dtype)
+        self._current = self._arena.carve(lambda zeros: _DecodingWorkspace(self, S, B, self.dtype, zeros))
+        self._current_key = ("decoding", S, B)
+        return self._current
+
+    def _decoding_rows(self, ws, rows):
+        """A decoding workspace holding the values and keys of ``rows`` (indices or a bool
+        mask) of ``ws`` (the arena's buffers are shared: they are copied out first)."""
+        count = len(np.arange(ws.B)[rows])
+        if self.attention is None:
+            return self._decoding_workspace(ws.S, count)
+        values = ws.values[rows]
+        keys = ws.att.keys[rows] if ws.att.keys is not None else None
+        ws = self._decoding_workspace(ws.S, count)
+        ws.values[...] = values
+        if keys is not None:
+            ws.att.keys[...] = keys
+        return ws
+
+    def _decode_step(self, ws, tokens, state, lengths):
+        """(B, V) logits of one decoder step from ``state`` reading tokens (1, B), in a
+        decoding workspace (its values and keys in place)."""
         k, w = self.kernels, self.weights
         self.decoder.forward(k, w, ws.dec, tokens, state)
-        self.head.forward(k, w, ws.logits, self._attend(ws, lengths, keys_ready=step > 0))
+        self.head.forward(k, w, ws.logits, self._attend(ws, lengths, keys_ready=True))
         return ws.logits
 
     def greedy(self, source, source_lengths, start, end, max_length):
@@ -235,7 +266,7 @@ class Translator(Network):
         running = np.ones(B, bool)
         steps = 0
         for step in range(max_length):
-            chosen = self._decode_step(ws, tokens, state, lengths, step).argmax(axis=1)
+            chosen = self._decode_step(ws, tokens, state, lengths).argmax(axis=1)
             outputs[step] = np.where(running, chosen, end)
             if self.attention is not None:
                 attention[:, step] = ws.att.weights[:, 0] * running[:, None]
@@ -248,85 +279,81 @@ class Translator(Network):
         ids = [[int(t) for t in outputs[:steps, b] if t != end] for b in range(B)]
         return ids, ~running, attention[:, :steps]
 
-    def beam_search(self, source, source_lengths, start, end, *, beam=5, max_length=100, alpha=1.0, n_best=1):
+    def beam_search(
+        self,
+        source,
+        source_lengths,
+        start,
+        end,
+        *,
+        beam=5,
+        max_length=100,
+        alpha=1.0,
+        n_best=1,
+        keep_attention=False,
+    ):
         """The ``n_best`` translations of each source row found by a beam of ``beam``
-        hypotheses, ranked by log-probability / length**alpha (length counts END). All rows'
-        hypotheses step together: the decoder runs at B * beam rows per step, and each step
-        keeps, per source row, the ``beam`` best extensions (numpy over the whole batch).
-        Runs until every hypothesis has ended or ``max_length`` characters. Returns per row a
-        list of (ids without END, normalised score, log-probability, ended, attention
-        (steps, S)), best first."""
+        hypotheses, ranked by log-probability / length**alpha (length counts END; alpha >= 0).
+        An ended hypothesis leaves the beam and the best extensions of the others refill it.
+        All rows' hypotheses step together: the decoder runs at rows x beam per step, and
+        ``beam_extend`` keeps each row's ``beam`` best extensions. A row stops once none of its
+        hypotheses can beat its n-best ended ones (a log-probability only falls, so a
+        hypothesis at score s ends at best at s / max_length**alpha), which returns what
+        running to ``max_length`` would; done rows leave the batch once they are a sixteenth
+        of it. Returns per row a list
+        of (ids without END, normalised score, log-probability, ended, attention (steps, S) or
+        None unless keep_attention), best first."""
         source = np.ascontiguousarray(source, dtype=np.intp)
         S, B = source.shape
         lengths = _checked_source_lengths(source_lengths, S, B)
         K = int(beam)
-        if K < 1 or n_best < 1 or n_best > K:
-            raise ValueError(f"beam must be at least 1 and n_best in 1..beam, not {beam} and {n_best}")
-        rows = np.repeat(np.arange(B), K)  # hypothesis h of row b is row b * K + h
-        lengths_k = lengths[rows]
-        ws, state = self._start_decoding(np.ascontiguousarray(source[:, rows]), lengths_k)
+        if K < 1 or not 1 <= n_best <= K or max_length < 1 or alpha < 0:
+            raise ValueError(
+                f"beam must be at least 1, n_best in 1..beam, max_length at least 1 and alpha at "
+                f"least 0, not {beam}, {n_best}, {max_length} and {alpha}"
+            )
+        search = _BeamSearch(B, K, S, max_length, keep_attention and self.attention is not None)
+        alive = np.arange(B)  # the source rows still searched, in their (longest-first) order
+        lengths_k = np.repeat(lengths, K)  # hypothesis h of row b is row b * K + h of every batch
+        ws, state = self._start_decoding(source, lengths, repeat=K)
         scores = np.full((B, K), -np.inf)
         scores[:, 0] = 0.0  # one live hypothesis per row to start with, not K copies
         tokens = np.full(B * K, start, np.intp)
-        history = np.zeros((B * K, 0), np.intp)
-        attention = np.zeros((B * K, 0, S))
-        finished = [[] for _ in range(B)]
+        best = np.empty((B, K), np.intp)
+        new_scores = np.empty((B, K))
+        bound_scale = float(max_length) ** -alpha
         for step in range(max_length):
-            logits = self._decode_step(ws, tokens[None, :], state, lengths_k, step).astype(np.float64)
-            peak = logits.max(axis=1, keepdims=True)
-            logp = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
-            V = logp.shape[1]
-            totals = (scores.reshape(-1, 1) + logp).reshape(B, K * V)
-            best = np.argsort(-totals, axis=1, kind="stable")[:, :K]  # (B, K) flat (hyp, char)
-            parent = best // V + np.arange(B)[:, None] * K  # rows of the hypotheses extended
-            chosen = best % V
-            new_scores = np.take_along_axis(totals, best, axis=1)
-            history = np.concatenate([history[parent.reshape(-1)], chosen.reshape(-1, 1)], axis=1)
-            weights = ws.att.weights[:, 0] if self.attention is not None else np.zeros((B * K, S))
-            attention = np.concatenate(
-                [attention[parent.reshape(-1)], weights[parent.reshape(-1)][:, None]], axis=1
-            )
-            ended = (chosen == end) & np.isfinite(new_scores)
-            for b, h in zip(*np.nonzero(ended)):
-                row = b * K + h
-                n = step + 1
-                finished[b].append(
-                    (
-                        history[row, :-1].tolist(),
-                        new_scores[b, h] / n**alpha,
-                        new_scores[b, h],
-                        True,
-                        attention[row],
-                    )
-                )
-            new_scores[ended] = -np.inf  # an ended hypothesis leaves the beam
-            scores = new_scores
-            if not np.isfinite(scores).any():
-                break
+            R = len(alive)
+            logits = self._decode_step(ws, tokens[None, :], state, lengths_k)
+            self.kernels.beam_extend(best[:R], new_scores[:R], logits, scores)
+            V = logits.shape[1]
+            local_parent = best[:R] // V + np.arange(R)[:, None] * K  # (R, K) rows extended
+            chosen = best[:R] % V
+            weights = ws.att.weights[:, 0] if search.attention is not None else None
+            search.record(step, alive, local_parent, chosen, weights)
+            scores = new_scores[:R].copy()
+            ended = (chosen == end) & np.isfinite(scores)
+            ended_r, ended_h = np.nonzero(ended)
+            search.finish(step, alive[ended_r], ended_h, scores[ended_r, ended_h], n_best, alpha)
+            scores[ended] = -np.inf  # an ended hypothesis leaves the beam
+            # A row is done when its best live hypothesis cannot beat its n-best-th ended one.
+            bound = scores.max(axis=1) * bound_scale
+            done = (bound <= search.threshold[alive]) | ~np.isfinite(bound)
             state = {
-                name: value[:, parent.reshape(-1)] for name, value in self.decoder.final_state(ws.dec).items()
+                name: value[:, local_parent.reshape(-1)]
+                for name, value in self.decoder.final_state(ws.dec).items()
             }
             tokens = chosen.reshape(-1)
-        results = []
-        n = history.shape[1]
-        for b in range(B):
-            candidates = list(finished[b])
-            if len(candidates) < n_best:  # unfinished ones at the limit, best first
-                for h in np.argsort(-scores[b], kind="stable"):
-                    if np.isfinite(scores[b, h]):
-                        row = b * K + h
-                        candidates.append(
-                            (
-                                history[row].tolist(),
-                                scores[b, h] / n**alpha,
-                                scores[b, h],
-                                False,
-                                attention[row],
-                            )
-                        )
-            candidates.sort(key=lambda c: -c[1])
-            results.append(candidates[:n_best])
-        return results
+            if done.all() or step + 1 == max_length:
+                break
+            if 16 * np.count_nonzero(done) >= R:  # a done row may run on: its results cannot change
+                keep = ~done
+                alive, scores = alive[keep], scores[keep]
+                keep_k = np.repeat(keep, K)
+                tokens, lengths_k = tokens[keep_k], lengths_k[keep_k]
+                state = {name: np.ascontiguousarray(value[:, keep_k]) for name, value in state.items()}
+                ws = self._decoding_rows(ws, keep_k)
+        return search.results(alive, scores, n_best, alpha)
 
     # ------------------------------------------------------------------ backward
 
@@ -382,6 +409,81 @@ class Translator(Network):
         return dfinal
 
 
+class _BeamSearch:
+    """What a beam search over B rows x K hypotheses remembers: per step, each hypothesis'
+    character, its parent (the hypothesis it extended, numbered b * K + h) and optionally its
+    attention; and each row's ended hypotheses, with the n-best-th one's score
+    (``threshold``). Paths are read back only for the hypotheses returned."""
+
+    def __init__(self, B, K, S, max_length, keep_attention):
+        self.K = K
+        self.chars = np.zeros((max_length, B * K), np.intp)
+        self.parents = np.zeros((max_length, B * K), np.intp)
+        self.attention = np.zeros((max_length, B * K, S), np.float32) if keep_attention else None
+        self.finished = [[] for _ in range(B)]  # (normalised score, log-probability, step, hyp)
+        self.threshold = np.full(B, -np.inf)
+        self._best = [[] for _ in range(B)]
+        self.steps = 0
+
+    def record(self, step, alive, local_parent, chosen, weights):
+        """alive (R,) the rows in this step's batch; local_parent (R, K) the batch rows each new
+        hypothesis extends; chosen (R, K) their characters; weights (R*K, S) the batch rows'
+        attention (None unless kept)."""
+        K = self.K
+        hyps = (alive[:, None] * K + np.arange(K)).reshape(-1)
+        parents = local_parent.reshape(-1)
+        self.chars[step, hyps] = chosen.reshape(-1)
+        self.parents[step, hyps] = hyps[parents]
+        if self.attention is not None:
+            self.attention[step, hyps] = weights[parents]
+        self.steps = step + 1
+
+    def finish(self, step, rows, hs, logps, n_best, alpha):
+        """Hypotheses hs of rows (arrays) ended at ``step`` with log-probabilities logps."""
+        norms = logps / (step + 1) ** alpha
+        for b, h, norm, logp in zip(rows.tolist(), hs.tolist(), norms.tolist(), logps.tolist()):
+            self.finished[b].append((norm, logp, step, b * self.K + h))
+            best = self._best[b]  # a heap of the row's n_best best scores
+            if len(best) < n_best:
+                heapq.heappush(best, norm)
+            else:
+                heapq.heappushpop(best, norm)
+            if len(best) == n_best:
+                self.threshold[b] = best[0]
+
+    def _path(self, step, hyp):
+        chars = np.empty(step + 1, np.intp)
+        hyps = np.empty(step + 1, np.intp)
+        for s in range(step, -1, -1):
+            chars[s], hyps[s] = self.chars[s, hyp], hyp
+            hyp = self.parents[s, hyp]
+        attention = None if self.attention is None else self.attention[np.arange(step + 1), hyps]
+        return chars, attention
+
+    def results(self, alive, scores, n_best, alpha):
+        """Per row its n_best hypotheses, best first (see Translator.beam_search); alive and
+        scores (R, K): the rows still searched when the search stopped and their live
+        hypotheses' log-probabilities, which count when a row has too few ended ones."""
+        n = self.steps
+        live = dict(zip(alive.tolist(), scores))
+        out = []
+        for b, ended in enumerate(self.finished):
+            candidates = [(norm, logp, True, step, hyp) for norm, logp, step, hyp in ended]
+            if len(candidates) < n_best and b in live:
+                for h in np.argsort(-live[b], kind="stable"):
+                    if np.isfinite(live[b][h]):
+                        logp = float(live[b][h])
+                        candidates.append((logp / n**alpha, logp, False, n - 1, b * self.K + h))
+            candidates.sort(key=lambda c: -c[0])  # stable: among ties the earlier ended first
+            row = []
+            for norm, logp, has_ended, step, hyp in candidates[:n_best]:
+                chars, attention = self._path(step, hyp)
+                ids = chars[:-1] if has_ended else chars  # without END
+                row.append((ids.tolist(), float(norm), float(logp), has_ended, attention))
+            out.append(row)
+        return out
+
+
 def _checked_source_lengths(lengths, S, B):
     lengths = np.asarray(lengths, np.intp)
     if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > S:
@@ -434,6 +536,22 @@ class _Workspace:
             self.combined = zeros(T, B, D + Hd)
             self.dcombined = zeros(T, B, D + Hd)
             self.attentional = zeros(T * B, Hd)
+
+
+class _DecodingWorkspace:
+    """What steps of one character over B rows need (no encoder, no backward buffers)."""
+
+    def __init__(self, net, S, B, dtype, zeros):
+        dec, D, Hd = net.decoder, net.encoder.output_width, net.decoder.hidden
+        self.S, self.T, self.B = S, 1, B
+        self.dec = dec.workspace(1, B, dtype, zeros=zeros, backward=False)
+        self.logits = zeros(B, net.config.outputs)
+        if net.attention is not None:
+            self.att = net.attention.workspace(B, 1, S, dtype, zeros, backward=False)
+            self.queries = zeros(B, 1, Hd)
+            self.values = zeros(B, S, D)
+            self.combined = zeros(1, B, D + Hd)
+            self.attentional = zeros(B, Hd)
 
 
 # --------------------------------------------------------------------------- the task
