@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from numrnn.checkpoint import load_checkpoint
-from numrnn.data import Vocab, describe_char, read_labelled, stratified_split
+from numrnn.data import Vocab, read_labelled, stratified_split
 from numrnn.errors import DataError
 from numrnn.metrics import classification_report, top_k
 from numrnn.model import ModelConfig
 from numrnn.tasks import classify, require_task
 from numrnn.tasks.examples import EncodedTexts
-from numrnn_cli.console import err_console, out_console
+from numrnn_cli.console import out_console, warn, warn_dropped
 from numrnn_cli.training import MODEL_OPTIONS
 from numrnn_cli.training_run import TrainingCommand, labelled_data_line, listing, refuse_new_labels
 
@@ -77,7 +77,7 @@ def _describe(data, prepared):
     ]
 
 
-def _summary(result, out):
+def _summary(result, out, prepared):
     best = result.best_out or out
     lines = []
     if result.best_out is not None:
@@ -90,7 +90,7 @@ def _summary(result, out):
 CLASSIFIER = TrainingCommand(
     task=classify.NAME,
     command="numrnn classify train",
-    read=read_labelled,
+    read=lambda path, options, resume: read_labelled(path),
     new_model=_new_model,
     prepare=_prepare,
     make_task=_make_task,
@@ -129,10 +129,10 @@ def run_eval(checkpoint, data_path, split_name, as_json):
         )
     model = loaded.build_model()
     encoded = EncodedTexts(loaded.vocab, data.texts, label_ids)
-    _warn_dropped(encoded.dropped)
+    warn_dropped(encoded.dropped)
     empty = int(np.count_nonzero(encoded.lengths[rows] == 0))
     if empty:
-        _warn(f"{empty} example(s) have no character the model knows and are left out")
+        warn(f"{empty} example(s) have no character the model knows and are left out")
     loss, probs, scored = classify.score(model, encoded, rows)
     report = classification_report(label_ids[scored], probs.argmax(axis=1), labels)
     report = {"checkpoint": str(checkpoint), "data": source, "examples": len(scored), "loss": loss, **report}
@@ -187,7 +187,7 @@ def run_predict(checkpoint, texts, k, as_json):
         if not texts:
             raise DataError("no text on stdin; give one text per line")
     encoded = EncodedTexts(loaded.vocab, list(texts))
-    _warn_dropped(encoded.dropped)
+    warn_dropped(encoded.dropped)
     for text, length in zip(texts, encoded.lengths):
         if length == 0:
             raise DataError(f"{text!r} has no character the model knows, so it cannot be classified")
@@ -211,21 +211,6 @@ def run_predict(checkpoint, texts, k, as_json):
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def _warn(message):
-    err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-
-
-def _warn_dropped(dropped):
-    if not dropped:
-        return
-    shown = ", ".join(
-        f"{describe_char(char)} x{count}"
-        for char, count in sorted(dropped.items(), key=lambda item: -item[1])[:8]
-    )
-    more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
-    _warn(f"dropped {sum(dropped.values()):,} character(s) the model never saw: {shown}{more}")
 
 
 def _print_report(report):

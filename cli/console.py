@@ -17,3 +17,22 @@ def out_console():
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+def warn(message):
+    """A yellow "warning:" line on stderr."""
+    err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warn_dropped(dropped):
+    """Warn about the characters a vocabulary dropped ({char: count}), the most frequent first."""
+    if not dropped:
+        return
+    from numrnn.data import describe_char
+
+    shown = ", ".join(
+        f"{describe_char(char)} x{count}"
+        for char, count in sorted(dropped.items(), key=lambda item: -item[1])[:8]
+    )
+    more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
+    warn(f"dropped {sum(dropped.values()):,} character(s) the model never saw: {shown}{more}")

@@ -26,7 +26,7 @@ from numrnn_cli.training_run import (
 # --------------------------------------------------------------------------- train
 
 
-def _read(path):
+def _read(path, options, resume):
     data = read_labelled(path)
     generate.check_reserved(data.texts, what=str(path))
     return data
@@ -95,7 +95,7 @@ def _describe(data, prepared):
     ]
 
 
-def _summary(result, out):
+def _summary(result, out, prepared):
     best = result.best_out or out
     lines = []
     if result.best_out is not None:

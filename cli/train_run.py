@@ -46,7 +46,7 @@ def _make_task(model, vocab, prepared, options, train_config, on_event):
     )
 
 
-def _summary(result, out):
+def _summary(result, out, prepared):
     lines = []
     if result.best_out is not None:
         lines.append(
@@ -60,7 +60,7 @@ def _summary(result, out):
 LANGUAGE_MODEL = TrainingCommand(
     task=lm.NAME,
     command="numrnn train",
-    read=read_text,
+    read=lambda path, options, resume: read_text(path),
     new_model=_new_model,
     prepare=_prepare,
     make_task=_make_task,

@@ -34,11 +34,11 @@ from numrnn_cli.training import MODEL_OPTIONS, TRAIN_OPTIONS, InterruptFlag
 class TrainingCommand:
     task: str  # the task's name in checkpoints (numrnn.tasks.TASKS)
     command: str  # how a user runs it, e.g. "numrnn classify train"
-    read: Callable  # (path) -> data, raising DataError
+    read: Callable  # (path, options, resume checkpoint or None) -> data, raising DataError
     new_model: Callable  # (data, options, train_config) -> (vocab, ModelConfig)
     prepare: Callable  # (path, data, vocab, options, train_config, resume) -> prepared
     make_task: Callable  # (model, vocab, prepared, options, train_config, on_event) -> task
-    summary: Callable  # (result, out) -> extra summary lines
+    summary: Callable  # (result, out, prepared) -> extra summary lines
     model_options: tuple = MODEL_OPTIONS
     fixed_options: tuple = ()  # options a resume may not change (e.g. how data is split)
     describe: Callable = None  # (data, prepared) -> lines said before training starts
@@ -47,8 +47,8 @@ class TrainingCommand:
 def run_training(command, data_path, options, explicit):
     """Everything a training command does after parsing; returns the TrainResult (and exits
     130 after saving when interrupted)."""
-    data = command.read(data_path)
     resume = load_checkpoint(options["resume"]) if options["resume"] else None
+    data = command.read(data_path, options, resume)
     if resume is not None:
         model_config, train_config, dtype = _resumed_configs(command, resume, options, explicit)
         vocab = resume.vocab
@@ -104,7 +104,7 @@ def run_training(command, data_path, options, explicit):
     finally:
         if metrics is not None:
             metrics.close()
-    _summarise(command, result, data_path, options["quiet"])
+    _summarise(command, result, data_path, options["quiet"], prepared)
     if result.reason == "interrupted":
         raise click.exceptions.Exit(ExitCode.INTERRUPTED)
     return result
@@ -176,7 +176,7 @@ def _open_metrics(path):
         raise DataError(f"cannot write the metrics file {path}: {exc.strerror or exc}") from None
 
 
-def _summarise(command, result, data_path, quiet):
+def _summarise(command, result, data_path, quiet, prepared):
     console = err_console()
     resume_cmd = f"{command.command} {shlex.quote(str(data_path))} --resume {shlex.quote(str(result.out))}"
     if result.reason == "interrupted":
@@ -193,7 +193,7 @@ def _summarise(command, result, data_path, quiet):
         f"stopped at step {result.step:,} ({STOP_REASONS[result.reason]}) after "
         f"{format_duration(result.elapsed_s)} of training; saved {result.out}"
     ]
-    lines += command.summary(result, result.out)
+    lines += command.summary(result, result.out, prepared)
     if result.reason in ("max_steps", "max_epochs"):
         lines.append(f"train further:   {resume_cmd} --{result.reason.replace('_', '-')} N")
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
