@@ -14,6 +14,7 @@ from numrnn_cli.info import info
 from numrnn_cli.plot import plot
 from numrnn_cli.sample import sample
 from numrnn_cli.train import train
+from numrnn_cli.translate import translate
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -54,7 +55,7 @@ def cli(debug):
     """numrnn: fast character-level recurrent networks (RNN, LSTM, GRU) on numba.
 
     Train a language model on any UTF-8 text, generate from it, score text with it;
-    classify lines of text; write new examples of a label.
+    classify lines of text; write new examples of a label; translate lines of text.
     Exact backpropagation through time, checked against finite differences, with
     PyTorch's weight layout.
 
@@ -68,6 +69,8 @@ def cli(debug):
       numrnn classify predict -c names.best.safetensors Nakamura Schmidt
       numrnn generate train ../shared/data/names -o names-gen.safetensors
       numrnn generate sample -c names-gen.best.safetensors --label Russian -n 5
+      numrnn translate train ../shared/data/eng-fra.txt -o fra.safetensors --max-time 5m
+      numrnn translate run -c fra.best.safetensors "I'm cold."
       numrnn plot run.jsonl         # train and validation loss of a --metrics file
       numrnn gradcheck              # every cell's gradients against finite differences
 
@@ -82,6 +85,7 @@ cli.add_command(info)
 cli.add_command(gradcheck)
 cli.add_command(classify)
 cli.add_command(generate)
+cli.add_command(translate)
 cli.add_command(plot)
 
 

@@ -87,6 +87,19 @@ def info(checkpoint, as_json):
                 f"val {train.get('val_frac')}, test {train.get('test_frac', 0)})",
             )
         )
+    decoding = meta.get("translate", {})
+    if "max_length" in decoding:
+        limits = decoding.get("limits", {})
+        left_out = limits.get("filtered_source", 0) + limits.get("filtered_target", 0)
+        rows.append(
+            (
+                "decoding",
+                f"sources up to {decoding['max_source_len']} characters, outputs up to "
+                f"{decoding['max_length']} (--max-length)"
+                + (f"; {left_out:,} pairs left out by the length filters" if left_out else "")
+                + (" (columns swapped)" if data and data.get("reverse") else ""),
+            )
+        )
     unit = "example" if loaded.task == "classify" else "char"
     rows += [
         ("step", f"{progress.get('step', 0):,} (epoch {progress.get('epoch', 0)})"),

@@ -10,7 +10,12 @@ from numrnn_cli.params import format_duration
 
 _NOUNS = {"chars": "characters"}  # how a unit reads in a sentence
 _PER = {"chars": "char", "names": "name", "examples": "example"}
-_METRICS = {"bpc": "{:.4f} bits/char", "accuracy": "accuracy {:.2%}", "macro_f1": "macro-F1 {:.3f}"}
+_METRICS = {
+    "bpc": "{:.4f} bits/char",
+    "accuracy": "accuracy {:.2%}",
+    "macro_f1": "macro-F1 {:.3f}",
+    "chrf": "greedy chrF {:.1f} on a sample",
+}
 
 
 def _metric(name, value):

@@ -6,8 +6,8 @@ batches, loss, evaluation and metadata (the trainer's task interface, ``numrnn.t
   the one-to-one case, a plain classifier;
 - ``generate``: one-to-many, a character model conditioned on a label, with start and end
   tokens (``numrnn generate``);
-- ``translate``: many-to-many with unaligned lengths, an encoder-decoder with attention (the
-  network; its task and command are the next step).
+- ``translate``: many-to-many with unaligned lengths, an encoder-decoder with attention
+  (``numrnn translate``).
 
 This module only names them (no numpy), so the CLI and the checkpoint loader can say what a
 checkpoint is and which command takes it.
@@ -39,11 +39,10 @@ TASKS = {
         "a label-conditioned generator",
         "numrnn generate sample or numrnn generate train --resume",
     ),
-    # No command takes it yet (issue 10); the library loads it (numrnn.checkpoint).
     "translate": TaskInfo(
         "translate",
         "a translator (an encoder-decoder)",
-        "numrnn.checkpoint.load_checkpoint from Python (the translate commands are not here yet)",
+        "numrnn translate run, numrnn translate eval or numrnn translate train --resume",
     ),
 }
 DEFAULT_TASK = "char-lm"  # checkpoint format 1 held language models only

@@ -25,16 +25,18 @@ target character, END counted.
 """
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
 from numrnn.data import Vocab
 from numrnn.errors import ConfigError, DataError
 from numrnn.layers import Arena, Attention, Embedding, Linear, RecurrentStack, _take_rows
+from numrnn.metrics import chrf
 from numrnn.model import LossResult, Network, State, mean_cross_entropy
 from numrnn.tasks import generate
 from numrnn.tasks.examples import EncodedTexts, ExamplesTask
-from numrnn.trainer import characters_score
+from numrnn.trainer import Score, characters_score
 
 
 def translator_layers(config):
@@ -558,7 +560,87 @@ class _DecodingWorkspace:
 
 NAME = "translate"
 UNIT = "chars"
-EVAL_BATCH = 256  # pairs per forward call when scoring
+EVAL_BATCH = 256  # pairs per forward call when scoring, and per greedy decoding call
+BEAM_ROWS = 1280  # hypotheses per beam-search call: 256 sentences at beam 5
+CHRF_SAMPLE = 200  # validation pairs translated (greedy) at each evaluation for chrF
+
+
+@dataclass
+class Translation:
+    """One decoded output: its text, its normalised score and log-probability (None from
+    greedy decoding), whether it ended (False: cut at the length limit), and its attention
+    (one row per output character, END's included when it ended, over the source's
+    characters) when asked for."""
+
+    text: str
+    score: float | None
+    logprob: float | None
+    ended: bool
+    attention: np.ndarray | None = None
+
+
+def decode(
+    model,
+    sources,
+    rows,
+    target_vocab,
+    *,
+    beam=5,
+    alpha=1.0,
+    n_best=1,
+    max_length=100,
+    keep_attention=False,
+    should_stop=None,
+):
+    """Translate the sources ``rows`` of ``sources`` (EncodedTexts; each row with at least one
+    known character): per row, in the given order, a list of its ``n_best`` Translations, best
+    first. beam 0: greedy decoding (one Translation each, unscored); otherwise
+    ``Translator.beam_search`` with length penalty ``alpha``. Rows are decoded in batches of
+    similar length; None when should_stop() turned true mid-way."""
+    start, end = generate.special_ids(target_vocab)
+    chars = target_vocab.chars
+    rows = np.asarray(rows, np.intp)
+    order = np.argsort(-sources.lengths[rows], kind="stable")  # longest first, as the model needs
+    batch = EVAL_BATCH if beam == 0 else max(1, BEAM_ROWS // beam)
+    keep_attention = keep_attention and model.attention is not None
+    out = [None] * len(rows)
+    for begin in range(0, len(rows), batch):
+        if should_stop is not None and should_stop():
+            return None
+        chunk = order[begin : begin + batch]
+        source, _, lengths = sources.batch(rows[chunk])
+        if beam == 0:
+            ids, ended, attention = model.greedy(source, lengths, start, end, max_length)
+            for i, at in enumerate(chunk):
+                steps = len(ids[i]) + int(ended[i])
+                weights = attention[i, :steps, : lengths[i]].copy() if keep_attention else None
+                out[at] = [
+                    Translation("".join(chars[c] for c in ids[i]), None, None, bool(ended[i]), weights)
+                ]
+            continue
+        results = model.beam_search(
+            source,
+            lengths,
+            start,
+            end,
+            beam=beam,
+            max_length=max_length,
+            alpha=alpha,
+            n_best=n_best,
+            keep_attention=keep_attention,
+        )
+        for i, at in enumerate(chunk):
+            out[at] = [
+                Translation(
+                    "".join(chars[c] for c in ids),
+                    score,
+                    logprob,
+                    ended,
+                    None if weights is None else weights[:, : lengths[i]],
+                )
+                for ids, score, logprob, ended, weights in results[i]
+            ]
+    return out
 
 
 def build_vocabs(data, rows):
@@ -607,12 +689,28 @@ class TranslateTask(ExamplesTask):
     name = NAME
     unit = UNIT
 
-    def __init__(self, model, source_vocab, target_vocab, data, split, *, batch_size, seed, split_meta=None):
+    def __init__(
+        self,
+        model,
+        source_vocab,
+        target_vocab,
+        data,
+        split,
+        *,
+        batch_size,
+        seed,
+        split_meta=None,
+        limits=None,
+        chrf_sample=CHRF_SAMPLE,
+    ):
         """data: a PairsData; split: (train, val, test) index arrays into it; split_meta: what
-        recreates the split (the data's path), saved in checkpoints. Validation pairs whose
-        source has no known character, or whose target has a character the target
-        vocabulary lacks, are left out (``val_skipped``): a loss over a changed target would
-        be a loss over another sentence."""
+        recreates the split (the data's path), saved in checkpoints; limits: how the pairs
+        were filtered ({"max_source_len", "max_target_len": 0 for none, "filtered_source",
+        "filtered_target": pairs left out}), saved too. Validation pairs whose source has no
+        known character, or whose target has a character the target vocabulary lacks, are
+        left out (``val_skipped``): a loss over a changed target would be a loss over another
+        sentence. Each evaluation also translates the first ``chrf_sample`` validation pairs
+        (a random sample: the split is shuffled) greedily, for their chrF."""
         sources = EncodedTexts(source_vocab, data.sources)
         super().__init__(
             model,
@@ -638,6 +736,14 @@ class TranslateTask(ExamplesTask):
             )
         self.val_skipped = int(np.count_nonzero(~usable[self.val_rows]))
         self.val_rows = self.val_rows[usable[self.val_rows]]
+        self.limits = dict(limits or {})
+        self.chrf_sample = chrf_sample
+        train_sources = sources.lengths[self.train_rows]
+        train_targets = self.targets.lengths[self.train_rows]
+        # What decoding allows by default: sources up to the longest trained on (or the
+        # filter's limit), outputs up to twice the longest training target.
+        self.max_source_len = int(self.limits.get("max_source_len") or train_sources.max(initial=1))
+        self.max_length = 2 * int(train_targets.max(initial=1))
 
     # ------------------------------------------------------------------ sizes
 
@@ -675,16 +781,39 @@ class TranslateTask(ExamplesTask):
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, should_stop=None):
-        scored = score(
+        """The loss per target character over the validation pairs, and the greedy chrF of
+        the first ``chrf_sample`` of them."""
+        scored = characters_score(
+            score(
+                self.model,
+                self.encoded,
+                self.targets,
+                self.val_rows,
+                self.start,
+                self.end,
+                should_stop=should_stop,
+            ),
+            UNIT,
+        )
+        sample = self.val_rows[: self.chrf_sample]
+        if scored is None or not len(sample):
+            return scored
+        outputs = decode(
             self.model,
             self.encoded,
-            self.targets,
-            self.val_rows,
-            self.start,
-            self.end,
+            sample,
+            self.target_vocab,
+            beam=0,
+            max_length=self.max_length,
             should_stop=should_stop,
         )
-        return characters_score(scored, UNIT)
+        if outputs is None:
+            return None
+        hypotheses = [row[0].text for row in outputs]
+        references = [self.data.targets[i] for i in sample]
+        return Score(
+            scored.loss, scored.count, scored.unit, {**scored.metrics, "chrf": chrf(hypotheses, references)}
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -709,5 +838,9 @@ class TranslateTask(ExamplesTask):
                 "target_vocab": list(self.target_vocab.chars),
                 "start": generate.START,
                 "end": generate.END,
+                "max_source_len": self.max_source_len,
+                "max_length": self.max_length,
+                "limits": self.limits,
+                "chrf_sample": min(self.chrf_sample, len(self.val_rows)),
             },
         }
