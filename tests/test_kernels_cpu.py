@@ -435,8 +435,9 @@ def _kernel_attention(queries, keys, values, v, dcontext, lengths, additive):
 @pytest.mark.parametrize(
     "dtype,rtol,atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, F32_RTOL, F32_ATOL)]
 )
-def test_attention_matches_reference(additive, dtype, rtol, atol, rng):
-    queries, keys, values, v, dcontext, lengths = _attention_case(rng, dtype)
+@pytest.mark.parametrize("T", [4, 1])  # T 1: step decoding's loops instead of BLAS
+def test_attention_matches_reference(additive, dtype, rtol, atol, T, rng):
+    queries, keys, values, v, dcontext, lengths = _attention_case(rng, dtype, T=T)
     weights, context, grads = _kernel_attention(queries, keys, values, v, dcontext, lengths, additive)
     as64 = lambda a: a.astype(np.float64)  # noqa: E731
     ref_weights, ref_context, cache = ref.attention_forward(

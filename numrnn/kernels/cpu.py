@@ -520,7 +520,19 @@ def attention_scores(scores, queries, keys):
     # scores (B, T, S) out = queries[b] @ keys[b].T: dot-product ("dot", and "general" with
     #   keys already multiplied by its matrix)
     # queries (B, T, A); keys (B, S, A)
-    for b in range(scores.shape[0]):
+    B, T, S = scores.shape
+    if T == 1:  # step decoding: a BLAS call per row would cost more than its arithmetic
+        A = queries.shape[2]
+        for b in range(B):
+            query = queries[b, 0]
+            for i in range(S):
+                key = keys[b, i]
+                total = query[0] * key[0]  # in the arrays' type (a 0.0 literal is float64)
+                for a in range(1, A):
+                    total += query[a] * key[a]
+                scores[b, 0, i] = total
+        return
+    for b in range(B):
         np.dot(queries[b], keys[b].T, scores[b])
 
 
@@ -605,7 +617,19 @@ def attention_softmax(weights, lengths):
 @kernel
 def attention_context(context, weights, values):
     # context (B, T, D) out = weights[b] @ values[b]; weights (B, T, S); values (B, S, D)
-    for b in range(weights.shape[0]):
+    B, T, S = weights.shape
+    if T == 1:  # step decoding (as attention_scores)
+        for b in range(B):
+            out = context[b, 0]
+            out[:] = 0.0
+            for i in range(S):
+                weight = weights[b, 0, i]
+                if weight != 0.0:  # padding
+                    value = values[b, i]
+                    for d in range(out.shape[0]):
+                        out[d] += weight * value[d]
+        return
+    for b in range(B):
         np.dot(weights[b], values[b], context[b])
 
 
