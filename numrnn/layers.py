@@ -252,15 +252,16 @@ class Attention:
         for name, shape in self.entries():
             _init_uniform(views[name], rng, shape[0])
 
-    def workspace(self, B, T, S, dtype, zeros=None, backward=True):
-        """Buffers for B rows of T queries over S positions; without ``backward``, only
-        what the forward pass needs (step decoding)."""
+    def workspace(self, B, T, S, dtype, zeros=None, backward=True, group=1):
+        """Buffers for B rows of T queries over S positions, each group of ``group`` rows
+        reading one source (B / group of them); without ``backward``, only what the forward
+        pass needs (step decoding)."""
         ws = _AttentionWorkspace()
         zeros = zeros or _zeros(dtype)
         Q, D = self.query_width, self.value_width
         ws.weights = zeros(B, T, S)
         ws.context = zeros(B, T, D)
-        ws.keys = zeros(B, S, Q) if self.kind != "dot" else None  # dot: the values are the keys
+        ws.keys = zeros(B // group, S, Q) if self.kind != "dot" else None  # dot: the values are the keys
         ws.projected_queries = zeros(B, T, Q) if self.kind == "additive" else None
         if backward:
             ws.dscores = zeros(B, T, S)
@@ -288,17 +289,19 @@ class Attention:
         elif self.kind == "additive":
             k.matmul(self._rows(ws.keys), self._rows(values), w[self.key])
 
-    def attend(self, k, w, ws, queries, values, lengths):
-        """forward's scores, softmax and context, the keys already in ws (``keys``)."""
+    def attend(self, k, w, ws, queries, values, lengths, group=1):
+        """forward's scores, softmax and context, the keys already in ws (``keys``); each
+        ``group`` consecutive query rows read one row of values and keys (a beam's
+        hypotheses share their source); lengths per query row."""
         if self.kind == "dot":
-            k.attention_scores(ws.weights, queries, values)
+            k.attention_scores(ws.weights, queries, values, group)
         elif self.kind == "general":
-            k.attention_scores(ws.weights, queries, ws.keys)
+            k.attention_scores(ws.weights, queries, ws.keys, group)
         else:
             k.matmul(self._rows(ws.projected_queries), self._rows(queries), w[self.query])
-            k.additive_scores(ws.weights, ws.projected_queries, ws.keys, w[self.v])
+            k.additive_scores(ws.weights, ws.projected_queries, ws.keys, w[self.v], group)
         k.attention_softmax(ws.weights, lengths)
-        k.attention_context(ws.context, ws.weights, values)
+        k.attention_context(ws.context, ws.weights, values, group)
 
     def backward(self, k, w, dw, ws, dcontext, queries, values, scratch):
         """Parameter gradients (+=), and ws.dqueries (B, T, Q) and ws.dvalues (B, S, D) (=)

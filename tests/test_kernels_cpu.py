@@ -411,12 +411,12 @@ def _kernel_attention(queries, keys, values, v, dcontext, lengths, additive):
     S, D = values.shape[1:]
     weights = np.zeros((B, T, S), queries.dtype)
     if additive:
-        cpu.additive_scores(weights, queries, keys, v)
+        cpu.additive_scores(weights, queries, keys, v, 1)
     else:
-        cpu.attention_scores(weights, queries, keys)
+        cpu.attention_scores(weights, queries, keys, 1)
     cpu.attention_softmax(weights, lengths)
     context = np.zeros((B, T, D), queries.dtype)
-    cpu.attention_context(context, weights, values)
+    cpu.attention_context(context, weights, values, 1)
     dscores, dvalues = np.zeros_like(weights), np.zeros_like(values)
     cpu.attention_context_backward(dscores, dvalues, dcontext, weights, values)
     dqueries, dkeys = np.zeros_like(queries), np.zeros_like(keys)
@@ -481,3 +481,29 @@ def test_beam_extend_matches_reference(dtype, rng):
     cpu.beam_extend(best[:1, :], new_scores[:1, :], logits[:K, :2], np.array([[0.0, -np.inf, -np.inf]]))
     assert np.isfinite(new_scores[0, :2]).all() and new_scores[0, 2] == -np.inf
     assert sorted(best[0, :2]) == [0, 1]
+
+
+@pytest.mark.parametrize("additive", [False, True])
+@pytest.mark.parametrize("T", [3, 1])
+def test_grouped_attention_equals_repeated_sources(additive, T, rng):
+    """group rows of queries reading one source row each (a beam's hypotheses) equal the
+    same sources repeated group times."""
+    group = 3
+    queries, keys, values, v, _, lengths = _attention_case(rng, np.float64, B=6, T=T)
+    keys, values, lengths = keys[:2], values[:2], np.repeat([5, 2], group)
+    outputs = []
+    for g, (k, vals) in (
+        (group, (keys, values)),
+        (1, (np.repeat(keys, group, 0), np.repeat(values, group, 0))),
+    ):
+        weights = np.zeros((6, T, 5))
+        if additive:
+            cpu.additive_scores(weights, queries, k, v, g)
+        else:
+            cpu.attention_scores(weights, queries, k, g)
+        cpu.attention_softmax(weights, lengths)
+        context = np.zeros((6, T, values.shape[2]))
+        cpu.attention_context(context, weights, vals, g)
+        outputs.append((weights, context))
+    for grouped, repeated in zip(*outputs):
+        np.testing.assert_allclose(grouped, repeated, rtol=1e-12, atol=1e-14)

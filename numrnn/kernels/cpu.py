@@ -47,6 +47,10 @@ gru_cell = _cell.gru_cell
 gru_cell_backward = _cell.gru_cell_backward
 
 kernel = numba.njit(**_JIT)
+# A sum may be reassociated (nothing else): LLVM then keeps several partial sums in vector
+# registers instead of one serial chain (measured 52 -> 4 us for the names classifier's 86k
+# gradients). A NaN or infinity still reaches the total, which the trainer's check needs.
+reduction_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc"}))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -515,25 +519,27 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
 # step's context before the next). Padded positions get weight 0 (masked out of the softmax).
 
 
-@kernel
-def attention_scores(scores, queries, keys):
-    # scores (B, T, S) out = queries[b] @ keys[b].T: dot-product ("dot", and "general" with
-    #   keys already multiplied by its matrix)
-    # queries (B, T, A); keys (B, S, A)
+@reduction_kernel  # the T 1 loop's dot products vectorise
+def attention_scores(scores, queries, keys, group):
+    # scores (B, T, S) out = queries[b] @ keys[b // group].T: dot-product ("dot", and
+    #   "general" with keys already multiplied by its matrix)
+    # queries (B, T, A); keys (B / group, S, A): group consecutive query rows share a source
+    #   (a beam's hypotheses; 1 in training)
     B, T, S = scores.shape
     if T == 1:  # step decoding: a BLAS call per row would cost more than its arithmetic
         A = queries.shape[2]
         for b in range(B):
             query = queries[b, 0]
+            source = keys[b // group]
             for i in range(S):
-                key = keys[b, i]
+                key = source[i]
                 total = query[0] * key[0]  # in the arrays' type (a 0.0 literal is float64)
                 for a in range(1, A):
                     total += query[a] * key[a]
                 scores[b, 0, i] = total
         return
     for b in range(B):
-        np.dot(queries[b], keys[b].T, scores[b])
+        np.dot(queries[b], keys[b // group].T, scores[b])
 
 
 @kernel
@@ -546,16 +552,17 @@ def attention_scores_backward(dqueries, dkeys, dscores, queries, keys):
 
 
 @kernel
-def additive_scores(scores, queries, keys, v):
-    # scores (B, T, S) out: v . tanh(queries[b, t] + keys[b, i]) (Bahdanau's, with the two
-    #   projections already applied); queries (B, T, A); keys (B, S, A); v (A)
+def additive_scores(scores, queries, keys, v, group):
+    # scores (B, T, S) out: v . tanh(queries[b, t] + keys[b // group, i]) (Bahdanau's, with
+    #   the two projections already applied); queries (B, T, A); keys (B / group, S, A) (see
+    #   attention_scores); v (A)
     B, T, S = scores.shape
     A = v.shape[0]
     for b in range(B):
         for t in range(T):
             q = queries[b, t]
             for i in range(S):
-                k = keys[b, i]
+                k = keys[b // group, i]
                 total = 0.0
                 for a in range(A):
                     total += v[a] * activations.tanh(q[a] + k[a])
@@ -615,22 +622,24 @@ def attention_softmax(weights, lengths):
 
 
 @kernel
-def attention_context(context, weights, values):
-    # context (B, T, D) out = weights[b] @ values[b]; weights (B, T, S); values (B, S, D)
+def attention_context(context, weights, values, group):
+    # context (B, T, D) out = weights[b] @ values[b // group]; weights (B, T, S); values
+    #   (B / group, S, D) (see attention_scores)
     B, T, S = weights.shape
     if T == 1:  # step decoding (as attention_scores)
         for b in range(B):
             out = context[b, 0]
             out[:] = 0.0
+            source = values[b // group]
             for i in range(S):
                 weight = weights[b, 0, i]
                 if weight != 0.0:  # padding
-                    value = values[b, i]
+                    value = source[i]
                     for d in range(out.shape[0]):
                         out[d] += weight * value[d]
         return
     for b in range(B):
-        np.dot(weights[b], values[b], context[b])
+        np.dot(weights[b], values[b // group], context[b])
 
 
 @kernel
@@ -752,12 +761,6 @@ def softmax_xent_fused(losses, dlogits, logits, targets, scale):
         for v in range(V):
             drow[v] *= inv
         drow[target] -= scale
-
-
-# A sum may be reassociated (nothing else): LLVM then keeps several partial sums in vector
-# registers instead of one serial chain (measured 52 -> 4 us for the names classifier's 86k
-# gradients). A NaN or infinity still reaches the total, which the trainer's check needs.
-reduction_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc"}))
 
 
 @reduction_kernel

@@ -198,7 +198,7 @@ class Translator(Network):
         if not keys_ready:
             ws.values[...] = ws.enc_out.transpose(1, 0, 2)
             self.attention.keys(k, w, ws.att, ws.values)
-        self.attention.attend(k, w, ws.att, ws.queries, ws.values, lengths)
+        self.attention.attend(k, w, ws.att, ws.queries, ws.values, lengths, ws.group)
         D = ws.values.shape[2]
         ws.combined[:, :, :D] = ws.att.context.transpose(1, 0, 2)
         ws.combined[:, :, D:] = dec_out
@@ -217,29 +217,31 @@ class Translator(Network):
         ws = self._workspace(S, 1, B)
         self._encode(ws, source, lengths, False, None)
         self._bridge_forward(ws)
-        rows = np.repeat(np.arange(B), repeat)
-        state = {name: value[:, rows] for name, value in ws.dec_state.items()}
+        state = {name: np.repeat(value, repeat, axis=1) for name, value in ws.dec_state.items()}
         if self.attention is not None:
             ws.values[...] = ws.enc_out.transpose(1, 0, 2)
             self.attention.keys(k, w, ws.att, ws.values)
-        return self._decoding_rows(ws, rows), state
+        return self._decoding_rows(ws, np.arange(B), repeat), state
 
-    def _decoding_workspace(self, S, B):
+    def _decoding_workspace(self, S, B, group):
         if self._arena is None:
             self._arena = Arena(self.dtype)
-        self._current = self._arena.carve(lambda zeros: _DecodingWorkspace(self, S, B, self.dtype, zeros))
-        self._current_key = ("decoding", S, B)
+        self._current = self._arena.carve(
+            lambda zeros: _DecodingWorkspace(self, S, B, group, self.dtype, zeros)
+        )
+        self._current_key = ("decoding", S, B, group)
         return self._current
 
-    def _decoding_rows(self, ws, rows):
-        """A decoding workspace holding the values and keys of ``rows`` (indices or a bool
-        mask) of ``ws`` (the arena's buffers are shared: they are copied out first)."""
-        count = len(np.arange(ws.B)[rows])
+    def _decoding_rows(self, ws, sources, group):
+        """A decoding workspace of ``group`` rows for each of the sources ``sources``
+        (indices or a bool mask over the sources of ``ws``), holding their values and keys
+        once each (the arena's buffers are shared: they are copied out first)."""
+        count = len(np.arange(ws.B // ws.group)[sources])
         if self.attention is None:
-            return self._decoding_workspace(ws.S, count)
-        values = ws.values[rows]
-        keys = ws.att.keys[rows] if ws.att.keys is not None else None
-        ws = self._decoding_workspace(ws.S, count)
+            return self._decoding_workspace(ws.S, count * group, group)
+        values = ws.values[sources]
+        keys = ws.att.keys[sources] if ws.att.keys is not None else None
+        ws = self._decoding_workspace(ws.S, count * group, group)
         ws.values[...] = values
         if keys is not None:
             ws.att.keys[...] = keys
@@ -354,7 +356,7 @@ class Translator(Network):
                 keep_k = np.repeat(keep, K)
                 tokens, lengths_k = tokens[keep_k], lengths_k[keep_k]
                 state = {name: np.ascontiguousarray(value[:, keep_k]) for name, value in state.items()}
-                ws = self._decoding_rows(ws, keep_k)
+                ws = self._decoding_rows(ws, keep, K)
         return search.results(alive, scores, n_best, alpha)
 
     # ------------------------------------------------------------------ backward
@@ -518,7 +520,7 @@ class _Workspace:
     def __init__(self, net, S, T, B, dtype, zeros):
         enc, dec, cfg = net.encoder, net.decoder, net.config
         D, Hd, L, V = enc.output_width, dec.hidden, enc.layers, cfg.outputs
-        self.S, self.T, self.B = S, T, B
+        self.S, self.T, self.B, self.group = S, T, B, 1
         # The head's, the combine layer's and the bridge's products use the decoder's scratch.
         self.enc = enc.workspace(S, B, dtype, zeros=zeros)
         self.dec = dec.workspace(T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros)
@@ -541,17 +543,18 @@ class _Workspace:
 
 
 class _DecodingWorkspace:
-    """What steps of one character over B rows need (no encoder, no backward buffers)."""
+    """What steps of one character over B rows need (no encoder, no backward buffers); each
+    ``group`` consecutive rows (a beam's hypotheses) share one source's values and keys."""
 
-    def __init__(self, net, S, B, dtype, zeros):
+    def __init__(self, net, S, B, group, dtype, zeros):
         dec, D, Hd = net.decoder, net.encoder.output_width, net.decoder.hidden
-        self.S, self.T, self.B = S, 1, B
+        self.S, self.T, self.B, self.group = S, 1, B, group
         self.dec = dec.workspace(1, B, dtype, zeros=zeros, backward=False)
         self.logits = zeros(B, net.config.outputs)
         if net.attention is not None:
-            self.att = net.attention.workspace(B, 1, S, dtype, zeros, backward=False)
+            self.att = net.attention.workspace(B, 1, S, dtype, zeros, backward=False, group=group)
             self.queries = zeros(B, 1, Hd)
-            self.values = zeros(B, S, D)
+            self.values = zeros(B // group, S, D)
             self.combined = zeros(1, B, D + Hd)
             self.attentional = zeros(B, Hd)
 
