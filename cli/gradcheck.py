@@ -42,8 +42,11 @@ def gradcheck(cells, losses, seed, tolerance, as_json):
     "lm", many-to-many (a language model); "classify", many-to-one over rows of different
     lengths, padded (the class read at each row's last real character); "classify-bi", the
     same with a bidirectional stack; "one-to-one", a single step (a plain classifier);
-    "generate", a generator conditioned on a label (its initial state and every input), a
-    tiny float64 model is built from --seed, and the gradient of the loss with respect to
+    "generate", a generator conditioned on a label (its initial state and every input);
+    "translate", an encoder-decoder over padded sources without attention, and
+    "translate-dot", "translate-general", "translate-additive" with that attention (a
+    bidirectional encoder, padded positions masked), a tiny float64 model is built from
+    --seed, and the gradient of the loss with respect to
     every element of every weight tensor and of the initial states is computed twice: by
     the kernels' backward pass and by central differences (Ridders' extrapolation). A row
     shows the largest relative error in one tensor. The first run compiles the kernels
