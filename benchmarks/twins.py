@@ -320,3 +320,307 @@ def load_numrnn_weights(twin, model):
 def detach_state(state):
     """A recurrent state cut from the graph that made it: h, or the LSTM's (h, c)."""
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class Translator(nn.Module):
+    """numrnn's ``Translator`` (``numrnn.tasks.translate``), an encoder-decoder with attention:
+
+        source (S, B) -> embedding (one-hot when ``embed`` is 0) -> encoder RNN/GRU/LSTM,
+            optionally bidirectional, over packed sequences -> outputs (S, B, D),
+            D = directions * hidden, and each row's final states
+        final states, the directions side by side per layer (forward, reverse) -> bridge:
+            h0 = tanh(bridge.h(final_h)) per layer (LSTM: c0 = bridge.c(final_c))
+        tokens (T, B) (START, then the target) -> embedding -> decoder (decoder_hidden units,
+            the encoder's cell and layers) from h0 (c0) -> outputs (T, B, Hd)
+        attention (Luong): context = softmax(scores, padding masked) @ encoder outputs, with
+            "dot": q . v; "general": q . (v W), ``attention.weight`` (D, Hd); "additive"
+            (Bahdanau): v . tanh(values K + q U), ``attention.key`` (D, Hd),
+            ``attention.query`` (Hd, Hd), ``attention.v`` (Hd)
+            -> attentional state tanh(combine([context; h_t])) ("none": h_t itself)
+        -> head: Linear to the target characters (the target, then END).
+
+    Parameter names are numrnn's; the recurrent and Linear weights are in PyTorch's layout
+    (out, in), the attention's in numrnn's (they belong to no torch layer). ``from_numrnn``
+    and ``numrnn_tensors`` convert from and to numrnn's own (kernel) layouts, whatever
+    ``to_torch`` does with these names. Time-major; torch's own initialisation until weights
+    are loaded."""
+
+    ATTENTIONS = ("none", "dot", "general", "additive")
+
+    def __init__(
+        self,
+        cell,
+        vocab_size,
+        hidden,
+        layers,
+        embed,
+        outputs,
+        bidirectional=False,
+        attention="general",
+        decoder_hidden=0,
+        dtype=None,
+    ):
+        super().__init__()
+        if attention not in self.ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(self.ATTENTIONS)}, not {attention!r}")
+        self.dtype = dtype or torch.get_default_dtype()
+        self.directions = 2 if bidirectional else 1
+        self.layers = layers
+        D = self.directions * hidden
+        Hd = decoder_hidden or D
+        if attention == "dot" and Hd != D:
+            raise ValueError(f"dot attention needs decoder_hidden ({Hd}) to equal {D}")
+        self.kind = attention
+        self.is_lstm = cell == "lstm"
+        kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+        self.encoder = nn.Module()
+        self.encoder.vocab_size = vocab_size
+        self.encoder.embed = nn.Embedding(vocab_size, embed, dtype=dtype) if embed else None
+        self.encoder.rnn = RECURRENT[cell](
+            embed or vocab_size, hidden, num_layers=layers, bidirectional=bidirectional, dtype=dtype, **kwargs
+        )
+        self.bridge = nn.Module()
+        self.bridge.h = nn.Linear(D, Hd, dtype=dtype)
+        if self.is_lstm:
+            self.bridge.c = nn.Linear(D, Hd, dtype=dtype)
+        self.decoder = nn.Module()
+        self.decoder.vocab_size = outputs + 1  # every output id and START, the last
+        self.decoder.embed = nn.Embedding(outputs + 1, embed, dtype=dtype) if embed else None
+        self.decoder.rnn = RECURRENT[cell](embed or outputs + 1, Hd, num_layers=layers, dtype=dtype, **kwargs)
+        if attention != "none":
+            self.attention = nn.Module()
+            if attention == "general":
+                self.attention.weight = nn.Parameter(torch.empty(D, Hd, dtype=dtype))
+            elif attention == "additive":
+                self.attention.key = nn.Parameter(torch.empty(D, Hd, dtype=dtype))
+                self.attention.query = nn.Parameter(torch.empty(Hd, Hd, dtype=dtype))
+                self.attention.v = nn.Parameter(torch.empty(Hd, dtype=dtype))
+            for p in self.attention.parameters():
+                nn.init.uniform_(p, -(D**-0.5), D**-0.5)
+            self.combine = nn.Linear(D + Hd, Hd, dtype=dtype)
+        self.head = nn.Linear(Hd, outputs, dtype=dtype)
+
+    @classmethod
+    def from_numrnn(cls, model):
+        """The twin of a numrnn ``Translator``, holding its weights, in its float type."""
+        c = model.config
+        twin = cls(
+            c.cell,
+            c.vocab_size,
+            c.hidden,
+            c.layers,
+            c.embed,
+            c.outputs,
+            c.bidirectional,
+            c.attention,
+            c.decoder_hidden,
+            torch_dtype(model.dtype),
+        )
+        return twin.load_numrnn(model.weights)
+
+    # ------------------------------------------------------------------ numrnn's layouts
+
+    def _kernel_transposed(self, name):
+        """Whether numrnn keeps ``name`` transposed, (in, out): the recurrent layers' and the
+        Linear layers' weight matrices."""
+        owner, _, leaf = name.rpartition(".")
+        module = self.get_submodule(owner)
+        return (isinstance(module, nn.RNNBase) and leaf.startswith("weight_")) or (
+            isinstance(module, nn.Linear) and leaf == "weight"
+        )
+
+    def load_numrnn(self, views):
+        """Copy numrnn's named views (``model.weights``, numrnn's layouts) into the twin;
+        every name and shape must match."""
+        tensors = {
+            name: torch.from_numpy(np.ascontiguousarray(value.T if self._kernel_transposed(name) else value))
+            for name, value in views.items()
+        }
+        self.load_state_dict(tensors, strict=True)
+        return self
+
+    def numrnn_tensors(self, grads=False):
+        """The parameters (or their gradients) as numpy arrays under numrnn's names, in
+        numrnn's layouts (``model.weights``'s, ``model.dweights``'s)."""
+        out = {}
+        for name, p in self.named_parameters():
+            value = (p.grad if grads else p).detach().numpy()
+            out[name] = np.ascontiguousarray(value.T if self._kernel_transposed(name) else value)
+        return out
+
+    # ------------------------------------------------------------------ passes
+
+    def _embed(self, side, tokens):
+        if side.embed is not None:
+            return side.embed(tokens)
+        return F.one_hot(tokens, side.vocab_size).to(self.dtype)
+
+    def encode(self, source, lengths):
+        """source (S, B) int64 right-padded, lengths (B) (any order) -> (encoder outputs
+        (B, S, D), zeros past each row's end; the decoder's initial state)."""
+        S = source.shape[0]
+        lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self._embed(self.encoder, source), lengths, enforce_sorted=False
+        )
+        out, final = self.encoder.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=S)  # (S, B, D)
+
+        def joined(state):  # (L * dirs, B, H) -> (L, B, dirs * H), forward then reverse
+            L, B = self.layers, state.shape[1]
+            return state.view(L, self.directions, B, -1).permute(0, 2, 1, 3).reshape(L, B, -1)
+
+        if self.is_lstm:
+            h0 = torch.tanh(self.bridge.h(joined(final[0])))
+            state = (h0.contiguous(), self.bridge.c(joined(final[1])).contiguous())
+        else:
+            state = torch.tanh(self.bridge.h(joined(final))).contiguous()
+        return out.transpose(0, 1), state
+
+    def keys(self, values):
+        """What the decoder's queries are compared with: values (B, S, D) -> (B, S, Hd)."""
+        if self.kind == "general":
+            return values @ self.attention.weight
+        if self.kind == "additive":
+            return values @ self.attention.key
+        return values
+
+    def attend(self, queries, values, keys, mask):
+        """queries (B, T, Hd), values (B, S, D), keys (B, S, Q), mask (B, 1, S) true at real
+        source positions -> (features (B, T, Hd) for the head, weights (B, T, S))."""
+        if self.kind == "additive":
+            projected = queries @ self.attention.query  # (B, T, Hd)
+            scores = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1)) @ self.attention.v
+        else:
+            scores = queries @ keys.transpose(1, 2)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=2)
+        context = weights @ values
+        return torch.tanh(self.combine(torch.cat([context, queries], dim=2))), weights
+
+    def forward(self, source, lengths, tokens):
+        """source (S, B), lengths (B), tokens (T, B) int64 -> logits (T, B, outputs)."""
+        values, state = self.encode(source, lengths)
+        out, _ = self.decoder.rnn(self._embed(self.decoder, tokens), state)  # (T, B, Hd)
+        if self.kind == "none":
+            return self.head(out)
+        mask = _source_mask(lengths, source.shape[0])
+        feats, _ = self.attend(out.transpose(0, 1), values, self.keys(values), mask)
+        return self.head(feats.transpose(0, 1))
+
+    def loss(self, source, lengths, tokens, targets):
+        """numrnn's ``Translator.loss``: the mean cross-entropy per real target (targets -1 at
+        padding are ignored); source (S, B), lengths (B), tokens, targets (T, B), int64."""
+        logits = self(source, lengths, tokens)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+
+    def train_step(self, optimizer, source, lengths, tokens, targets, grad_clip):
+        """One step as numrnn's Trainer takes it on a TranslateTask batch (numpy, as
+        ``TranslateTask.batch_at`` gives them): the loss, backward, global-norm clipping, an
+        optimizer step. Returns the loss."""
+        loss = self.loss(*(_long(a) for a in (source, lengths, tokens, targets)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+        optimizer.step()
+        return loss.item()
+
+    # ------------------------------------------------------------------ decoding
+
+    def _step(self, token, state, values, keys, mask):
+        """One decoder step for every row: token (B) -> (logits (B, outputs), state)."""
+        out, state = self.decoder.rnn(self._embed(self.decoder, token.unsqueeze(0)), state)
+        query = out.transpose(0, 1)  # (B, 1, Hd)
+        if self.kind != "none":
+            query, _ = self.attend(query, values, keys, mask)
+        return self.head(query[:, 0]), state
+
+    @torch.no_grad()
+    def greedy(self, source, lengths, start, end, max_length):
+        """numrnn's ``Translator.greedy``, batched: each row's most likely character at every
+        step fed back, until every row has drawn END or ``max_length`` characters. source
+        (S, B), lengths (B) (numpy or torch). Returns (ids (B,) lists without END, ended (B,)
+        bool numpy)."""
+        source, lengths = _long(source), _long(lengths)
+        values, state = self.encode(source, lengths)
+        keys, mask = self.keys(values), _source_mask(lengths, source.shape[0])
+        B = source.shape[1]
+        token = torch.full((B,), start, dtype=torch.int64)
+        running = torch.ones(B, dtype=torch.bool)
+        drawn = []
+        for _ in range(max_length):
+            logits, state = self._step(token, state, values, keys, mask)
+            token = logits.argmax(dim=1)
+            drawn.append(torch.where(running, token, end))
+            running &= token != end
+            if not running.any():
+                break
+        ids = torch.stack(drawn, dim=1).tolist()  # (B, steps)
+        return [[t for t in row if t != end] for row in ids], (~running).numpy()
+
+    @torch.no_grad()
+    def beam_search(
+        self, source, start, end, *, beam=5, max_length=100, alpha=1.0, n_best=1, stop_early=False
+    ):
+        """The straightforward beam search over ONE source sentence (ids (S,)): its ``beam``
+        hypotheses are the decoder's batch rows. Each step extends every live hypothesis by
+        every character and keeps the ``beam`` best totals; a hypothesis that draws END
+        leaves the beam as a finished translation scored log-probability / length**alpha
+        (length counting END). Runs until every hypothesis has ended or ``max_length``
+        characters (unfinished ones then scored over their length). numrnn's
+        ``Translator.beam_search`` semantics: returns a list of (ids without END,
+        normalised score, log-probability, ended), best first, ``n_best`` long.
+
+        stop_early: stop once no live hypothesis can beat the n-best ended ones (a
+        log-probability s only falls, so it ends at best at s / max_length**alpha), as
+        numrnn's search does; the result is the same, in fewer steps."""
+        K = int(beam)
+        source = _long(source).reshape(-1, 1)
+        S = source.shape[0]
+        values, state = self.encode(source, torch.tensor([S]))
+        keys, mask = self.keys(values), torch.ones(1, 1, S, dtype=torch.bool)
+        values, keys, mask = (a.expand(K, *a.shape[1:]) for a in (values, keys, mask))
+        state = tuple(s.repeat(1, K, 1) for s in state) if self.is_lstm else state.repeat(1, K, 1)
+        scores = torch.full((K,), float("-inf"), dtype=torch.float64)
+        scores[0] = 0.0  # one live hypothesis to start with, not K copies
+        token = torch.full((K,), start, dtype=torch.int64)
+        history = torch.zeros((K, 0), dtype=torch.int64)
+        finished = []
+        for step in range(max_length):
+            logits, state = self._step(token, state, values, keys, mask)
+            logp = torch.log_softmax(logits.to(torch.float64), dim=1)
+            V = logp.shape[1]
+            totals, best = (scores[:, None] + logp).view(-1).topk(K)
+            parent, token = best // V, best % V
+            history = torch.cat([history[parent], token[:, None]], dim=1)
+            ended = (token == end) & torch.isfinite(totals)
+            for h in ended.nonzero()[:, 0].tolist():
+                logprob = float(totals[h])
+                finished.append((history[h, :-1].tolist(), logprob / (step + 1) ** alpha, logprob, True))
+            scores = totals.masked_fill(ended, float("-inf"))  # an ended hypothesis leaves the beam
+            if not torch.isfinite(scores).any():
+                break
+            if stop_early and len(finished) >= n_best:
+                bar = sorted((c[1] for c in finished), reverse=True)[n_best - 1]
+                if float(scores.max()) / max_length**alpha <= bar:
+                    break
+            state = tuple(s[:, parent] for s in state) if self.is_lstm else state[:, parent]
+        if len(finished) < n_best:  # unfinished ones at the limit, best first
+            n = history.shape[1]
+            for h in torch.argsort(-scores, stable=True).tolist():
+                if torch.isfinite(scores[h]):
+                    logprob = float(scores[h])
+                    finished.append((history[h].tolist(), logprob / n**alpha, logprob, False))
+        finished.sort(key=lambda c: -c[1])
+        return finished[:n_best]
+
+
+def _long(values):
+    """An int64 tensor of ``values`` (numpy array, list or tensor)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(torch.int64)
+    return torch.from_numpy(np.asarray(values, dtype=np.int64))
+
+
+def _source_mask(lengths, S):
+    """(B, 1, S) true at each row's real source positions."""
+    return (torch.arange(S)[None, :] < torch.as_tensor(lengths)[:, None]).unsqueeze(1)

@@ -6,6 +6,7 @@ the kernels' layouts are (D, G) for weights (``x @ W``), where PyTorch stores (G
 ``to_torch``/``from_torch`` transpose the 2-D layer and head weights.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +51,18 @@ class ParamLayout:
         return np.zeros(self.size, dtype=dtype)
 
 
+# The matrices PyTorch's modules store (out, in) and the kernels read (in, out): every
+# recurrent stack's input and recurrent weights (a translator's under encoder./decoder.) and
+# every nn.Linear's weight (the head; a translator's bridge and combine layers). Embedding
+# tables and a translator's attention matrices are the same either way.
+_TRANSPOSED = re.compile(
+    r"(?:(?:encoder|decoder)\.)?rnn\.weight_(?:ih|hh)_l\d+(?:_reverse)?|(?:head|combine|bridge\.[hc])\.weight"
+)
+
+
 def is_transposed(name):
-    # Layer and head weight matrices are stored (in, out) here and (out, in) in PyTorch.
-    return name.startswith("rnn.weight_") or name == "head.weight"
+    """Whether the tensor ``name`` is stored transposed in PyTorch's layout."""
+    return _TRANSPOSED.fullmatch(name) is not None
 
 
 def torch_shapes(layout):
