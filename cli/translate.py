@@ -84,7 +84,7 @@ def translate():
     val_frac=0.05,
     eval_every=100,
     checkpoint_every=100,
-    batch_help="Pairs per step (batched by similar source length).",
+    batch_help="Pairs per step (batched by similar target, then source length).",
     val_help="Share of the pairs held out for validation (loss per target character, greedy "
     "chrF on a sample, the best checkpoint); 0: none.",
     data_name="PAIRS",
@@ -97,7 +97,7 @@ def train(ctx, pairs, **options):
     The pairs are shuffled with --seed and split into test (--test-frac), validation
     (--val-frac) and training sets; the source vocabulary is the training sources'
     characters, the target vocabulary the training targets' plus a start and an end token.
-    Each step reads --batch-size pairs of similar source length, teacher-forced: the decoder
+    Each step reads --batch-size pairs of similar lengths, teacher-forced: the decoder
     reads the reference target and learns to predict its next character. Every
     --eval-every steps the validation pairs are scored (loss per target character, the end
     token counted) and a fixed sample of them is translated greedily for its chrF; the best

@@ -98,10 +98,14 @@ class ExamplesTask:
         """The batches of ``epoch``: index arrays into the data's examples."""
         if self._epoch != epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            lengths = self.encoded.lengths[self.train_rows]
+            lengths = self.batch_lengths()[self.train_rows]
             self._batches = [self.train_rows[b] for b in batch_order(lengths, self.batch_size, rng)]
             self._epoch = epoch
         return self._batches
+
+    def batch_lengths(self):
+        """Per example, the length that groups it with similar ones in a batch."""
+        return self.encoded.lengths
 
     def start_epoch(self, epoch):
         self.epoch_batches(epoch)

@@ -20,8 +20,8 @@ get no attention. Target padding is ignored through targets below 0.
 ``TranslateTask`` is the trainer's task over sentence pairs (``numrnn.data.read_pairs``):
 the source vocabulary is the training sources' characters, the target one the training
 targets' with END and START (as ``numrnn.tasks.generate``'s); batches group pairs of similar
-source length (``numrnn.tasks.examples.batch_order``), longest source first; the loss is per
-target character, END counted.
+target, then source, length (``numrnn.tasks.examples.batch_order``), longest source first;
+the loss is per target character, END counted.
 """
 
 import heapq
@@ -686,8 +686,8 @@ def score(model, sources, targets, rows, start, end, *, should_stop=None, batch=
 
 class TranslateTask(ExamplesTask):
     """The trainer's task for a translator (see ``numrnn.trainer``): batches of pairs of
-    similar source length, shuffled per (seed, epoch), longest source first; the loss per
-    target character (END counted)."""
+    similar target and source lengths, shuffled per (seed, epoch), longest source first; the
+    loss per target character (END counted)."""
 
     name = NAME
     unit = UNIT
@@ -771,6 +771,12 @@ class TranslateTask(ExamplesTask):
         return self._chars(self.epoch_batches(epoch)[position])
 
     # ------------------------------------------------------------------ steps
+
+    def batch_lengths(self):
+        """Batches group pairs of similar target length, then source length: the decoder (run
+        over the longest target of its batch, every row) is where the work is, and the
+        encoder computes only each row's own steps anyway (rows longest source first)."""
+        return self.targets.lengths * (int(self.encoded.lengths.max(initial=0)) + 1) + self.encoded.lengths
 
     def batch_at(self, epoch, position):
         """pair_batch of the batch at ``position`` of ``epoch``."""
