@@ -27,38 +27,48 @@ INPUT_TABLE_MAX_BYTES = 64 * 2**20
 
 
 def _zeros(dtype):
-    return lambda *shape: np.zeros(shape, dtype=dtype)
+    return lambda *shape, zeroed=True: np.zeros(shape, dtype=dtype)
 
 
 class Arena:
     """Workspace buffers as views of one flat buffer that grows to the largest workspace asked
     for. A network whose batches come in many shapes (the translator's (S, T, B)) then holds
     one buffer, not one workspace per shape; ``carve`` zeroes what it hands out, so each
-    workspace starts as ``np.zeros`` would, without new pages to fault in. Views of two
-    workspaces overlap: only the last one carved may be used."""
+    workspace starts as ``np.zeros`` would, without new pages to fault in, except the buffers
+    asked for with ``zeroed=False``: those a pass writes whole before it reads them, which
+    keep whatever the last workspace left there (``unzeroed_fill`` fills them instead, for
+    tests that prove they are written first). Views of two workspaces overlap: only the
+    last one carved may be used."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, unzeroed_fill=None):
         self.dtype = np.dtype(dtype)
         self.buffer = np.zeros(0, self.dtype)
+        self.unzeroed_fill = unzeroed_fill
 
     def carve(self, build):
-        """build(zeros) -> a workspace, where zeros(*shape) allocates; returns it built from
-        the buffer (grown first if needed), its arrays zeroed."""
-        sizes = []
-        build(lambda *shape: sizes.append(int(np.prod(shape))) or np.empty(shape, self.dtype))
-        total = sum(sizes)
+        """build(zeros) -> a workspace, where zeros(*shape, zeroed=True) allocates; returns it
+        built from the buffer (grown first if needed), its zeroed arrays zeroed."""
+        sizes = {True: 0, False: 0}
+
+        def size(*shape, zeroed=True):
+            sizes[zeroed] += int(np.prod(shape))
+            return np.empty(shape, self.dtype)
+
+        build(size)
+        total = sizes[True] + sizes[False]
         if total > self.buffer.size:
             self.buffer = np.zeros(total, self.dtype)
         else:
-            self.buffer[:total] = 0.0
-        offset = 0
+            self.buffer[: sizes[True]] = 0.0
+        if self.unzeroed_fill is not None:
+            self.buffer[sizes[True] : total] = self.unzeroed_fill
+        offsets = {True: 0, False: sizes[True]}
 
-        def view(*shape):
-            nonlocal offset
+        def view(*shape, zeroed=True):
             count = int(np.prod(shape))
-            part = self.buffer[offset : offset + count].reshape(shape)
-            offset += count
-            return part
+            start = offsets[zeroed]
+            offsets[zeroed] += count
+            return self.buffer[start : start + count].reshape(shape)
 
         return build(view)
 
@@ -493,22 +503,25 @@ class RecurrentStack:
 
     # ------------------------------------------------------------------ workspace
 
-    def workspace(self, T, B, dtype, scratch=0, zeros=None, backward=True):
+    def workspace(self, T, B, dtype, scratch=0, zeros=None, backward=True, every_row=False):
         """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too;
-        ``zeros(*shape)``: the allocator (default np.zeros; an ``Arena``'s views); without
-        ``backward``, only what the forward pass needs (step decoding: no dropout)."""
+        ``zeros(*shape, zeroed=True)``: the allocator (default np.zeros; an ``Arena``'s views);
+        without ``backward``, only what the forward pass needs (step decoding: no dropout);
+        every_row: the passes run every row at every step (no lengths), so they write the
+        per-step buffers whole and these need not be zeroed (``Arena``)."""
         ws = _StackWorkspace()
         zeros = zeros or _zeros(dtype)
+        steps = (lambda *shape: zeros(*shape, zeroed=False)) if every_row else zeros
         L, R, H, G = self.layers, self.directions, self.hidden, self.gate_width
         lstm, gru = self.cell.name == "lstm", self.cell.name == "gru"
         units = [(layer, d) for layer in range(L) for d in range(R)]
         ws.T, ws.B = T, B
         # One per direction: each keeps its own embedded rows for the backward pass.
         ws.embedding = [self.embedding.workspace(T, B, G, dtype, zeros) for _ in range(R)]
-        ws.gates = {u: zeros(T, B, G) for u in units}
-        ws.hs = {u: zeros(T + 1, B, H) for u in units}
-        ws.cs = {u: zeros(T + 1, B, H) for u in units} if lstm else None
-        ws.hn = {u: zeros(T, B, H) for u in units} if gru else None
+        ws.gates = {u: steps(T, B, G) for u in units}
+        ws.hs = {u: steps(T + 1, B, H) for u in units}
+        ws.cs = {u: steps(T + 1, B, H) for u in units} if lstm else None
+        ws.hn = {u: steps(T, B, H) for u in units} if gru else None
         W = self.output_width
         # Layer l >= 1 reads the outputs of layer l-1, both directions side by side (in time
         # order), after dropout.
@@ -524,11 +537,11 @@ class RecurrentStack:
             ws.scratch = zeros(max(scratch, 1))
             return ws
         ws.dinputs = zeros(T, B, W) if R > 1 else None
-        ws.dgates = zeros(T, B, G)
-        ws.dhg = zeros(T, B, G) if gru else None
+        ws.dgates = steps(T, B, G)
+        ws.dhg = steps(T, B, G) if gru else None
         # dhs[d]: the gradient reaching direction d's outputs of the layer being differentiated
         # (the top layer's are filled by the caller), in that direction's own time order.
-        ws.dhs = [zeros(T, B, H) for _ in range(R)]
+        ws.dhs = [steps(T, B, H) for _ in range(R)]
         ws.dh0 = zeros(L * R, B, H)
         ws.dc0 = zeros(L * R, B, H)
         D0 = self.input_width(0)

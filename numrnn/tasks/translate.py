@@ -68,6 +68,11 @@ def translator_layers(config):
     return layers
 
 
+# What the workspace buffers that are written before they are read start as: left as the
+# last batch left them (None), or NaN in the tests that prove they are written first.
+UNZEROED_FILL = None
+
+
 class Translator(Network):
     """The encoder-decoder (see the module docstring); ``config.outputs`` target characters."""
 
@@ -91,7 +96,7 @@ class Translator(Network):
         # Batches come in many (S, T) shapes: one arena the size of the largest workspace,
         # re-carved (and zeroed) whenever the shape changes, instead of one per shape.
         if self._arena is None:
-            self._arena = Arena(self.dtype)
+            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL)
         if self._current is None or self._current_key != (S, T, B):
             self._current = self._arena.carve(lambda zeros: _Workspace(self, S, T, B, self.dtype, zeros))
             self._current_key = (S, T, B)
@@ -225,7 +230,7 @@ class Translator(Network):
 
     def _decoding_workspace(self, S, B, group):
         if self._arena is None:
-            self._arena = Arena(self.dtype)
+            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL)
         self._current = self._arena.carve(
             lambda zeros: _DecodingWorkspace(self, S, B, group, self.dtype, zeros)
         )
@@ -515,31 +520,36 @@ def _split_directions(joined, directions):
 
 
 class _Workspace:
-    """Every buffer one (S, T, B) needs, allocated once and reused."""
+    """Every buffer one (S, T, B) needs, allocated once and reused. Only the encoder's (its
+    rows stop at their lengths) and a few small ones start zeroed: every pass writes the
+    others whole before reading them (``written``; a test fills them with NaN first)."""
 
     def __init__(self, net, S, T, B, dtype, zeros):
         enc, dec, cfg = net.encoder, net.decoder, net.config
         D, Hd, L, V = enc.output_width, dec.hidden, enc.layers, cfg.outputs
+        written = lambda *shape: zeros(*shape, zeroed=False)  # noqa: E731
         self.S, self.T, self.B, self.group = S, T, B, 1
         # The head's, the combine layer's and the bridge's products use the decoder's scratch.
         self.enc = enc.workspace(S, B, dtype, zeros=zeros)
-        self.dec = dec.workspace(T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros)
+        self.dec = dec.workspace(
+            T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros, every_row=True
+        )
         self.scratch = self.dec.scratch
-        self.enc_out = zeros(S, B, D)
-        self.enc_dout = zeros(S, B, D)
+        self.enc_out = written(S, B, D)
+        self.enc_dout = written(S, B, D)
         self.bridge_h = zeros(L * B, Hd)
         self.bridge_c = zeros(L * B, Hd) if "bridge_c" in net.parts else None
-        self.logits = zeros(T * B, V)
-        self.losses = zeros(T * B)
-        self.dfeats = zeros(T * B, Hd)
+        self.logits = written(T * B, V)
+        self.losses = written(T * B)
+        self.dfeats = written(T * B, Hd)
         if net.attention is not None:
-            self.att = net.attention.workspace(B, T, S, dtype, zeros)
-            self.queries = zeros(B, T, Hd)
-            self.values = zeros(B, S, D)
-            self.dcontext = zeros(B, T, D)
-            self.combined = zeros(T, B, D + Hd)
-            self.dcombined = zeros(T, B, D + Hd)
-            self.attentional = zeros(T * B, Hd)
+            self.att = net.attention.workspace(B, T, S, dtype, written)
+            self.queries = written(B, T, Hd)
+            self.values = written(B, S, D)
+            self.dcontext = written(B, T, D)
+            self.combined = written(T, B, D + Hd)
+            self.dcombined = written(T, B, D + Hd)
+            self.attentional = written(T * B, Hd)
 
 
 class _DecodingWorkspace:
