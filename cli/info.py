@@ -109,7 +109,12 @@ def info(checkpoint, as_json):
             if best is None
             else f"{best:.4f} nats/{unit}"
             + (f" ({best / 0.6931471805599453:.4f} bits/char)" if unit == "char" else "")
-            + f" at step {progress.get('best_step'):,}",
+            + f" at step {progress.get('best_step'):,}"
+            + (
+                f" (the best greedy chrF, {-progress['best_selection']:.1f})"
+                if loaded.task == "translate" and progress.get("best_selection") is not None
+                else ""
+            ),
         ),
         (
             "training",

@@ -14,7 +14,7 @@ _METRICS = {
     "bpc": "{:.4f} bits/char",
     "accuracy": "accuracy {:.2%}",
     "macro_f1": "macro-F1 {:.3f}",
-    "chrf": "greedy chrF {:.1f} on a sample",
+    "chrf": "greedy chrF {:.1f}",
 }
 
 
@@ -166,7 +166,12 @@ class TrainView:
                 f"val_{event.unit}": event.items,
             }
         )
-        mark = " [green](best)[/]" if event.improved else f" (best {event.best_val_loss:.4f})"
+        if event.improved:
+            mark = " [green](best)[/]"
+        elif event.select_by is not None:
+            mark = f" (best {_metric(event.select_by, -event.best_selection)})"
+        else:
+            mark = f" (best {event.best_val_loss:.4f})"
         noun = _NOUNS.get(event.unit, event.unit)
         per = _PER.get(event.unit, event.unit)
         extra = "".join(f", {_metric(name, value)}" for name, value in event.metrics.items())

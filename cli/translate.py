@@ -86,7 +86,7 @@ def translate():
     checkpoint_every=100,
     batch_help="Pairs per step (batched by similar target, then source length).",
     val_help="Share of the pairs held out for validation (loss per target character, greedy "
-    "chrF on a sample, the best checkpoint); 0: none.",
+    "chrF, which chooses the best checkpoint); 0: none.",
     data_name="PAIRS",
     embed_help="Character embedding width of the encoder and the decoder; 0 feeds one-hot vectors.",
 )
@@ -100,9 +100,11 @@ def train(ctx, pairs, **options):
     Each step reads --batch-size pairs of similar lengths, teacher-forced: the decoder
     reads the reference target and learns to predict its next character. Every
     --eval-every steps the validation pairs are scored (loss per target character, the end
-    token counted) and a fixed sample of them is translated greedily for its chrF; the best
-    model so far (by validation loss) is kept in FILE.best.safetensors, the latest goes to
-    FILE every --checkpoint-every steps and at the end.
+    token counted) and translated greedily (up to 500 of them) for their chrF; the model
+    that translates them best so far (by chrF: the loss turns up long before the
+    translations stop improving) is kept in FILE.best.safetensors, and --patience counts
+    evaluations without a better chrF. The latest model goes to FILE every
+    --checkpoint-every steps and at the end.
 
     Ctrl-C saves a checkpoint and exits 130; --resume FILE continues exactly where it
     stopped (weights, optimizer, batches, random state), taking every option you do not

@@ -170,8 +170,8 @@ def _summary(result, out, prepared):
     lines = []
     if result.best_out is not None:
         lines.append(
-            f"best validation loss {result.best_val_loss:.4f} nats/char "
-            f"({result.best_val_loss / np.log(2):.4f} bits/char) in {result.best_out}"
+            f"best greedy chrF {-result.best_selection:.1f} on the validation pairs (validation loss "
+            f"{result.best_val_loss:.4f} nats/char) in {result.best_out}"
         )
     note = _filter_note(prepared["limits"])
     if note:

@@ -68,8 +68,9 @@ class Progress:
     epoch: int = 0  # completed passes over the training data
     position: int = 0  # where in the epoch the next batch starts (the task's unit)
     elapsed_s: float = 0.0  # training time over all sessions
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # the validation loss of the best checkpoint
     best_step: int | None = None
+    best_selection: float | None = None  # what chose it (lower is better; see selection_value)
     evals_since_best: int = 0
     last_val_loss: float | None = None
 
@@ -133,6 +134,8 @@ class EvalReport:
     best_val_loss: float
     unit: str = "chars"
     metrics: dict = field(default_factory=dict)
+    select_by: str | None = None  # the metric the best checkpoint is chosen by; None: the loss
+    best_selection: float | None = None  # the best value of it so far (negated: lower is better)
 
 
 @dataclass
@@ -157,13 +160,21 @@ class TrainResult:
     best_val_loss: float | None
     last_val_loss: float | None
     elapsed_s: float
+    select_by: str | None = None  # as EvalReport's
+    best_selection: float | None = None
+
+
+def selection_value(select_by, score):
+    """What an evaluation is ranked by, lower better: the loss, or a task's metric (higher
+    better, e.g. a translator's chrF) negated. A task names its metric as ``select_by``."""
+    return score.loss if select_by is None else -score.metrics[select_by]
 
 
 STOP_REASONS = {
     "max_steps": "reached --max-steps",
     "max_epochs": "reached --max-epochs",
     "max_time": "reached --max-time",
-    "patience": "validation loss stopped improving (--patience)",
+    "patience": "the validation score stopped improving (--patience)",
     "interrupted": "interrupted",
 }
 
@@ -311,6 +322,8 @@ class Trainer:
             best_val_loss=progress.best_val_loss,
             last_val_loss=progress.last_val_loss,
             elapsed_s=progress.elapsed_s,
+            select_by=getattr(self.task, "select_by", None),
+            best_selection=progress.best_selection,
         )
 
     def _step(self):
@@ -366,10 +379,16 @@ class Trainer:
         score = self.task.evaluate(should_stop)
         if score is None:
             return None
-        improved = progress.best_val_loss is None or score.loss < progress.best_val_loss
+        select_by = getattr(self.task, "select_by", None)
+        value = selection_value(select_by, score)
+        best = progress.best_selection
+        if best is None and select_by is None:
+            best = progress.best_val_loss  # a checkpoint from before best_selection was saved
+        improved = best is None or value < best
         progress.last_val_loss = score.loss
         if improved:
             progress.best_val_loss, progress.best_step = score.loss, progress.step
+            progress.best_selection = value
             progress.evals_since_best = 0
         else:
             progress.evals_since_best += 1
@@ -384,6 +403,8 @@ class Trainer:
                 best_val_loss=progress.best_val_loss,
                 unit=score.unit,
                 metrics=score.metrics,
+                select_by=select_by,
+                best_selection=progress.best_selection,
             )
         )
         if improved:

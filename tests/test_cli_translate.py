@@ -119,6 +119,11 @@ def test_train_writes_checkpoints_metrics_and_the_split(trained):
     evals = [json.loads(line) for line in (folder / "t.jsonl").read_text().splitlines()]
     evals = [record for record in evals if record["event"] == "eval"]
     assert len(evals) == 3 and all(0.0 <= record["val_chrf"] <= 100.0 for record in evals)
+    # The best checkpoint is the one with the best greedy chrF (the first of equals).
+    best = max(evals, key=lambda record: (record["val_chrf"], -record["step"]))
+    progress = load_checkpoint(folder / "t.best.safetensors").meta["progress"]
+    assert progress["step"] == progress["best_step"] == best["step"]
+    assert progress["best_selection"] == -best["val_chrf"] and progress["best_val_loss"] == best["val_loss"]
 
 
 def test_train_progress_filters_and_summary(runner, tmp_path):
@@ -138,7 +143,8 @@ def test_train_progress_filters_and_summary(runner, tmp_path):
         f"and {too_long_target} with a target over --max-target-len 3"
     )
     assert result.stderr.count(expected) == 2  # said before training and in the summary
-    assert re.search(r"validation loss \d\.\d{4} nats/char, .*greedy chrF \d+\.\d on a sample", result.stderr)
+    assert re.search(r"validation loss \d\.\d{4} nats/char, .*greedy chrF \d+\.\d over", result.stderr)
+    assert re.search(r"best greedy chrF \d+\.\d on the validation pairs \(validation loss", result.stderr)
     assert "numrnn translate run -c" in result.stderr and "numrnn translate eval -c" in result.stderr
     meta = load_checkpoint(tmp_path / "m.safetensors").meta
     assert meta["translate"]["limits"] == {

@@ -13,7 +13,7 @@ from numrnn.model import Model, ModelConfig
 from numrnn.optim import LRSchedule
 from numrnn.params import from_torch
 from numrnn.tasks.lm import LanguageModelTask, evaluate
-from numrnn.trainer import EvalReport, StepDone, TrainConfig, Trainer
+from numrnn.trainer import EvalReport, Score, StepDone, TrainConfig, Trainer
 from tests.helpers import step_losses
 
 TEXT = "the quick brown fox jumps over the lazy dog; " * 40 + "pack my box with five dozen liquor jugs. " * 40
@@ -315,3 +315,24 @@ def test_a_validation_split_too_small_to_score_is_announced(tmp_path):
     notices = [e.message for e in events if type(e).__name__ == "Notice"]
     assert notices and "too few to score" in notices[0]
     assert trainer.run().best_out is None
+
+
+def test_a_task_may_choose_the_best_checkpoint_by_a_metric(tmp_path, monkeypatch):
+    """select_by names a metric, higher better (a translator's chrF): it, not the loss,
+    chooses the best checkpoint and drives --patience; the checkpoint records both."""
+    scores = iter([(3.0, 10.0), (2.0, 12.0), (2.5, 15.0), (2.4, 14.0), (2.2, 13.0), (1.0, 11.0)])
+
+    def evaluate(self, should_stop=None):
+        loss, metric = next(scores)
+        return Score(loss=loss, count=10, unit="chars", metrics={"chrf": metric})
+
+    monkeypatch.setattr(LanguageModelTask, "evaluate", evaluate)
+    monkeypatch.setattr(LanguageModelTask, "select_by", "chrf", raising=False)
+    events = []
+    result = make_trainer(tmp_path, eval_every=2, patience=3, max_steps=100, events=events).run()
+    assert result.reason == "patience" and result.step == 12
+    assert (result.best_val_loss, result.best_selection, result.select_by) == (2.5, -15.0, "chrf")
+    progress = load_checkpoint(result.best_out).meta["progress"]
+    assert (progress["step"], progress["best_selection"]) == (6, -15.0)
+    reports = [event for event in events if isinstance(event, EvalReport)]
+    assert [report.improved for report in reports] == [True, True, True, False, False, False]

@@ -575,7 +575,7 @@ NAME = "translate"
 UNIT = "chars"
 EVAL_BATCH = 256  # pairs per forward call when scoring, and per greedy decoding call
 BEAM_ROWS = 1280  # hypotheses per beam-search call: 256 sentences at beam 5
-CHRF_SAMPLE = 200  # validation pairs translated (greedy) at each evaluation for chrF
+CHRF_SAMPLE = 500  # validation pairs translated (greedy) at each evaluation for chrF
 
 
 @dataclass
@@ -701,6 +701,10 @@ class TranslateTask(ExamplesTask):
 
     name = NAME
     unit = UNIT
+    # The best checkpoint is the one that translates best: on eng-fra the validation loss
+    # turns up after ~13 epochs while greedy chrF keeps rising (test chrF 33.9 at the best
+    # loss, 43.0 at 30 epochs).
+    select_by = "chrf"
 
     def __init__(
         self,
