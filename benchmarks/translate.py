@@ -259,6 +259,9 @@ def run_numrnn(settings, checkpoint):
     from numrnn.trainer import CheckpointSaved, EvalReport, StepDone, TrainConfig, Trainer, TrainStarted
 
     task, model = prepare(settings)
+    # Both sides keep the weights of the best validation loss (ANCHORS.md's protocol);
+    # `numrnn translate train` itself chooses by greedy chrF (TranslateTask.select_by).
+    task.select_by = None
     spe = task.steps_per_epoch
     config = TrainConfig(
         batch_size=settings.batch_size,
