@@ -1,0 +1,301 @@
+"""Level 2 for the CUDA backend: every CUDA launcher equals the CPU kernel of the same name,
+under numba's CUDA simulator (no GPU needed), on tiny shapes with threads per block patched
+small so that several blocks and the bounds checks run.
+
+The simulator must be switched on before numba loads, so these tests run in a pytest process
+of their own: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py`` (.ci/run and
+the README's test command do). In the main run they are skipped with that reason.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
+    reason="the CUDA simulator runs only when NUMBA_ENABLE_CUDASIM=1 is set before Python starts: "
+    "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py (.ci/run runs it)",
+)
+
+from numrnn.cells import GATES_PER_CELL  # noqa: E402
+from numrnn.kernels import cpu  # noqa: E402
+
+TOLERANCE = {np.float64: (1e-12, 1e-13), np.float32: (1e-5, 1e-6)}
+CELLS = ["rnn", "lstm", "gru"]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    from numrnn.kernels import cuda
+
+    assert cuda.SIMULATED
+    monkeypatch.setattr(cuda, "THREADS", (2, 3))  # H 5, B 4: several blocks, ragged edges
+
+
+def forward_args(cell, rng, dtype, T=4, B=4, H=5, active=None):
+    """The arguments of {cell}_forward (fresh arrays), and the active row counts."""
+    G = GATES_PER_CELL[cell] * H
+    u = lambda *shape: rng.uniform(-0.9, 0.9, shape).astype(dtype)  # noqa: E731
+    active = np.full(T, B, np.intp) if active is None else np.asarray(active, np.intp)
+    hs = np.zeros((T + 1, B, H), dtype)
+    hs[0] = u(B, H)
+    xg = u(T, B, G)
+    Wh, bh, hw = u(H, G), u(G), np.zeros((B, G), dtype)
+    if cell == "rnn":
+        return dict(hs=hs, xg=xg, active=active, Wh=Wh, bh=bh, hw=hw)
+    if cell == "lstm":
+        cs = np.zeros((T + 1, B, H), dtype)
+        cs[0] = u(B, H)
+        return dict(hs=hs, cs=cs, gates=xg, active=active, Wh=Wh, bh=bh, hw=hw)
+    return dict(hs=hs, gates=xg, hn=np.zeros((T, B, H), dtype), active=active, Wh=Wh, bh=bh, hw=hw)
+
+
+def run_both(name, args):
+    """Call cpu.NAME and cuda.NAME on their own copies of args; returns both copies."""
+    from numrnn.kernels import cuda
+
+    results = []
+    for module in (cpu, cuda):
+        copied = {
+            key: value.copy() if isinstance(value, np.ndarray) else value for key, value in args.items()
+        }
+        getattr(module, name)(**copied)
+        results.append(copied)
+    return results
+
+
+def assert_same(expected, got, dtype, skip=()):
+    rtol, atol = TOLERANCE[dtype]
+    for key, value in expected.items():
+        if isinstance(value, np.ndarray) and key not in skip:
+            np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("active", [None, [4, 3, 3, 1]], ids=["full", "packed"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_forward_matches_cpu(cell, active, dtype, rng):
+    args = forward_args(cell, rng, dtype, active=active)
+    expected, got = run_both(f"{cell}_forward", args)
+    assert_same(expected, got, dtype, skip=("hw",))  # hw: a workspace
+    assert np.abs(got["hs"][1:]).max() > 0.05  # the steps ran
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("initial_grad", [True, False])
+@pytest.mark.parametrize("active", [None, [4, 3, 3, 1]], ids=["full", "packed"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_backward_matches_cpu(cell, active, initial_grad, dtype, rng):
+    T, B, H = 4, 4, 5
+    G = GATES_PER_CELL[cell] * H
+    forward = forward_args(cell, rng, dtype, T=T, B=B, H=H, active=active)
+    getattr(cpu, f"{cell}_forward")(**forward)
+    u = lambda *shape: rng.uniform(-0.9, 0.9, shape).astype(dtype)  # noqa: E731
+    common = dict(
+        dh0=np.zeros((B, H), dtype),
+        dWh=u(H, G),  # accumulated into
+        dbh=u(G),
+        dhs=u(T, B, H),
+        dhT=u(B, H),
+        hs=forward["hs"],
+        active=forward["active"],
+        initial_grad=initial_grad,
+        Wh=forward["Wh"],
+        scratch=np.zeros(H * max(G, B) + G, dtype),
+    )
+    if cell == "rnn":
+        args = dict(dxg=np.zeros((T, B, G), dtype), **common)
+    elif cell == "lstm":
+        args = dict(
+            dgates=np.zeros((T, B, G), dtype),
+            dc0=np.zeros((B, H), dtype),
+            dcT=u(B, H),
+            cs=forward["cs"],
+            gates=forward["gates"],
+            **common,
+        )
+    else:
+        args = dict(
+            dxg=np.zeros((T, B, G), dtype),
+            gates=forward["gates"],
+            hn=forward["hn"],
+            dhg=np.zeros((T, B, G), dtype),
+            **common,
+        )
+    expected, got = run_both(f"{cell}_backward", args)
+    # Without initial_grad the initial state's gradients are partial values nobody reads.
+    skip = ("scratch",) + (() if initial_grad else ("dh0", "dc0"))
+    assert_same(expected, got, dtype, skip=skip)
+    assert np.abs(got["dWh"] - args["dWh"]).max() > 1e-3  # gradients accumulated
+
+
+def test_the_launchers_take_the_cpu_kernels_arguments():
+    """Same names, same parameters: a call written for one backend runs on the other. Every
+    public function of the CUDA module is a CPU kernel's launcher."""
+    import inspect
+
+    from numrnn.kernels import cuda
+
+    launchers = [
+        name
+        for name, value in vars(cuda).items()
+        if inspect.isfunction(value) and not name.startswith("_") and value.__module__ == cuda.__name__
+    ]
+    launchers.remove("kernel_signatures")
+    assert {f"{cell}_{part}" for cell in CELLS for part in ("forward", "backward")} <= set(launchers)
+    for name in launchers:
+        assert hasattr(cpu, name), f"cuda.{name} has no CPU kernel"
+        cpu_params = list(inspect.signature(getattr(cpu, name).py_func).parameters)
+        assert list(inspect.signature(getattr(cuda, name)).parameters) == cpu_params, name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dense_and_lookup_launchers_match_cpu(dtype, rng):
+    u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)  # noqa: E731
+    N, D, K, V = 7, 5, 4, 6
+    x, W, b, dy = u(N, D), u(D, K), u(K), u(N, K)
+    cases = {
+        "bias_forward": dict(y=u(N, K), b=b),
+        "bias_backward": dict(db=u(K), dy=dy),
+        "linear_forward": dict(y=np.zeros((N, K), dtype), x=x, W=W, b=b),
+        "linear_backward": dict(
+            dx=np.zeros((N, D), dtype), dW=u(D, K), db=u(K), dy=dy, x=x, W=W, scratch=u(D * K)
+        ),
+        "matmul": dict(y=np.zeros((N, K), dtype), x=x, W=W),
+        "matmul_backward": dict(dx=np.zeros((N, D), dtype), dW=u(D, K), dy=dy, x=x, W=W, scratch=u(D * K)),
+        "embed_forward": dict(out=np.zeros((N, K), dtype), tokens=rng.integers(0, V, N), W=u(V, K)),
+        # tokens repeat: the scatter must add, not overwrite
+        "embed_backward": dict(dW=u(V, K), dout=dy, tokens=np.array([0, 2, 2, 5, 0, 2, 1])),
+    }
+    for name, args in cases.items():
+        expected, got = run_both(name, args)
+        assert_same(expected, got, dtype, skip=("scratch",))
+    # linear_backward skips dx when it has no rows (an input that needs no gradient)
+    args = dict(dx=np.zeros((0, D), dtype), dW=u(D, K), db=u(K), dy=dy, x=x, W=W, scratch=u(D * K))
+    expected, got = run_both("linear_backward", args)
+    assert_same(expected, got, dtype, skip=("scratch",))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_cross_entropy_matches_cpu(dtype, rng):
+    N, V = 9, 7
+    logits = (4 * rng.standard_normal((N, V))).astype(dtype)
+    targets = rng.integers(0, V, N)
+    targets[[2, 5]] = -1  # ignored rows
+    expected, got = run_both(
+        "softmax_xent_forward", dict(losses=np.zeros(N, dtype), logits=logits, targets=targets)
+    )
+    assert_same(expected, got, dtype)
+    args = dict(
+        losses=np.zeros(N, dtype), dlogits=np.zeros((N, V), dtype), logits=logits, targets=targets, scale=0.25
+    )
+    expected, got = run_both("softmax_xent_fused", args)
+    assert_same(expected, got, dtype)
+    assert not got["dlogits"][[2, 5]].any()
+    # In place (dlogits is logits), on device arrays as a model on the GPU holds them (host
+    # arrays passed twice would be two transfers).
+    from numba import cuda as numba_cuda
+
+    from numrnn.kernels import cuda
+
+    in_place = numba_cuda.to_device(logits.copy())
+    cuda.softmax_xent_fused(numba_cuda.to_device(np.zeros(N, dtype)), in_place, in_place, targets, 0.25)
+    np.testing.assert_allclose(
+        in_place.copy_to_host(), expected["dlogits"], rtol=TOLERANCE[dtype][0], atol=TOLERANCE[dtype][1]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gradient_norm_clipping_and_optimizers_match_cpu(dtype, rng, monkeypatch):
+    from numrnn.kernels import cuda
+
+    monkeypatch.setattr(cuda, "REDUCE_THREADS", 8)  # 37 elements: 5 blocks, a ragged last one
+    P = 37
+    u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)  # noqa: E731
+    grads = u(P)
+    rtol = TOLERANCE[dtype][0]
+    assert cuda.global_norm(grads) == pytest.approx(cpu.global_norm(grads), rel=rtol)
+    for max_norm in (0.5, 100.0):  # clipped, and left alone
+        a, b = grads.copy(), grads.copy()
+        assert cuda.clip_global_norm(a, max_norm) == pytest.approx(
+            cpu.clip_global_norm(b, max_norm), rel=rtol
+        )
+        np.testing.assert_allclose(a, b, rtol=rtol)
+    params, state = u(P), np.abs(u(P))
+    cases = {
+        "adam_update": dict(
+            params=params, grads=grads, m=u(P), v=state, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, step=3
+        ),
+        "adagrad_update": dict(params=params, grads=grads, sum_sq=state, lr=1e-2, eps=1e-10),
+        "rmsprop_update": dict(params=params, grads=grads, mean_sq=state, lr=1e-2, alpha=0.99, eps=1e-8),
+        "sgd_update": dict(params=params, grads=grads, velocity=u(P), lr=1e-2, momentum=0.9),
+    }
+    for name, args in cases.items():
+        expected, got = run_both(name, args)
+        assert_same(expected, got, dtype)
+        assert not np.array_equal(got["params"], params), name  # it updated
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("group", [1, 2])
+def test_attention_launchers_match_cpu(group, dtype, rng):
+    u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)  # noqa: E731
+    B, T, S, A, D = 4, 3, 5, 6, 4
+    queries, keys, values, v = u(B, T, A), u(B // group, S, A), u(B // group, S, D), u(A)
+    lengths = np.array([5, 4, 2, 1])
+    scores = u(B, T, S)
+    cases = {
+        "attention_scores": dict(scores=np.zeros((B, T, S), dtype), queries=queries, keys=keys, group=group),
+        "additive_scores": dict(
+            scores=np.zeros((B, T, S), dtype), queries=queries, keys=keys, v=v, group=group
+        ),
+        "attention_softmax": dict(weights=scores, lengths=lengths),
+        "attention_context": dict(
+            context=np.zeros((B, T, D), dtype), weights=scores, values=values, group=group
+        ),
+    }
+    for name, args in cases.items():
+        expected, got = run_both(name, args)
+        assert_same(expected, got, dtype)
+    if group != 1:
+        return  # the backward passes are training's: no groups
+    weights = scores.copy()
+    cpu.attention_softmax(weights, lengths)
+    dscores = u(B, T, S) * (weights > 0)  # masked positions get no gradient
+    backward = {
+        "attention_scores_backward": dict(
+            dqueries=np.zeros((B, T, A), dtype),
+            dkeys=np.zeros((B, S, A), dtype),
+            dscores=dscores,
+            queries=queries,
+            keys=keys,
+        ),
+        "additive_scores_backward": dict(
+            dqueries=u(B, T, A), dkeys=u(B, S, A), dv=u(A), dscores=dscores, queries=queries, keys=keys, v=v
+        ),
+        "attention_context_backward": dict(
+            dscores=np.zeros((B, T, S), dtype),
+            dvalues=np.zeros((B, S, D), dtype),
+            dcontext=u(B, T, D),
+            weights=weights,
+            values=values,
+        ),
+    }
+    for name, args in backward.items():
+        expected, got = run_both(name, args)
+        assert_same(expected, got, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_beam_extend_matches_cpu(dtype, rng):
+    R, K, V = 5, 3, 7
+    logits = (3 * rng.standard_normal((R * K, V))).astype(dtype)
+    scores = -rng.uniform(0, 5, (R, K))
+    scores[1, 1:] = -np.inf
+    scores[2, 0] = -np.inf
+    args = dict(best=np.zeros((R, K), np.intp), new_scores=np.zeros((R, K)), logits=logits, scores=scores)
+    expected, got = run_both("beam_extend", args)
+    np.testing.assert_array_equal(got["best"], expected["best"])
+    np.testing.assert_allclose(got["new_scores"], expected["new_scores"], rtol=1e-12)
