@@ -16,7 +16,13 @@ from numrnn.tasks import classify, require_task
 from numrnn.tasks.examples import EncodedTexts
 from numrnn_cli.console import out_console, warn, warn_dropped
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand, labelled_data_line, listing, refuse_new_labels
+from numrnn_cli.training_run import (
+    TrainingCommand,
+    labelled_data_line,
+    listing,
+    recorded_data,
+    refuse_new_labels,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -109,7 +115,7 @@ def run_eval(checkpoint, data_path, split_name, as_json):
     require_task(loaded, classify.NAME)
     labels = loaded.labels
     if data_path is None:
-        data = _training_data(loaded)
+        data = recorded_data(loaded, read_labelled, "DATA", "another labelled set")
         split_name = split_name or "test"
         source = f"the {split_name} split of {loaded.meta['data']['path']}"
     else:
@@ -141,25 +147,6 @@ def run_eval(checkpoint, data_path, split_name, as_json):
         sys.stdout.write("\n")
         return
     _print_report(report)
-
-
-def _training_data(loaded):
-    recorded = loaded.meta.get("data", {})
-    path = recorded.get("path")
-    if not path:
-        raise DataError(f"{loaded.path} does not record where its data is; give DATA")
-    if not Path(path).exists():
-        raise DataError(
-            f"{loaded.path} was trained on {path}, which is not there any more; "
-            f"give DATA to score another labelled set"
-        )
-    data = read_labelled(path)
-    if data.digest != recorded.get("digest"):
-        raise DataError(
-            f"{path} changed since the model was trained on it, so its test split "
-            f"cannot be recreated; give DATA ({path}) to score all of it"
-        )
-    return data
 
 
 def _label_ids(data, labels, data_path):

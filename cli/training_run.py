@@ -241,3 +241,25 @@ def refuse_unknown_characters(path, texts, vocab, what="data"):
             f"{path} has {len(unknown)} character(s) the checkpoint's vocabulary lacks ({shown}); "
             f"resume on the {what} the model was trained on"
         )
+
+
+def recorded_data(loaded, read, argument, other):
+    """The data the checkpoint ``loaded`` was trained on, read again (``read(path)``) from
+    where it records it and checked against its digest, for scoring its own splits;
+    ``argument`` names the command's data argument and ``other`` what it scores instead."""
+    recorded = loaded.meta.get("data", {})
+    path = recorded.get("path")
+    if not path:
+        raise DataError(f"{loaded.path} does not record where its data is; give {argument}")
+    if not Path(path).exists():
+        raise DataError(
+            f"{loaded.path} was trained on {path}, which is not there any more; give {argument} to "
+            f"score {other}"
+        )
+    data = read(path)
+    if data.digest != recorded.get("digest"):
+        raise DataError(
+            f"{path} changed since the model was trained on it, so its test split cannot be "
+            f"recreated; give {argument} ({path}) to score all of it"
+        )
+    return data

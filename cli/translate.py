@@ -124,6 +124,15 @@ def train(ctx, pairs, **options):
     run_training(TRANSLATOR, pairs, options, explicit_options(ctx, options))
 
 
+checkpoint_option = click.option(
+    "-c",
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The translator's checkpoint (.safetensors).",
+)
+
+
 def decoding_options(function):
     """--beam, --greedy, --length-penalty and --max-length, shared by run and eval."""
     specs = [
@@ -162,13 +171,7 @@ def decoding_options(function):
 
 
 @translate.command("run")
-@click.option(
-    "-c",
-    "--checkpoint",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The translator's checkpoint (.safetensors).",
-)
+@checkpoint_option
 @click.argument("texts", nargs=-1, required=True)
 @decoding_options
 @click.option("--greedy", is_flag=True, help="Take the most probable character at each step (no beam).")
@@ -219,13 +222,7 @@ def run(checkpoint, texts, beam, alpha, max_length, truncate, greedy, n_best, sh
 
 
 @translate.command("eval")
-@click.option(
-    "-c",
-    "--checkpoint",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The translator's checkpoint (.safetensors).",
-)
+@checkpoint_option
 @click.argument("pairs", type=click.Path(path_type=Path), required=False)
 @click.option(
     "--split",

@@ -17,7 +17,7 @@ from numrnn.tasks import generate, require_task, translate
 from numrnn.tasks.examples import EncodedTexts
 from numrnn_cli.console import out_console, warn, warn_dropped
 from numrnn_cli.training import MODEL_OPTIONS
-from numrnn_cli.training_run import TrainingCommand
+from numrnn_cli.training_run import TrainingCommand, recorded_data
 
 SPLITS = ("train", "val", "test")
 LIMITS = ("max_source_len", "max_target_len")
@@ -339,7 +339,12 @@ def run_eval(checkpoint, data_path, split_name, *, reverse, beam, alpha, max_len
     loaded = _load(checkpoint)
     recorded = loaded.meta.get("data", {})
     if data_path is None:
-        data = _training_data(loaded)
+        data = recorded_data(
+            loaded,
+            lambda path: read_pairs(path, reverse=bool(recorded.get("reverse"))),
+            "PAIRS",
+            "other pairs",
+        )
         split_name = split_name or "test"
         where = f"the {split_name} split of {recorded['path']}"
     else:
@@ -406,25 +411,6 @@ def run_eval(checkpoint, data_path, split_name, *, reverse, beam, alpha, max_len
         sys.stdout.write("\n")
         return
     _print_report(report)
-
-
-def _training_data(loaded):
-    recorded = loaded.meta.get("data", {})
-    path = recorded.get("path")
-    if not path:
-        raise DataError(f"{loaded.path} does not record where its data is; give PAIRS")
-    if not Path(path).exists():
-        raise DataError(
-            f"{loaded.path} was trained on {path}, which is not there any more; give PAIRS to score "
-            f"other sentence pairs"
-        )
-    data = read_pairs(path, reverse=bool(recorded.get("reverse")))
-    if data.digest != recorded.get("digest"):
-        raise DataError(
-            f"{path} changed since the model was trained on it, so its test split cannot be "
-            f"recreated; give PAIRS ({path}) to score all of it"
-        )
-    return data
 
 
 def _print_report(report):
