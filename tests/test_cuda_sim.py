@@ -299,3 +299,72 @@ def test_beam_extend_matches_cpu(dtype, rng):
     expected, got = run_both("beam_extend", args)
     np.testing.assert_array_equal(got["best"], expected["best"])
     np.testing.assert_allclose(got["new_scores"], expected["new_scores"], rtol=1e-12)
+
+
+def networks(rng):
+    """(name, build(kernels) -> network, loss_and_grad(network) -> loss) for every topology:
+    small float64 networks with the same weights on either backend."""
+    from numrnn.model import Model, ModelConfig
+    from numrnn.tasks.classify import Classifier
+    from numrnn.tasks.translate import Translator
+
+    tokens, targets = rng.integers(0, 7, (5, 4)), rng.integers(0, 7, (5, 4))
+    lengths = np.array([5, 4, 2, 1])
+    padded = targets.copy()
+    padded[np.arange(5)[:, None] >= lengths[None, :]] = -1
+    labels = np.array([0, 2, 1, 2])
+    source = rng.integers(0, 7, (6, 4))
+    decoder_in = rng.integers(0, 9, (4, 4))
+    decoder_out = rng.integers(0, 8, (4, 4))
+    cases = [
+        ("lm", Model, dict(cell="lstm", layers=2, embed=3), lambda m: m.loss_and_grad(tokens, targets)),
+        (
+            "classify",
+            Classifier,
+            dict(cell="gru", layers=1, embed=0, output_size=3, bidirectional=True),
+            lambda m: m.loss_and_grad(tokens, labels, lengths),
+        ),
+        (
+            "generate",
+            Model,
+            dict(cell="rnn", layers=1, embed=3, condition="both", condition_classes=3),
+            lambda m: m.loss_and_grad(tokens, padded, labels=labels, lengths=lengths),
+        ),
+        (
+            "translate",
+            Translator,
+            dict(cell="gru", layers=1, embed=3, output_size=8, bidirectional=True, attention="additive"),
+            lambda m: m.loss_and_grad(source, np.array([6, 5, 3, 1]), decoder_in, decoder_out),
+        ),
+    ]
+    for name, network, options, step in cases:
+        config = ModelConfig(vocab_size=7, hidden=5, **options)
+        yield (
+            name,
+            (lambda kernels, network=network, config=config: network(config, np.float64, kernels=kernels)),
+            step,
+        )
+
+
+def test_training_steps_on_the_cuda_kernels_give_the_cpu_losses(rng):
+    """Every topology's network driven by the CUDA launchers (clipping and Adam included)
+    takes the CPU's training steps: the same losses and weights after three updates."""
+    from numrnn.kernels import cuda
+    from numrnn.optim import Optimizer
+
+    for name, build, step in networks(rng):
+        runs = []
+        for kernels in (cpu, cuda):
+            network = build(kernels)
+            network.init_weights(np.random.default_rng(7))
+            optimizer = Optimizer("adam", network.params.size, np.float64, kernels)
+            losses = []
+            for _ in range(3):
+                losses.append(step(network).loss)
+                kernels.clip_global_norm(network.grads, 0.5)
+                optimizer.update(network.params, network.grads, 1e-2)
+            runs.append((losses, network.params.copy()))
+        (cpu_losses, cpu_params), (cuda_losses, cuda_params) = runs
+        np.testing.assert_allclose(cuda_losses, cpu_losses, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(cuda_params, cpu_params, rtol=1e-10, atol=1e-12, err_msg=name)
+        assert cpu_losses[2] < cpu_losses[0], name  # it trained

@@ -431,12 +431,9 @@ def embed_backward(dW, dout, tokens):
 # --------------------------------------------------------------------------- loss
 
 
-@cuda.jit
-def _softmax_xent_kernel(losses, dlogits, logits, targets, scale, with_grad):
-    # One thread per row (see cpu.softmax_xent_fused); dlogits unused without with_grad.
-    n, column = cuda.grid(2)
-    if column != 0 or n >= logits.shape[0]:
-        return
+@cuda.jit(device=True)
+def _xent_row(losses, dlogits, logits, n, targets, scale, with_grad):
+    # Row n of cpu.softmax_xent_fused (dlogits unused without with_grad; it may be logits).
     V = logits.shape[1]
     target = targets[n]
     if target < 0:
@@ -460,6 +457,22 @@ def _softmax_xent_kernel(losses, dlogits, logits, targets, scale, with_grad):
         dlogits[n, target] -= scale
 
 
+@cuda.jit
+def _softmax_xent_kernel(losses, dlogits, logits, targets, scale, with_grad):
+    # one thread per row
+    n, column = cuda.grid(2)
+    if column == 0 and n < logits.shape[0]:
+        _xent_row(losses, dlogits, logits, n, targets, scale, with_grad)
+
+
+@cuda.jit
+def _softmax_xent_in_place_kernel(losses, logits, targets, scale):
+    # one thread per row; the gradient overwrites the logits
+    n, column = cuda.grid(2)
+    if column == 0 and n < logits.shape[0]:
+        _xent_row(losses, logits, logits, n, targets, scale, True)
+
+
 def softmax_xent_forward(losses, logits, targets):
     """As ``cpu.softmax_xent_forward``."""
     blocks, threads = _grid(logits.shape[0], 1)
@@ -467,9 +480,14 @@ def softmax_xent_forward(losses, logits, targets):
 
 
 def softmax_xent_fused(losses, dlogits, logits, targets, scale):
-    """As ``cpu.softmax_xent_fused``."""
+    """As ``cpu.softmax_xent_fused`` (dlogits may be logits: the gradient in place)."""
     blocks, threads = _grid(logits.shape[0], 1)
-    _softmax_xent_kernel[blocks, threads](losses, dlogits, logits, targets, scale, True)
+    if dlogits is logits:
+        # One array, not the same one twice: a kernel given host arrays copies each argument
+        # to the device and back on its own, and the second copy would undo the first.
+        _softmax_xent_in_place_kernel[blocks, threads](losses, logits, targets, scale)
+    else:
+        _softmax_xent_kernel[blocks, threads](losses, dlogits, logits, targets, scale, True)
 
 
 # --------------------------------------------------------------------------- attention
@@ -821,6 +839,7 @@ def kernel_signatures(dtype):
         "_gather_kernel": (_gather_kernel, (m2, ids, m2)),
         "_scatter_add_kernel": (_scatter_add_kernel, (m2, m2, ids)),
         "_softmax_xent_kernel": (_softmax_xent_kernel, (v, m2, m2, ids, x, types.boolean)),
+        "_softmax_xent_in_place_kernel": (_softmax_xent_in_place_kernel, (v, m2, ids, x)),
         "_square_sums_kernel": (_square_sums_kernel, (v64, v)),
         "_scale_kernel": (_scale_kernel, (v, x)),
         "_adam_kernel": (_adam_kernel, (v, v, v, v, x, x, x, x, x)),
