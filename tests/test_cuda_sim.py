@@ -368,3 +368,76 @@ def test_training_steps_on_the_cuda_kernels_give_the_cpu_losses(rng):
         np.testing.assert_allclose(cuda_losses, cpu_losses, rtol=1e-12, err_msg=name)
         np.testing.assert_allclose(cuda_params, cpu_params, rtol=1e-10, atol=1e-12, err_msg=name)
         assert cpu_losses[2] < cpu_losses[0], name  # it trained
+
+
+@pytest.mark.parametrize(
+    ("cell", "layers", "embed"), [("lstm", 2, 3), ("gru", 1, 0), ("rnn", 2, 0), ("gru", 2, 4)]
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_generation_launchers_match_cpu(cell, layers, embed, dtype, rng, monkeypatch):
+    """Batch-1 generation on one block of threads (patched to 4: every loop strides) draws the
+    CPU's tokens from the same uniforms, greedy, with temperature, top-k and top-p."""
+    from numrnn.kernels import cuda
+    from numrnn.model import Model, ModelConfig
+    from numrnn.sampling import kernel_weights
+
+    monkeypatch.setattr(cuda, "SAMPLER_THREADS", 4)
+    config = ModelConfig(cell=cell, vocab_size=9, hidden=6, layers=layers, embed=embed)
+    model = Model(config, dtype).init_weights(np.random.default_rng(3))
+    model.params *= 2.0  # peakier distributions: fewer near-ties in the draws
+    weights = kernel_weights(model)
+    if embed == 4:  # the embedding read row by row (no lookup table)
+        w = model.weights
+        weights = (
+            np.ascontiguousarray(w["embed.weight"]),
+            (np.ascontiguousarray(w["rnn.weight_ih_l0"]),) + weights[1][1:],
+        ) + weights[2:]
+    code, G, K = cpu.CELL_CODES[cell], GATES_PER_CELL[cell] * 6, 9
+
+    def state():
+        return rng.uniform(-0.5, 0.5, (layers, 6)).astype(dtype), rng.uniform(-0.5, 0.5, (layers, 6)).astype(
+            dtype
+        )
+
+    work = lambda: dict(xg=np.zeros((1, G), dtype), hw=np.zeros((1, G), dtype))  # noqa: E731
+    draw = lambda: dict(probs=np.zeros(K, dtype), ranked=np.zeros(K, dtype))  # noqa: E731
+    h, c = state()
+    expected, got = run_both(
+        "feed_tokens",
+        dict(
+            logits=np.zeros(K, dtype),
+            h=h,
+            c=c,
+            tokens=np.array([1, 4, 2]),
+            cell=code,
+            weights=weights,
+            **work(),
+        ),
+    )
+    assert_same(expected, got, dtype, skip=("xg", "hw"))
+    for temperature, top_k, top_p, greedy in [
+        (1.0, 0, 1.0, False),
+        (0.7, 3, 1.0, False),
+        (1.3, 0, 0.8, False),
+        (1.0, 0, 1.0, True),
+    ]:
+        h, c = state()
+        args = dict(
+            out=np.zeros(8, np.int64), logits=np.zeros(K, dtype), h=h, c=c, token=5, uniforms=rng.random(8),
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, cell=code, weights=weights,
+            **work(), **draw(),
+        )  # fmt: skip
+        expected, got = run_both("generate_tokens", args)
+        np.testing.assert_array_equal(got["out"], expected["out"])
+        assert_same(expected, got, dtype, skip=("xg", "hw", "probs", "ranked"))
+        h0, c0 = state()
+        args = dict(
+            out=np.zeros((3, 6), np.int64), lengths=np.zeros(3, np.int64), logits=np.zeros(K, dtype),
+            h=np.zeros_like(h0), c=np.zeros_like(c0), h0=h0, c0=c0, token=2, uniforms=rng.random((3, 6)),
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, stop=3, cell=code,
+            weights=weights, **work(), **draw(),
+        )  # fmt: skip
+        expected, got = run_both("generate_until", args)
+        np.testing.assert_array_equal(got["lengths"], expected["lengths"])
+        for s, n in enumerate(expected["lengths"]):
+            np.testing.assert_array_equal(got["out"][s, :n], expected["out"][s, :n])

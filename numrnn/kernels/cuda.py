@@ -24,6 +24,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from numrnn.cells import CELL_TABLE
 from numrnn.kernels import pointwise
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
@@ -693,6 +694,247 @@ def beam_extend(best, new_scores, logits, scores):
     _beam_extend_kernel[blocks, threads](best, new_scores, logits, scores)
 
 
+# --------------------------------------------------------------------------- generation (batch 1)
+# One block of SAMPLER_THREADS threads runs the whole loop (cpu.generate_tokens' arithmetic):
+# per layer its threads share the gate columns' products, then the units' cell updates, then
+# the head's outputs; thread 0 draws the token (the CPU's draw, the same uniforms: the same
+# text but where float rounding differs at a tie). The state stays where the arrays are.
+
+SAMPLER_THREADS = 128
+CELL_LSTM, CELL_GRU = CELL_TABLE["lstm"].code, CELL_TABLE["gru"].code
+
+
+@cuda.jit(device=True)
+def _advance_block(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, xg, hw):
+    # h, c (L, H) in/out: the state after reading token; xg, hw (1, G) workspaces
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    L, H = h.shape
+    for layer in range(L):
+        Wx, Wh, bx, bh = Wxs[layer], Whs[layer], bxs[layer], bhs[layer]
+        G = Wh.shape[1]
+        for g in range(tid, G, threads):
+            if layer == 0 and embed.shape[0] == 0:
+                x = Wx[token, g]  # one-hot input: the token's row
+            elif layer == 0:
+                x = embed[token, 0] * Wx[0, g]
+                for e in range(1, embed.shape[1]):
+                    x += embed[token, e] * Wx[e, g]
+            else:
+                x = h[layer - 1, 0] * Wx[0, g]
+                for d in range(1, H):
+                    x += h[layer - 1, d] * Wx[d, g]
+            xg[0, g] = x + bx[g]
+            w = h[layer, 0] * Wh[0, g]
+            for k in range(1, H):
+                w += h[layer, k] * Wh[k, g]
+            hw[0, g] = w
+        cuda.syncthreads()  # every product read the old state
+        for j in range(tid, H, threads):
+            a, w = xg[0], hw[0]
+            if cell == CELL_LSTM:
+                _, _, _, _, c_j, h_j = lstm_cell(
+                    a[j] + w[j] + bh[j],
+                    a[H + j] + w[H + j] + bh[H + j],
+                    a[2 * H + j] + w[2 * H + j] + bh[2 * H + j],
+                    a[3 * H + j] + w[3 * H + j] + bh[3 * H + j],
+                    c[layer, j],
+                )
+                c[layer, j] = c_j
+            elif cell == CELL_GRU:
+                _, _, _, h_j = gru_cell(
+                    a[j],
+                    a[H + j],
+                    a[2 * H + j],
+                    w[j] + bh[j],
+                    w[H + j] + bh[H + j],
+                    w[2 * H + j] + bh[2 * H + j],
+                    h[layer, j],
+                )
+            else:
+                h_j = rnn_cell(a[j] + w[j] + bh[j])
+            h[layer, j] = h_j
+        cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _head_block(logits, h, Wy, by):
+    # logits (K) = h[top] @ Wy + by, the block's threads sharing the outputs
+    top = h.shape[0] - 1
+    for k in range(cuda.threadIdx.x, logits.shape[0], cuda.blockDim.x):
+        total = h[top, 0] * Wy[0, k]
+        for j in range(1, h.shape[1]):
+            total += h[top, j] * Wy[j, k]
+        logits[k] = total + by[k]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _draw(logits, probs, ranked, u, temperature, top_k, top_p, greedy):
+    # cpu.draw_token, on one thread: argmax, or the softmax with temperature, top-k then top-p
+    # filtering (ties settled towards the lowest index) and the inverse CDF at u
+    K = logits.shape[0]
+    best = 0
+    for k in range(1, K):
+        if logits[k] > logits[best]:
+            best = k
+    if greedy:
+        return best
+    peak = logits[best]
+    for k in range(K):
+        probs[k] = math.exp((logits[k] - peak) / temperature)
+    total = 0.0
+    for k in range(K):
+        total += probs[k]
+    for k in range(K):
+        probs[k] /= total
+    if 0 < top_k < K or top_p < 1.0:
+        # ranked: the probabilities in decreasing order (insertion sort: K is a vocabulary)
+        for k in range(K):
+            value = probs[k]
+            r = k
+            while r > 0 and ranked[r - 1] < value:
+                ranked[r] = ranked[r - 1]
+                r -= 1
+            ranked[r] = value
+        kept = top_k if 0 < top_k < K else K
+        if top_p < 1.0:
+            total = 0.0
+            for r in range(kept):
+                total += ranked[r]
+            cumulative = 0.0
+            for r in range(kept):
+                cumulative += ranked[r]
+                if cumulative >= top_p * total:
+                    kept = r + 1
+                    break
+        threshold = ranked[kept - 1]
+        ties_left = 0
+        for r in range(kept):
+            if ranked[r] == threshold:
+                ties_left += 1
+        for k in range(K):
+            if probs[k] > threshold:
+                continue
+            if probs[k] == threshold and ties_left > 0:
+                ties_left -= 1
+                continue
+            probs[k] = 0.0
+    total = 0.0
+    for k in range(K):
+        total += probs[k]
+    target = u * total
+    cumulative = 0.0
+    last = 0
+    for k in range(K):
+        if probs[k] > 0.0:
+            cumulative += probs[k]
+            last = k
+            if cumulative > target:
+                return k
+    return last
+
+
+@cuda.jit
+def _generate_kernel(
+    out, lengths, logits, h, c, h0, c0, token, uniforms, temperature, top_k, top_p, greedy, stop, cell,
+    embed, Wxs, Whs, bxs, bhs, Wy, by, xg, hw, probs, ranked,
+):  # fmt: skip
+    # S sequences of at most M draws (out (S, M), uniforms (S, M)); each starts from h0, c0
+    # when stop >= 0 (generate_until: a sequence ends at the stop token, not stored), or goes
+    # on from h, c (generate_tokens: S is 1, stop is -1, h0 and c0 empty, the state is left
+    # after the draws)
+    shared = cuda.shared.array(2, numba.int64)  # the current token; whether the sequence ended
+    tid = cuda.threadIdx.x
+    S, M = out.shape
+    L, H = h.shape
+    for s in range(S):
+        if stop >= 0:
+            for i in range(tid, L * H, cuda.blockDim.x):
+                h[i // H, i % H] = h0[i // H, i % H]
+                c[i // H, i % H] = c0[i // H, i % H]
+        if tid == 0:
+            shared[0] = token
+            shared[1] = 0
+        cuda.syncthreads()
+        n = 0
+        while n < M:
+            _advance_block(h, c, shared[0], cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
+            _head_block(logits, h, Wy, by)
+            if tid == 0:
+                drawn = _draw(logits, probs, ranked, uniforms[s, n], temperature, top_k, top_p, greedy)
+                if drawn == stop:
+                    shared[1] = 1
+                else:
+                    out[s, n] = drawn
+                    shared[0] = drawn
+            cuda.syncthreads()
+            if shared[1] == 1:
+                break
+            n += 1
+        if tid == 0:
+            lengths[s] = n
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _feed_kernel(logits, h, c, tokens, cell, embed, Wxs, Whs, bxs, bhs, Wy, by, xg, hw):
+    # cpu.feed_tokens: the state advanced over tokens; the head's logits after the last
+    for t in range(tokens.shape[0]):
+        _advance_block(h, c, tokens[t], cell, embed, Wxs, Whs, bxs, bhs, xg, hw)
+    if tokens.shape[0] > 0:
+        _head_block(logits, h, Wy, by)
+
+
+def _no_lengths(S):
+    return cuda.device_array(S, np.int64) if not SIMULATED else np.zeros(S, np.int64)
+
+
+def generate_tokens(
+    out,
+    logits,
+    h,
+    c,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    cell,
+    weights,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
+    """As ``cpu.generate_tokens``: N draws from h, c (left after them), one block of threads."""
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    N = out.shape[0]
+    _generate_kernel[1, SAMPLER_THREADS](
+        out.reshape(1, N), _no_lengths(1), logits, h, c, h[:0], c[:0], token,
+        uniforms.reshape(1, N), temperature, top_k, top_p, greedy, -1, cell,
+        embed, Wxs, Whs, bxs, bhs, Wy, by, xg, hw, probs, ranked,
+    )  # fmt: skip
+
+
+def generate_until(
+    out, lengths, logits, h, c, h0, c0, token, uniforms, temperature, top_k, top_p, greedy, stop, cell,
+    weights, xg, hw, probs, ranked,
+):  # fmt: skip
+    """As ``cpu.generate_until``."""
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    _generate_kernel[1, SAMPLER_THREADS](
+        out, lengths, logits, h, c, h0, c0, token, uniforms, temperature, top_k, top_p, greedy, stop, cell,
+        embed, Wxs, Whs, bxs, bhs, Wy, by, xg, hw, probs, ranked,
+    )  # fmt: skip
+
+
+def feed_tokens(logits, h, c, tokens, cell, weights, xg, hw):
+    """As ``cpu.feed_tokens``."""
+    embed, Wxs, Whs, bxs, bhs, Wy, by = weights
+    _feed_kernel[1, SAMPLER_THREADS](logits, h, c, tokens, cell, embed, Wxs, Whs, bxs, bhs, Wy, by, xg, hw)
+
+
 # --------------------------------------------------------------------------- gradient norm and optimizers
 # Flat (P) buffers, one thread per element; the norm is a tree of per-block partial sums.
 
@@ -826,9 +1068,21 @@ def kernel_signatures(dtype):
     ids = types.Array(types.intp, 1, "C")
     i, x = types.intp, types.float64
     m3 = types.Array(f, 3, "C")
+    layers = types.UniTuple(m2, 2)
+    biases = types.UniTuple(v, 2)
+    ids64 = types.Array(types.int64, 1, "C")
+    draws = types.Array(types.int64, 2, "C")
+    b = types.boolean
+    generation = (layers, layers, biases, biases, m2, v, m2, m2, v, v)  # ... Wy, by, xg, hw, probs, ranked
     m64 = types.Array(types.float64, 2, "C")
     ids2 = types.Array(types.intp, 2, "C")
     return {
+        "_generate_kernel": (
+            _generate_kernel,
+            (draws, ids64, v, m2, m2, m2, m2, i, types.Array(types.float64, 2, "C"), x, i, x, b, i, i, m2)
+            + generation,
+        ),
+        "_feed_kernel": (_feed_kernel, (v, m2, m2, ids64, i, m2) + generation[:-2]),
         "_softmax_rows_kernel": (_softmax_rows_kernel, (m3, ids)),
         "_softmax_rows_backward_kernel": (_softmax_rows_backward_kernel, (m3, m3)),
         "_additive_scores_kernel": (_additive_scores_kernel, (m3, m3, m3, v, i)),
