@@ -16,6 +16,7 @@ _METRICS = {
     "macro_f1": "macro-F1 {:.3f}",
     "chrf": "greedy chrF {:.1f}",
 }
+_NOT_PER_ITEM = {"chrf"}  # scores of whole translations, said after "over N characters"
 
 
 def _metric(name, value):
@@ -174,10 +175,12 @@ class TrainView:
             mark = f" (best {event.best_val_loss:.4f})"
         noun = _NOUNS.get(event.unit, event.unit)
         per = _PER.get(event.unit, event.unit)
-        extra = "".join(f", {_metric(name, value)}" for name, value in event.metrics.items())
+        metrics = event.metrics.items()
+        extra = "".join(f", {_metric(name, value)}" for name, value in metrics if name not in _NOT_PER_ITEM)
+        after = "".join(f"; {_metric(name, value)}" for name, value in metrics if name in _NOT_PER_ITEM)
         self.say(
             f"step {event.step:,}: validation loss {event.val_loss:.4f} nats/{per}{extra} "
-            f"over {event.items:,} {noun}{mark}"
+            f"over {event.items:,} {noun}{after}{mark}"
         )
 
     def _on_CheckpointSaved(self, event):

@@ -99,8 +99,9 @@ def reverse_rows(lengths, T):
     return np.where(t < lengths, lengths - 1 - t, t)
 
 
-def _take_rows(a, index):
-    # a (T, B, ...) -> a[index[t, b], b] for every t, b
+def take_rows(a, index):
+    """a (T, B, ...) -> a[index[t, b], b] for every t, b: each row's steps reordered (a
+    bidirectional stack's reverse direction reads ``reverse_rows``' order)."""
     return a[index, np.arange(a.shape[1])[None, :]]
 
 
@@ -570,7 +571,7 @@ class RecurrentStack:
         ws.reverse = reverse_rows(T if lengths is None else lengths, T) if R > 1 else None
         flat = tokens.reshape(-1)
         ws.tokens = (
-            [flat] if R == 1 else [flat, np.ascontiguousarray(_take_rows(tokens, ws.reverse)).reshape(-1)]
+            [flat] if R == 1 else [flat, np.ascontiguousarray(take_rows(tokens, ws.reverse)).reshape(-1)]
         )
         for layer in range(self.layers):
             x = None if layer == 0 else self.layer_input(ws, layer)
@@ -583,7 +584,7 @@ class RecurrentStack:
                 out = ws.outputs[layer]
                 H = self.hidden
                 out[:, :, :H] = ws.hs[(layer, 0)][1:]
-                out[:, :, H:] = _take_rows(ws.hs[(layer, 1)][1:], ws.reverse)
+                out[:, :, H:] = take_rows(ws.hs[(layer, 1)][1:], ws.reverse)
             if use_dropout and layer < self.layers - 1:
                 keep = 1.0 - self.dropout
                 mask = ws.masks[layer]
@@ -608,7 +609,7 @@ class RecurrentStack:
             self.embedding.project_forward(k, w, ws.embedding[d], gate_rows, ws.tokens[d], Wx, bx)
             return
         if d:
-            x = _take_rows(x, ws.reverse)
+            x = take_rows(x, ws.reverse)
         k.linear_forward(gate_rows, x.reshape(T * B, x.shape[2]), Wx, bx)
 
     def _recur_forward(self, k, w, ws, layer, d, state):
@@ -691,7 +692,7 @@ class RecurrentStack:
             if ws.used_dropout:
                 ws.dinputs *= ws.masks[layer - 1]
             ws.dhs[0][...] = ws.dinputs[:, :, :H]
-            ws.dhs[1][...] = _take_rows(ws.dinputs[:, :, H:], ws.reverse)
+            ws.dhs[1][...] = take_rows(ws.dinputs[:, :, H:], ws.reverse)
         if not state_grad:
             return None
         state = {"h": ws.dh0.copy()}
@@ -703,7 +704,7 @@ class RecurrentStack:
         T, B = ws.T, ws.B
         W = self.output_width
         if d:
-            x = _take_rows(x, ws.reverse)
+            x = take_rows(x, ws.reverse)
         dx = np.empty((T, B, W), dtype=ws.dinputs.dtype)
         k.linear_backward(
             dx.reshape(T * B, W),
@@ -714,7 +715,7 @@ class RecurrentStack:
             Wx,
             ws.scratch,
         )
-        ws.dinputs += _take_rows(dx, ws.reverse) if d else dx
+        ws.dinputs += take_rows(dx, ws.reverse) if d else dx
 
     def _recur_backward(self, k, w, dw, ws, layer, d, dstate, state_grad):
         _, Wh, _, _ = (w[name] for name in self._names(layer, d))

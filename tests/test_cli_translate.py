@@ -143,7 +143,9 @@ def test_train_progress_filters_and_summary(runner, tmp_path):
         f"and {too_long_target} with a target over --max-target-len 3"
     )
     assert result.stderr.count(expected) == 2  # said before training and in the summary
-    assert re.search(r"validation loss \d\.\d{4} nats/char, .*greedy chrF \d+\.\d over", result.stderr)
+    assert re.search(
+        r"validation loss \d\.\d{4} nats/char, .* over \d+ characters; greedy chrF \d+\.\d", result.stderr
+    )
     assert re.search(r"best greedy chrF \d+\.\d on the validation pairs \(validation loss", result.stderr)
     assert "numrnn translate run -c" in result.stderr and "numrnn translate eval -c" in result.stderr
     meta = load_checkpoint(tmp_path / "m.safetensors").meta

@@ -31,7 +31,7 @@ import numpy as np
 
 from numrnn.data import Vocab
 from numrnn.errors import ConfigError, DataError
-from numrnn.layers import Arena, Attention, Embedding, Linear, RecurrentStack, _take_rows
+from numrnn.layers import Arena, Attention, Embedding, Linear, RecurrentStack, take_rows
 from numrnn.metrics import chrf
 from numrnn.model import LossResult, Network, State, mean_cross_entropy
 from numrnn.tasks import generate
@@ -172,7 +172,7 @@ class Translator(Network):
         outputs = ws.enc_out  # (S, B, D), time order
         outputs[:, :, :H] = ws.enc.hs[(top, 0)][1:]
         if enc.directions > 1:
-            outputs[:, :, H:] = _take_rows(ws.enc.hs[(top, 1)][1:], ws.enc.reverse)
+            outputs[:, :, H:] = take_rows(ws.enc.hs[(top, 1)][1:], ws.enc.reverse)
         # Rows are sorted longest first, so each row's states hold past its end: the final
         # states are every row's own.
         final = enc.final_state(ws.enc)
@@ -391,7 +391,7 @@ class Translator(Network):
         enc, H = self.encoder, self.encoder.hidden
         ws.enc.dhs[0][...] = denc[:, :, :H]
         if enc.directions > 1:
-            ws.enc.dhs[1][...] = _take_rows(denc[:, :, H:], ws.enc.reverse)
+            ws.enc.dhs[1][...] = take_rows(denc[:, :, H:], ws.enc.reverse)
         enc.backward(k, w, dw, ws.enc, dfinal, state_grad=False)
 
     def _bridge_backward(self, ws, dstate):
