@@ -404,3 +404,29 @@ def test_the_reversed_columns_train_the_other_way(runner, tmp_path):
     assert set(loaded.vocab.chars) <= set("".join(reversed_pairs.sources))
     result = runner.invoke(cli, ["translate", "eval", "-c", str(out), "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_translation_cut_at_max_length_is_warned(runner, trained):
+    _, _, out = trained
+    from numrnn.checkpoint import save_checkpoint
+
+    # The same model with END made improbable: it never ends by itself.
+    loaded = load_checkpoint(out)
+    model = loaded.build_model()
+    model.weights["head.bias"][loaded.target_vocab.index["\x03"]] = -50.0
+    endless = out.parent / "endless.safetensors"
+    save_checkpoint(endless, model, loaded.vocab, meta={k: v for k, v in loaded.meta.items() if k != "dtype"})
+    for extra in (["--greedy"], ["--beam", "3"]):
+        result = run(runner, endless, "--max-length", "4", *extra, "heron", "cat")
+        assert result.exit_code == 0, result.output
+        assert [len(line) for line in result.stdout.splitlines()] == [4, 4]
+        assert "2 translation(s) reached --max-length 4 without ending and were cut there" in result.stderr
+
+
+def test_show_attention_without_attention_says_so(runner, tmp_path):
+    data = write_pairs(tmp_path / "pairs.tsv")
+    out = tmp_path / "m.safetensors"
+    assert train(runner, data, out, "--max-steps", "2", "--attention", "none").exit_code == 0
+    result = run(runner, out, "--show-attention", "cat")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+    assert "this model has no attention (trained with --attention none)" in result.stderr
