@@ -180,9 +180,15 @@ def test_out_of_range_options_are_usage_errors(runner, corpus, tmp_path, option)
     assert "Traceback" not in result.output and option[0] in result.output
 
 
-def test_cuda_device_is_a_clean_error_until_it_lands(runner, corpus, tmp_path):
+def test_cuda_device_without_a_gpu_is_a_clean_error(runner, corpus, tmp_path, monkeypatch):
+    from numba import cuda
+
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
     result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
-    assert_clean_error(result, r"CUDA backend is not available.*--device cpu")
+    assert_clean_error(result, r"^error: no CUDA GPU found .*--device cpu")
+    monkeypatch.setattr(cuda, "is_available", lambda: True)  # a GPU, but not yet a backend for it
+    result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
+    assert_clean_error(result, r"CUDA backend is not complete .*--device cpu")
 
 
 def test_a_nan_loss_stops_with_a_remedy(runner, corpus, tmp_path):

@@ -441,3 +441,66 @@ def test_generation_launchers_match_cpu(cell, layers, embed, dtype, rng, monkeyp
         np.testing.assert_array_equal(got["lengths"], expected["lengths"])
         for s, n in enumerate(expected["lengths"]):
             np.testing.assert_array_equal(got["out"][s, :n], expected["out"][s, :n])
+
+
+def test_every_training_command_on_the_cuda_backend_matches_the_cpu(tmp_path, monkeypatch):
+    """`--device cuda` (the simulated GPU) trains each task through the CUDA kernels, with its
+    evaluations and checkpoints, to the weights `--device cpu` reaches (float64)."""
+    from click.testing import CliRunner
+
+    from numrnn.checkpoint import load_checkpoint
+    from numrnn_cli import cli
+
+    monkeypatch.setattr("numrnn.kernels.cuda.THREADS", (4, 8))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 12, encoding="utf-8")
+    names = tmp_path / "names"
+    names.mkdir()
+    for label, words in {"A": ["anna", "abel", "ada", "alma"], "B": ["bob", "bea", "boris", "bram"]}.items():
+        (names / f"{label}.txt").write_text("\n".join(words * 3) + "\n", encoding="utf-8")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(
+        "".join(f"{w}\t{w[::-1]}\n" for w in "ant bee cat dog eel fox gnu hen owl pig".split() * 2)
+    )
+    small = [
+        "--hidden",
+        "6",
+        "--dtype",
+        "float64",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--log-every",
+        "2",
+    ]
+    commands = {
+        "lm": ["train", str(corpus), "--seq-len", "8", "--batch-size", "4", "--layers", "2", "--embed", "4"],
+        "classify": ["classify", "train", str(names), "--batch-size", "4", "--bidirectional"],
+        "generate": ["generate", "train", str(names), "--batch-size", "4", "--cell", "gru", "--embed", "3"],
+        "translate": [
+            "translate",
+            "train",
+            str(pairs),
+            "--batch-size",
+            "4",
+            "--embed",
+            "3",
+            "--val-frac",
+            "0.2",
+        ],
+    }
+    runner = CliRunner()
+    for name, command in commands.items():
+        outputs = {}
+        for device in ("cpu", "cuda"):
+            out = tmp_path / f"{name}-{device}.safetensors"
+            result = runner.invoke(cli, [*command, *small, "--device", device, "-o", str(out)])
+            assert result.exit_code == 0, (name, device, result.output)
+            outputs[device] = load_checkpoint(out)
+        for tensor, value in outputs["cpu"].weights.items():
+            np.testing.assert_allclose(
+                outputs["cuda"].weights[tensor], value, rtol=1e-9, atol=1e-12, err_msg=f"{name} {tensor}"
+            )
+        progress = [outputs[device].meta["progress"] for device in ("cpu", "cuda")]
+        assert progress[0]["best_val_loss"] == pytest.approx(progress[1]["best_val_loss"], rel=1e-10), name
