@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from numrnn_cli.params import device_option
 from numrnn_cli.training import explicit_options, limit_threads, training_options
 
 
@@ -106,7 +107,8 @@ def train(ctx, data, **options):
     is_flag=True,
     help='Print the scores as JSON on stdout: {"accuracy", "macro_f1", "per_class", "confusion", ...}.',
 )
-def evaluate(checkpoint, data, split_name, as_json):
+@device_option
+def evaluate(checkpoint, data, split_name, as_json, device):
     """Score a classifier: accuracy, macro-F1, per-class precision, recall and F1, and a
     confusion matrix.
 
@@ -123,7 +125,7 @@ def evaluate(checkpoint, data, split_name, as_json):
     """
     from numrnn_cli.classify_run import run_eval
 
-    run_eval(checkpoint, data, split_name, as_json)
+    run_eval(checkpoint, data, split_name, as_json, device)
 
 
 @classify.command("predict")
@@ -148,7 +150,8 @@ def evaluate(checkpoint, data, split_name, as_json):
     is_flag=True,
     help='One JSON object per text: {"text", "predictions": [{"label", "probability"}]}.',
 )
-def predict(checkpoint, texts, top_k, as_json):
+@device_option
+def predict(checkpoint, texts, top_k, as_json, device):
     """Name the most probable labels of each TEXT, with their probabilities.
 
     One line per text on stdout: the text, then label and probability pairs, separated by
@@ -163,4 +166,4 @@ def predict(checkpoint, texts, top_k, as_json):
     """
     from numrnn_cli.classify_run import run_predict
 
-    run_predict(checkpoint, texts, top_k, as_json)
+    run_predict(checkpoint, texts, top_k, as_json, device)

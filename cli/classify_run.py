@@ -110,7 +110,7 @@ CLASSIFIER = TrainingCommand(
 # --------------------------------------------------------------------------- eval
 
 
-def run_eval(checkpoint, data_path, split_name, as_json):
+def run_eval(checkpoint, data_path, split_name, as_json, device="auto"):
     loaded = load_checkpoint(checkpoint)
     require_task(loaded, classify.NAME)
     labels = loaded.labels
@@ -133,7 +133,7 @@ def run_eval(checkpoint, data_path, split_name, as_json):
         raise DataError(
             f"{source} is empty (trained with --{split_name}-frac 0?); give DATA to score other examples"
         )
-    model = loaded.build_model()
+    model = loaded.build_model(device)
     encoded = EncodedTexts(loaded.vocab, data.texts, label_ids)
     warn_dropped(encoded.dropped)
     empty = int(np.count_nonzero(encoded.lengths[rows] == 0))
@@ -165,7 +165,7 @@ def _label_ids(data, labels, data_path):
 # --------------------------------------------------------------------------- predict
 
 
-def run_predict(checkpoint, texts, k, as_json):
+def run_predict(checkpoint, texts, k, as_json, device="auto"):
     loaded = load_checkpoint(checkpoint)
     require_task(loaded, classify.NAME)
     if list(texts) == ["-"]:
@@ -178,7 +178,7 @@ def run_predict(checkpoint, texts, k, as_json):
     for text, length in zip(texts, encoded.lengths):
         if length == 0:
             raise DataError(f"{text!r} has no character the model knows, so it cannot be classified")
-    model = loaded.build_model()
+    model = loaded.build_model(device)
     _, probs, rows = classify.score(model, encoded)
     ordered = np.empty_like(probs)
     ordered[rows] = probs

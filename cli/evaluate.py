@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from numrnn_cli.params import device_option
+
 
 @click.command("eval")
 @click.option(
@@ -22,7 +24,8 @@ import click
     is_flag=True,
     help='Print one JSON object: {"loss", "bpc", "perplexity", "chars", "unknown_chars"}.',
 )
-def evaluate(checkpoint, text_file, as_json):
+@device_option
+def evaluate(checkpoint, text_file, as_json, device):
     """Score a UTF-8 text: loss (nats/char), bits/char and perplexity.
 
     The model reads FILE as one stream from a zero state, carrying its state through the
@@ -43,7 +46,7 @@ def evaluate(checkpoint, text_file, as_json):
     loaded = load_checkpoint(checkpoint)
     require_task(loaded, "char-lm")
     text = read_text(text_file)
-    model = loaded.build_model()
+    model = loaded.build_model(device)
     console = err_console()
     status = console.status("scoring...", spinner="dots") if console.is_terminal else None
     if status is not None:

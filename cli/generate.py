@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from numrnn.configs import CONDITIONS
-from numrnn_cli.params import draw_options
+from numrnn_cli.params import device_option, draw_options
 from numrnn_cli.training import explicit_options, limit_threads, training_options
 
 DEFAULT_CONDITION = "input"  # measured: benchmarks/generate_conditioning.py
@@ -134,8 +134,21 @@ def train(ctx, data, **options):
     help="The examples --novel leaves out.  [default: the training data, read again "
     "from where the checkpoint says it was]",
 )
+@device_option
 def sample(
-    checkpoint, label, start, num_samples, temperature, top_k, top_p, seed, max_length, unique, novel, data
+    checkpoint,
+    label,
+    start,
+    num_samples,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    max_length,
+    unique,
+    novel,
+    data,
+    device,
 ):
     """Write samples for a label from a trained generator, one per line on stdout.
 
@@ -170,4 +183,5 @@ def sample(
         unique=unique or novel,
         novel=novel,
         data=data,
+        device=device,
     )

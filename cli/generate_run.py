@@ -125,7 +125,20 @@ GENERATOR = TrainingCommand(
 
 
 def run_sample(
-    checkpoint, *, label, start, count, temperature, top_k, top_p, seed, max_length, unique, novel, data
+    checkpoint,
+    *,
+    label,
+    start,
+    count,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    max_length,
+    unique,
+    novel,
+    data,
+    device="auto",
 ):
     from numrnn.sampling import ConditionalSampler, SampleConfig, unique_draw_limit
     from numrnn.tunables import kernels_compiled
@@ -150,7 +163,7 @@ def run_sample(
         seed = int(np.random.SeedSequence().entropy % 2**32)
         console.print(f"seed {seed} (pass --seed {seed} to get these samples again)", highlight=False)
     rng = np.random.default_rng(seed)
-    sampler = ConditionalSampler(loaded.build_model(), vocab, generate.START, generate.END)
+    sampler = ConditionalSampler(loaded.build_model(device), vocab, generate.START, generate.END)
     label_id = labels.index(label)
     spinner = None
     if console.is_terminal and not kernels_compiled(*sampler.kernel_names):

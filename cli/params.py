@@ -4,6 +4,8 @@ import re
 
 import click
 
+from numrnn.configs import DEVICES
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -67,3 +69,12 @@ def draw_options(*, temperature_help):
         return function
 
     return apply
+
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    help="Where to run: cpu, or cuda (an NVIDIA GPU: not complete in this version, it says why); "
+    "auto is the CPU.",
+)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from numrnn_cli.exit_codes import ExitCode
-from numrnn_cli.params import draw_options
+from numrnn_cli.params import device_option, draw_options
 
 
 @click.command("sample")
@@ -55,6 +55,7 @@ from numrnn_cli.params import draw_options
     is_flag=True,
     help="Drop prime characters the model never saw (with a warning) instead of failing.",
 )
+@device_option
 def sample(
     checkpoint,
     length,
@@ -69,6 +70,7 @@ def sample(
     num_samples,
     separator,
     drop_unknown,
+    device,
 ):
     """Generate text from a trained character-level model.
 
@@ -116,7 +118,7 @@ def sample(
         if not argmax:
             console.print(f"seed {seed} (pass --seed {seed} to get this text again)", highlight=False)
     rng = np.random.default_rng(seed)
-    sampler = Sampler(loaded.build_model(), vocab)
+    sampler = Sampler(loaded.build_model(device), vocab)
     spinner = None
     if console.is_terminal and not kernels_compiled(*sampler.kernel_names):
         spinner = console.status(

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from numrnn.configs import ATTENTIONS
+from numrnn_cli.params import device_option
 from numrnn_cli.training import COUNT, POSITIVE, explicit_options, limit_threads, training_options
 
 DEFAULT_BEAM = 5
@@ -188,7 +189,8 @@ def decoding_options(function):
     help="After each translation, draw which source characters each output character "
     "attended to, as a shaded grid.",
 )
-def run(checkpoint, texts, beam, alpha, max_length, truncate, greedy, n_best, show_attention):
+@device_option
+def run(checkpoint, texts, beam, alpha, max_length, truncate, greedy, n_best, show_attention, device):
     """Translate each TEXT: one translation per line on stdout.
 
     Give - to read one text per line from stdin (a blank line gives a blank line). The
@@ -218,6 +220,7 @@ def run(checkpoint, texts, beam, alpha, max_length, truncate, greedy, n_best, sh
         max_length=max_length,
         truncate=truncate,
         show_attention=show_attention,
+        device=device,
     )
 
 
@@ -244,7 +247,8 @@ def run(checkpoint, texts, beam, alpha, max_length, truncate, greedy, n_best, sh
     help='Print the scores as JSON on stdout: {"loss", "greedy": {"chrf", "exact_match", ...}, '
     '"beam": {...}, ...}.',
 )
-def evaluate(checkpoint, pairs, split_name, reverse, beam, alpha, max_length, truncate, as_json):
+@device_option
+def evaluate(checkpoint, pairs, split_name, reverse, beam, alpha, max_length, truncate, as_json, device):
     """Score a translator: chrF and exact-match rate of its greedy and beam translations, and
     its loss per target character.
 
@@ -272,4 +276,5 @@ def evaluate(checkpoint, pairs, split_name, reverse, beam, alpha, max_length, tr
         max_length=max_length,
         truncate=truncate,
         as_json=as_json,
+        device=device,
     )

@@ -244,7 +244,9 @@ def _warn_unended(translations, max_length):
 # --------------------------------------------------------------------------- run
 
 
-def run_translate(checkpoint, texts, *, beam, alpha, n_best, max_length, truncate, show_attention):
+def run_translate(
+    checkpoint, texts, *, beam, alpha, n_best, max_length, truncate, show_attention, device="auto"
+):
     loaded = _load(checkpoint)
     if texts == ["-"]:
         texts = [line.rstrip("\r\n") for line in sys.stdin]
@@ -256,7 +258,7 @@ def run_translate(checkpoint, texts, *, beam, alpha, n_best, max_length, truncat
     for i in np.flatnonzero(sources.lengths == 0):
         if texts[i].strip():
             raise DataError(f"{texts[i]!r} has no character the model knows, so it cannot be translated")
-    model = loaded.build_model()
+    model = loaded.build_model(device)
     decoded = translate.decode(
         model,
         sources,
@@ -335,7 +337,9 @@ def _label(char):
 # --------------------------------------------------------------------------- eval
 
 
-def run_eval(checkpoint, data_path, split_name, *, reverse, beam, alpha, max_length, truncate, as_json):
+def run_eval(
+    checkpoint, data_path, split_name, *, reverse, beam, alpha, max_length, truncate, as_json, device="auto"
+):
     loaded = _load(checkpoint)
     recorded = loaded.meta.get("data", {})
     if data_path is None:
@@ -379,7 +383,7 @@ def run_eval(checkpoint, data_path, split_name, *, reverse, beam, alpha, max_len
             f"{len(known) - len(whole)} pair(s) have target characters the model cannot write: "
             f"they count in chrF and exact match, not in the loss"
         )
-    model = loaded.build_model()
+    model = loaded.build_model(device)
     start, end = generate.special_ids(target_vocab)
     loss, chars = translate.score(model, sources, targets, whole, start, end) if len(whole) else (None, 0)
     report = {

@@ -110,6 +110,8 @@ class Sampler:
         self._h_new = zeros(H)
         if threads is None:
             threads = _default_threads(model)
+        if model.kernels is not cpu:
+            threads = 1  # the two-thread generator is the CPU's; another backend has its own
         self.threads = max(1, min(int(threads), H // PART_ALIGN or 1))
         self._bounds = _part_bounds(H, self.threads)
 
@@ -183,7 +185,9 @@ class Sampler:
                 self._hw[0],
             )
         else:
-            cpu.feed_tokens(self._logits, self._h, self._c, tokens, self._cell, weights, self._xg, self._hw)
+            self.model.kernels.feed_tokens(
+                self._logits, self._h, self._c, tokens, self._cell, weights, self._xg, self._hw
+            )
 
     def _draw(self, out, token, uniforms, config, weights):
         """Fill ``out`` with ids generated from the current state, ``token`` the first input."""
@@ -211,7 +215,7 @@ class Sampler:
                 self._ranked,
             )
             return
-        cpu.generate_tokens(
+        self.model.kernels.generate_tokens(
             out,
             self._logits,
             self._h,
@@ -299,7 +303,9 @@ class ConditionalSampler:
         if not prefix.size:
             return self.start
         fed = np.concatenate([[self.start], prefix[:-1]]).astype(np.int64)
-        cpu.feed_tokens(self._logits, self._h0, self._c0, fed, self._cell, weights, self._xg, self._hw)
+        self.model.kernels.feed_tokens(
+            self._logits, self._h0, self._c0, fed, self._cell, weights, self._xg, self._hw
+        )
         return int(prefix[-1])
 
     def generate(self, label, count, config, rng, prefix_ids=()):
@@ -330,7 +336,7 @@ class ConditionalSampler:
             S = min(SEQUENCES_PER_CALL, count - done)
             out = np.zeros((S, M), np.int64)
             lengths = np.zeros(S, np.int64)
-            cpu.generate_until(
+            self.model.kernels.generate_until(
                 out,
                 lengths,
                 self._logits,

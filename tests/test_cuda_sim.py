@@ -504,3 +504,25 @@ def test_every_training_command_on_the_cuda_backend_matches_the_cpu(tmp_path, mo
             )
         progress = [outputs[device].meta["progress"] for device in ("cpu", "cuda")]
         assert progress[0]["best_val_loss"] == pytest.approx(progress[1]["best_val_loss"], rel=1e-10), name
+    # The commands that use a trained model print the same on either device.
+    uses = {
+        "lm": [(["sample"], ["--length", "40", "--seed", "3", "--prime", "the "]), (["eval"], [str(corpus)])],
+        "classify": [
+            (["classify", "predict"], ["anna", "boris"]),
+            (["classify", "eval"], [str(names), "--json"]),
+        ],
+        "generate": [(["generate", "sample"], ["--label", "B", "-n", "4", "--seed", "2", "--top-k", "3"])],
+        "translate": [
+            (["translate", "run"], ["cat", "owl", "--beam", "3", "--n-best", "2"]),
+            (["translate", "run"], ["--greedy", "pig"]),
+        ],
+    }
+    for name, calls in uses.items():
+        for command, arguments in calls:
+            printed = {}
+            for device in ("cpu", "cuda"):
+                checkpoint = str(tmp_path / f"{name}-{device}.safetensors")
+                result = runner.invoke(cli, [*command, "-c", checkpoint, *arguments, "--device", device])
+                assert result.exit_code == 0, (command, device, result.output)
+                printed[device] = result.stdout.replace(checkpoint, "CKPT")
+            assert printed["cuda"] == printed["cpu"], (command, arguments)
