@@ -1,6 +1,8 @@
 """rich consoles, created on first use so that `numrnn --help` never imports rich."""
 
 import functools
+import os
+import sys
 
 
 @functools.cache
@@ -36,3 +38,16 @@ def warn_dropped(dropped):
     )
     more = f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""
     warn(f"dropped {sum(dropped.values()):,} character(s) the model never saw: {shown}{more}")
+
+
+def closed_pipe_exit():
+    """Call on BrokenPipeError: the reader (e.g. `head`) has gone, so stop quietly with exit
+    code 0, as Unix tools do (stdout is pointed at /dev/null so that Python's final flush
+    cannot raise again)."""
+    import click
+
+    from numrnn_cli.exit_codes import ExitCode
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise click.exceptions.Exit(ExitCode.OK)

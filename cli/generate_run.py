@@ -1,11 +1,9 @@
 """The bodies of `numrnn generate train/sample`, imported only when one runs."""
 
-import os
 import shlex
 import sys
 from pathlib import Path
 
-import click
 import numpy as np
 
 from numrnn.checkpoint import load_checkpoint
@@ -13,8 +11,7 @@ from numrnn.data import describe_char, read_labelled, stratified_split
 from numrnn.errors import DataError
 from numrnn.model import ModelConfig
 from numrnn.tasks import generate, require_task
-from numrnn_cli.console import err_console
-from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.console import closed_pipe_exit, err_console
 from numrnn_cli.training import MODEL_OPTIONS
 from numrnn_cli.training_run import (
     TrainingCommand,
@@ -200,10 +197,7 @@ def run_sample(
                 highlight=False,
             )
     except BrokenPipeError:
-        # The reader (e.g. `head`) has gone: stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise click.exceptions.Exit(ExitCode.OK) from None
+        closed_pipe_exit()
     finally:
         _stop(spinner)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.console import closed_pipe_exit
 
 X_AXES = ("step", "time")
 SERIES = ("both", "train", "val")
@@ -161,10 +161,7 @@ def plot(metrics, x_axis, series, smooth, log_y, title, out, width, height):
     try:
         click.echo(text, color=color)
     except BrokenPipeError:
-        # The reader (e.g. `head`) has gone: stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise click.exceptions.Exit(ExitCode.OK) from None
+        closed_pipe_exit()
 
 
 # --------------------------------------------------------------------------- the curves

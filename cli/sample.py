@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from numrnn_cli.exit_codes import ExitCode
+from numrnn_cli.console import closed_pipe_exit
 from numrnn_cli.params import device_option, draw_options
 
 
@@ -127,10 +127,7 @@ def sample(
     try:
         _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separator, spinner)
     except BrokenPipeError:
-        # The reader (e.g. `head`) has gone: stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise click.exceptions.Exit(ExitCode.OK) from None
+        closed_pipe_exit()
 
 
 def _stream_samples(sampler, prime, prime_ids, config, rng, num_samples, separator, spinner):

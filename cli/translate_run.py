@@ -15,7 +15,7 @@ from numrnn.metrics import chrf
 from numrnn.model import ModelConfig
 from numrnn.tasks import generate, require_task, translate
 from numrnn.tasks.examples import EncodedTexts
-from numrnn_cli.console import out_console, warn, warn_dropped
+from numrnn_cli.console import closed_pipe_exit, out_console, warn, warn_dropped
 from numrnn_cli.training import MODEL_OPTIONS
 from numrnn_cli.training_run import TrainingCommand, recorded_data
 
@@ -277,19 +277,23 @@ def run_translate(
     if show_attention and model.attention is None:
         warn("this model has no attention (trained with --attention none): there is no grid to show")
         console = None
-    for text, translations in zip(texts, outputs):
-        if n_best > 1:
-            line = "\t".join(f"{t.text}\t{t.score:.4f}" for t in translations)
-        else:
-            line = translations[0].text if translations else ""
-        sys.stdout.write(line + "\n")
-        if console is not None and translations:
-            sys.stdout.flush()
-            best = translations[0]
-            source = _visible_source(loaded.vocab, text, truncate, _decoding_limits(loaded, None)[0])
-            console.print(attention_grid(source, best.text, best.attention, best.ended), crop=False)
-    sys.stdout.flush()
-    _warn_unended([row for row in outputs if row], max_length)
+    limit = _decoding_limits(loaded, None)[0]
+    try:
+        for text, translations in zip(texts, outputs):
+            if n_best > 1:
+                line = "\t".join(f"{t.text}\t{t.score:.4f}" for t in translations)
+            else:
+                line = translations[0].text if translations else ""
+            sys.stdout.write(line + "\n")
+            if console is not None and translations:
+                sys.stdout.flush()
+                best = translations[0]
+                source = _visible_source(loaded.vocab, text, truncate, limit)
+                console.print(attention_grid(source, best.text, best.attention, best.ended), crop=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        closed_pipe_exit()
+    _warn_unended(outputs, max_length)
 
 
 def _visible_source(vocab, text, truncate, limit):

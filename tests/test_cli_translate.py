@@ -430,3 +430,20 @@ def test_show_attention_without_attention_says_so(runner, tmp_path):
     result = run(runner, out, "--show-attention", "cat")
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
     assert "this model has no attention (trained with --attention none)" in result.stderr
+
+
+def test_translations_into_a_closed_pipe_exit_quietly(trained, tmp_path):
+    import subprocess
+    import sys
+
+    _, _, out = trained
+    many = tmp_path / "many.txt"
+    many.write_text("cat\nheron\n" * 10000)  # 20,000 lines of two scored hypotheses: far past a pipe's buffer
+    command = (
+        f"{sys.executable} -m numrnn_cli translate run -c {out} --beam 2 --n-best 2 - < {many} | head -n 1; "
+        f"exit ${{PIPESTATUS[0]}}"
+    )
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
