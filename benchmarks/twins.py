@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numrnn.params import to_torch
+from numrnn.params import is_transposed, to_torch
 
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -340,10 +340,10 @@ class Translator(nn.Module):
         -> head: Linear to the target characters (the target, then END).
 
     Parameter names are numrnn's; the recurrent and Linear weights are in PyTorch's layout
-    (out, in), the attention's in numrnn's (they belong to no torch layer). ``from_numrnn``
-    and ``numrnn_tensors`` convert from and to numrnn's own (kernel) layouts, whatever
-    ``to_torch`` does with these names. Time-major; torch's own initialisation until weights
-    are loaded."""
+    (out, in), the attention's in numrnn's (they belong to no torch layer): the layouts
+    ``to_torch`` writes to checkpoints, so ``from_numrnn`` loads them as every twin does
+    (``load_numrnn_weights``), and ``numrnn_tensors`` converts back (``is_transposed``).
+    Time-major; torch's own initialisation until weights are loaded."""
 
     ATTENTIONS = ("none", "dot", "general", "additive")
 
@@ -416,28 +416,7 @@ class Translator(nn.Module):
             c.decoder_hidden,
             torch_dtype(model.dtype),
         )
-        return twin.load_numrnn(model.weights)
-
-    # ------------------------------------------------------------------ numrnn's layouts
-
-    def _kernel_transposed(self, name):
-        """Whether numrnn keeps ``name`` transposed, (in, out): the recurrent layers' and the
-        Linear layers' weight matrices."""
-        owner, _, leaf = name.rpartition(".")
-        module = self.get_submodule(owner)
-        return (isinstance(module, nn.RNNBase) and leaf.startswith("weight_")) or (
-            isinstance(module, nn.Linear) and leaf == "weight"
-        )
-
-    def load_numrnn(self, views):
-        """Copy numrnn's named views (``model.weights``, numrnn's layouts) into the twin;
-        every name and shape must match."""
-        tensors = {
-            name: torch.from_numpy(np.ascontiguousarray(value.T if self._kernel_transposed(name) else value))
-            for name, value in views.items()
-        }
-        self.load_state_dict(tensors, strict=True)
-        return self
+        return load_numrnn_weights(twin, model)
 
     def numrnn_tensors(self, grads=False):
         """The parameters (or their gradients) as numpy arrays under numrnn's names, in
@@ -445,7 +424,7 @@ class Translator(nn.Module):
         out = {}
         for name, p in self.named_parameters():
             value = (p.grad if grads else p).detach().numpy()
-            out[name] = np.ascontiguousarray(value.T if self._kernel_transposed(name) else value)
+            out[name] = np.ascontiguousarray(value.T if is_transposed(name) else value)
         return out
 
     # ------------------------------------------------------------------ passes
