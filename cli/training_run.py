@@ -19,7 +19,6 @@ from numrnn.checkpoint import best_path, check_writable, load_checkpoint
 from numrnn.configs import TrainConfig
 from numrnn.data import describe_char
 from numrnn.errors import CheckpointError, ConfigError, DataError
-from numrnn.params import from_torch
 from numrnn.tasks import network_class, require_task
 from numrnn.trainer import STOP_REASONS, Trainer
 from numrnn.tunables import kernels_compiled
@@ -80,7 +79,7 @@ def run_training(command, data_path, options, explicit):
     if resume is None:
         model.init_weights(rng)
     else:
-        from_torch(model.weights, resume.weights)
+        model.load_torch_weights(resume.weights)
 
     console = err_console()
     try:

@@ -92,13 +92,12 @@ class Checkpoint:
         return int(sum(value.size for value in self.weights.values()))
 
     def build_model(self, device="cpu"):
-        """The task's network with this checkpoint's architecture, dtype and weights."""
-        from numrnn.params import from_torch
+        """The task's network with this checkpoint's architecture, dtype and weights, on
+        ``device`` (checkpoints are the same whichever device wrote them)."""
         from numrnn.tasks import network_class
 
         model = network_class(self.task)(self.model_config, dtype=self.dtype, device=device)
-        from_torch(model.weights, self.weights)
-        return model
+        return model.load_torch_weights(self.weights)
 
 
 # --------------------------------------------------------------------------- saving
@@ -108,7 +107,8 @@ def save_checkpoint(path, model, vocab, *, meta=None, optim=None, state=None):
     """Write ``model``'s weights (and optimizer state, carried state, metadata) atomically.
 
     meta: extra JSON-serialisable fields for the document (train config, progress, rng...).
-    optim: name -> flat array. state: a numrnn.model.State of the training streams.
+    optim: name -> flat array. state: a numrnn.model.State of the training streams. Arrays
+    on a device are copied to the host here (``model.kernels.to_host``).
     """
     path = Path(path)
     document = {
@@ -120,13 +120,14 @@ def save_checkpoint(path, model, vocab, *, meta=None, optim=None, state=None):
         "vocab": list(vocab.chars),
         **(meta or {}),
     }
-    tensors = to_torch(model.weights)
+    host = model.kernels.to_host
+    tensors = to_torch(model.host_weights())
     for name, value in (optim or {}).items():
-        tensors[f"optim.{name}"] = np.ascontiguousarray(value)
+        tensors[f"optim.{name}"] = np.ascontiguousarray(host(value))
     if state is not None:
-        tensors["state.h"] = np.ascontiguousarray(state.h)
+        tensors["state.h"] = np.ascontiguousarray(host(state.h))
         if state.c is not None:
-            tensors["state.c"] = np.ascontiguousarray(state.c)
+            tensors["state.c"] = np.ascontiguousarray(host(state.c))
     document["tensors"] = {name: tensor_digest(value) for name, value in tensors.items()}
     import safetensors.numpy
 

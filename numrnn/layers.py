@@ -26,8 +26,10 @@ from numrnn.cells import CELL_TABLE
 INPUT_TABLE_MAX_BYTES = 64 * 2**20
 
 
-def _zeros(dtype):
-    return lambda *shape, zeroed=True: np.zeros(shape, dtype=dtype)
+def allocator(dtype, xp=np):
+    """zeros(*shape, zeroed=True): new zeroed arrays of ``dtype`` in ``xp``'s memory (numpy,
+    or the device's array module: ``kernels.xp``), the default for workspaces."""
+    return lambda *shape, zeroed=True: xp.zeros(shape, dtype=dtype)
 
 
 class Arena:
@@ -40,9 +42,10 @@ class Arena:
     tests that prove they are written first). Views of two workspaces overlap: only the
     last one carved may be used."""
 
-    def __init__(self, dtype, unzeroed_fill=None):
+    def __init__(self, dtype, unzeroed_fill=None, xp=np):
         self.dtype = np.dtype(dtype)
-        self.buffer = np.zeros(0, self.dtype)
+        self.xp = xp  # the buffer's array module (numpy, or the device's: ``kernels.xp``)
+        self.buffer = xp.zeros(0, self.dtype)
         self.unzeroed_fill = unzeroed_fill
 
     def carve(self, build):
@@ -57,7 +60,7 @@ class Arena:
         build(size)
         total = sizes[True] + sizes[False]
         if total > self.buffer.size:
-            self.buffer = np.zeros(total, self.dtype)
+            self.buffer = self.xp.zeros(total, self.dtype)
         else:
             self.buffer[: sizes[True]] = 0.0
         if self.unzeroed_fill is not None:
@@ -101,8 +104,9 @@ def reverse_rows(lengths, T):
 
 def take_rows(a, index):
     """a (T, B, ...) -> a[index[t, b], b] for every t, b: each row's steps reordered (a
-    bidirectional stack's reverse direction reads ``reverse_rows``' order)."""
-    return a[index, np.arange(a.shape[1])[None, :]]
+    bidirectional stack's reverse direction reads ``reverse_rows``' order); index in a's
+    memory (host or device)."""
+    return np.take_along_axis(a, index.reshape(index.shape + (1,) * (a.ndim - 2)), axis=0)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -144,7 +148,7 @@ class Embedding:
 
     def workspace(self, T, B, G, dtype, zeros=None):
         ws = _EmbeddingWorkspace()
-        zeros = zeros or _zeros(dtype)
+        zeros = zeros or allocator(dtype)
         E, V = self.width, self.vocab_size
         ws.table = self.uses_table(G, np.dtype(dtype).itemsize, reads=T * B)
         ws.lookup = zeros(V, G) if ws.table else None
@@ -268,7 +272,7 @@ class Attention:
         reading one source (B / group of them); without ``backward``, only what the forward
         pass needs (step decoding)."""
         ws = _AttentionWorkspace()
-        zeros = zeros or _zeros(dtype)
+        zeros = zeros or allocator(dtype)
         Q, D = self.query_width, self.value_width
         ws.weights = zeros(B, T, S)
         ws.context = zeros(B, T, D)
@@ -399,19 +403,20 @@ class Conditioning:
         for name, _ in self.entries():
             _init_uniform(views[name], rng, self.hidden)
 
-    def initial_state(self, w, labels, dtype):
+    def initial_state(self, k, w, labels, dtype):
         """{"h": (L, B, H), ...}: each row's label's learnt initial state (a copy)."""
         return {
-            state: np.ascontiguousarray(w[name][labels].transpose(1, 0, 2), dtype=dtype)
+            state: k.xp.ascontiguousarray(w[name][labels].transpose(1, 0, 2), dtype=dtype)
             for state, name in self.state_names.items()
         }
 
-    def state_backward(self, dw, labels, dstate):
+    def state_backward(self, k, dw, labels, dstate):
         # cond.h0[labels[b]] += dstate["h"][:, b] (and c), rows of one label summed
         B = labels.shape[0]
         for state, name in self.state_names.items():
             table = dw[name].reshape(self.classes, -1)
-            scatter_add(table, labels, dstate[state].transpose(1, 0, 2).reshape(B, -1))
+            rows = k.xp.ascontiguousarray(dstate[state].transpose(1, 0, 2)).reshape(B, -1)
+            k.embed_backward(table, rows, labels)
 
     def input_gates(self, w, labels):
         """The stack's ``input_gates`` hook: adds each row's label row to its gates."""
@@ -423,23 +428,14 @@ class Conditioning:
 
         return add
 
-    def input_dgates(self, dw, labels):
+    def input_dgates(self, k, dw, labels):
         """The stack's ``input_dgates`` hook: the input rows' gradient, summed over time."""
 
         def accumulate(dgate_rows, reverse):
             B = labels.shape[0]
-            scatter_add(dw[self.input], labels, dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0))
+            k.embed_backward(dw[self.input], dgate_rows.reshape(-1, B, self.gate_width).sum(axis=0), labels)
 
         return accumulate
-
-
-def scatter_add(table, index, rows):
-    """table[index[b]] += rows[b] for every b, repeated indices summed (np.add.at's result;
-    sorting and one reduceat per call is ~10x faster than np.add.at at these shapes)."""
-    order = np.argsort(index, kind="stable")
-    ordered = index[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    table[ordered[starts]] += np.add.reduceat(rows[order], starts, axis=0)
 
 
 # --------------------------------------------------------------------------- recurrent stack
@@ -497,21 +493,24 @@ class RecurrentStack:
         for name, _ in self.entries():
             _init_uniform(views[name], rng, self.hidden)
 
-    def zero_state(self, batch, dtype):
-        """Zeros for every state tensor: {"h": (L*dirs, B, H)} (and "c" for the LSTM)."""
+    def zero_state(self, batch, dtype, xp=np):
+        """Zeros for every state tensor: {"h": (L*dirs, B, H)} (and "c" for the LSTM), in
+        ``xp``'s memory."""
         shape = (self.layers * self.directions, batch, self.hidden)
-        return {name: np.zeros(shape, dtype) for name in self.cell.states}
+        return {name: xp.zeros(shape, dtype) for name in self.cell.states}
 
     # ------------------------------------------------------------------ workspace
 
-    def workspace(self, T, B, dtype, scratch=0, zeros=None, backward=True, every_row=False):
-        """Buffers for one (T, B); ``scratch``: elements the caller's own kernels need there too;
-        ``zeros(*shape, zeroed=True)``: the allocator (default np.zeros; an ``Arena``'s views);
+    def workspace(self, T, B, dtype, scratch=0, zeros=None, backward=True, every_row=False, xp=np):
+        """Buffers for one (T, B) in ``xp``'s memory; ``scratch``: elements the caller's own
+        kernels need there too; ``zeros(*shape, zeroed=True)``: the allocator (default
+        ``allocator(dtype, xp)``; an ``Arena``'s views);
         without ``backward``, only what the forward pass needs (step decoding: no dropout);
         every_row: the passes run every row at every step (no lengths), so they write the
         per-step buffers whole and these need not be zeroed (``Arena``)."""
         ws = _StackWorkspace()
-        zeros = zeros or _zeros(dtype)
+        ws.xp = xp
+        zeros = zeros or allocator(dtype, xp)
         steps = (lambda *shape: zeros(*shape, zeroed=False)) if every_row else zeros
         L, R, H, G = self.layers, self.directions, self.hidden, self.gate_width
         lstm, gru = self.cell.name == "lstm", self.cell.name == "gru"
@@ -564,14 +563,15 @@ class RecurrentStack:
         input_gates(gate_rows, reverse): called after layer 0's input projection, to add to
         it (conditioning); ``reverse`` says whether the rows are in reversed time.
         """
+        tokens = k.to_device(tokens, np.intp)  # (host: no copy)
         T, B = tokens.shape
-        R = self.directions
+        R, xp = self.directions, ws.xp
         ws.used_dropout = use_dropout
-        ws.active = active_rows(lengths, T, B)
-        ws.reverse = reverse_rows(T if lengths is None else lengths, T) if R > 1 else None
+        ws.active = active_rows(lengths, T, B)  # on the host: the kernels' launchers loop over it
+        ws.reverse = k.to_device(reverse_rows(T if lengths is None else lengths, T)) if R > 1 else None
         flat = tokens.reshape(-1)
         ws.tokens = (
-            [flat] if R == 1 else [flat, np.ascontiguousarray(take_rows(tokens, ws.reverse)).reshape(-1)]
+            [flat] if R == 1 else [flat, xp.ascontiguousarray(take_rows(tokens, ws.reverse)).reshape(-1)]
         )
         for layer in range(self.layers):
             x = None if layer == 0 else self.layer_input(ws, layer)
@@ -588,7 +588,8 @@ class RecurrentStack:
             if use_dropout and layer < self.layers - 1:
                 keep = 1.0 - self.dropout
                 mask = ws.masks[layer]
-                mask[...] = (rng.random(mask.shape) < keep) / keep
+                # Drawn on the host from the run's generator (the CPU's masks on every device).
+                mask[...] = k.to_device((rng.random(mask.shape) < keep) / keep, mask.dtype)
                 np.multiply(self._raw_output(ws, layer), mask, out=ws.dropped[layer])
 
     def _raw_output(self, ws, layer):
@@ -632,14 +633,14 @@ class RecurrentStack:
 
     def final_state(self, ws, lengths=None):
         """Every state tensor after each row's last real step: {"h": (L*dirs, B, H), ...}."""
-        T, B = ws.T, ws.B
-        steps = np.full(B, T) if lengths is None else np.asarray(lengths)
-        rows = np.arange(B)
+        T, B, xp = ws.T, ws.B, ws.xp
+        if lengths is not None:
+            steps, rows = xp.asarray(np.asarray(lengths)), xp.arange(B)
         final = {}
         for name, buffers in (("h", ws.hs), ("c", ws.cs)):
             if buffers is None:
                 continue
-            final[name] = np.stack(
+            final[name] = xp.stack(
                 [
                     buffers[(layer, d)][steps, rows] if lengths is not None else buffers[(layer, d)][T]
                     for layer in range(self.layers)
@@ -705,13 +706,13 @@ class RecurrentStack:
         W = self.output_width
         if d:
             x = take_rows(x, ws.reverse)
-        dx = np.empty((T, B, W), dtype=ws.dinputs.dtype)
+        dx = ws.xp.empty((T, B, W), dtype=ws.dinputs.dtype)
         k.linear_backward(
             dx.reshape(T * B, W),
             dWx,
             dbx,
             dgate_rows,
-            np.ascontiguousarray(x).reshape(T * B, W),
+            ws.xp.ascontiguousarray(x).reshape(T * B, W),
             Wx,
             ws.scratch,
         )
@@ -721,7 +722,7 @@ class RecurrentStack:
         _, Wh, _, _ = (w[name] for name in self._names(layer, d))
         _, dWh, _, dbh = (dw[name] for name in self._names(layer, d))
         unit, index = (layer, d), layer * self.directions + d
-        dhT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["h"][index], ws.hw.dtype)
+        dhT = ws.zero_bh if dstate is None else ws.xp.ascontiguousarray(dstate["h"][index], ws.hw.dtype)
         hs, dhs = ws.hs[unit], ws.dhs[d]
         cell = self.cell.name
         if cell == "rnn":
@@ -729,7 +730,7 @@ class RecurrentStack:
                 ws.dgates, ws.dh0[index], dWh, dbh, dhs, dhT, hs, ws.active, state_grad, Wh, ws.scratch
             )
         elif cell == "lstm":
-            dcT = ws.zero_bh if dstate is None else np.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
+            dcT = ws.zero_bh if dstate is None else ws.xp.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
             k.lstm_backward(
                 ws.dgates,
                 ws.dh0[index],

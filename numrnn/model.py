@@ -25,7 +25,7 @@ from numrnn.configs import ModelConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
 from numrnn.kernels import get_backend
 from numrnn.layers import Conditioning, Embedding, Linear, RecurrentStack
-from numrnn.params import ParamLayout
+from numrnn.params import ParamLayout, from_torch
 
 
 @dataclass
@@ -65,10 +65,12 @@ def _checked_lengths(lengths, targets):
 
 
 def mean_cross_entropy(k, ws, targets, grad):
-    """The mean cross-entropy of ``ws.logits`` (N, V) against targets (N), those below 0
-    ignored, with ``ws.losses`` (N) as workspace; with grad, ``ws.logits`` becomes the loss's
-    gradient (dlogits overwrite the logits in place)."""
+    """The mean cross-entropy of ``ws.logits`` (N, V) against targets (N, on the host), those
+    below 0 ignored, with ``ws.losses`` (N) as workspace; with grad, ``ws.logits`` becomes the
+    loss's gradient (dlogits overwrite the logits in place). The loss is the one value that
+    crosses to the host."""
     count = max(int(np.count_nonzero(targets >= 0)), 1)
+    targets = k.to_device(targets)
     if grad:
         k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0 / count)
     else:
@@ -107,7 +109,9 @@ class Network:
     """Layers over one flat parameter buffer, on one kernel backend.
 
     ``params`` and ``grads`` are flat arrays; ``weights`` and ``dweights`` name views into them
-    (PyTorch's names, this library's (in, out) layouts, see ``numrnn.params``).
+    (PyTorch's names, this library's (in, out) layouts, see ``numrnn.params``). They live in
+    the backend's memory (``kernels.xp``: numpy, or the GPU's through CuPy) for the network's
+    life; ``host_weights`` and ``load_torch_weights`` are the crossings.
     """
 
     def __init__(self, layers, dtype=np.float32, device="cpu", kernels=None):
@@ -116,19 +120,41 @@ class Network:
             raise ConfigError(f"dtype must be float32 or float64, not {self.dtype}")
         # kernels: a module to use instead of the device's backend (tests inject broken ones).
         self.kernels = kernels if kernels is not None else get_backend(device)
+        self.xp = self.kernels.xp
         self.layers = list(layers)
         self.layout = ParamLayout([entry for layer in self.layers for entry in layer.entries()])
-        self.params = self.layout.zeros(self.dtype)
-        self.grads = self.layout.zeros(self.dtype)
+        self.params = self.layout.zeros(self.dtype, self.xp)
+        self.grads = self.layout.zeros(self.dtype, self.xp)
         self.weights = self.layout.views(self.params)
         self.dweights = self.layout.views(self.grads)
         self._workspaces = {}
 
     def init_weights(self, rng):
         """PyTorch's default initialisation, drawn from ``rng`` (a numpy Generator), layer by
-        layer in the order of the parameter buffer."""
+        layer in the order of the parameter buffer (drawn on the host, then copied)."""
+        host = self.layout.zeros(self.dtype)
+        views = self.layout.views(host)
         for layer in self.layers:
-            layer.init(self.weights, rng)
+            layer.init(views, rng)
+        self.params[...] = self.kernels.to_device(host)
+        return self
+
+    def on_device(self, state):
+        """``state`` (a ``State``) in this network's memory (a checkpoint's carried state is on
+        the host); no copy when it already is."""
+        return State.from_dict(
+            {name: self.kernels.to_device(value) for name, value in state.to_dict().items()}
+        )
+
+    def host_weights(self):
+        """The weights as named views of a host copy of ``params`` (checkpoints, reports)."""
+        return self.layout.views(self.kernels.to_host(self.params))
+
+    def load_torch_weights(self, tensors):
+        """Set the weights from tensors in PyTorch's layout by state_dict name (a checkpoint's)."""
+        host = self.layout.zeros(self.dtype)
+        from_torch(self.layout.views(host), tensors)
+        self.params[...] = self.kernels.to_device(host)
         return self
 
     def _workspace(self, T, B):
@@ -142,13 +168,13 @@ class Network:
 
 
 class _Workspace:
-    """Every buffer one (T, B) needs, allocated once and reused."""
+    """Every buffer one (T, B) needs, allocated once and reused (in ``xp``'s memory)."""
 
-    def __init__(self, stack, T, B, K, dtype):
+    def __init__(self, stack, T, B, K, dtype, xp):
         H = stack.hidden
-        self.stack = stack.workspace(T, B, dtype, scratch=H * K)  # the head's (H, K) product
-        self.logits = np.zeros((T * B, K), dtype)
-        self.losses = np.zeros(T * B, dtype)
+        self.stack = stack.workspace(T, B, dtype, scratch=H * K, xp=xp)  # the head's (H, K) product
+        self.logits = xp.zeros((T * B, K), dtype)
+        self.losses = xp.zeros(T * B, dtype)
 
     @property
     def input_table(self):
@@ -171,7 +197,7 @@ class Model(Network):
         super().__init__(layers, dtype, device, kernels)
 
     def zero_state(self, batch):
-        return State.from_dict(self.stack.zero_state(batch, self.dtype))
+        return State.from_dict(self.stack.zero_state(batch, self.dtype, self.xp))
 
     def initial_state(self, labels):
         """The state a conditioned model starts from for ``labels`` (B,): each label's learnt
@@ -179,7 +205,9 @@ class Model(Network):
         labels = self._check_labels(labels, len(labels))
         if not self.conditioning.uses_state:
             return self.zero_state(len(labels))
-        return State.from_dict(self.conditioning.initial_state(self.weights, labels, self.dtype))
+        return State.from_dict(
+            self.conditioning.initial_state(self.kernels, self.weights, labels, self.dtype)
+        )
 
     def _check_labels(self, labels, B):
         if self.conditioning is None:
@@ -192,10 +220,10 @@ class Model(Network):
         C = self.config.condition_classes
         if labels.shape != (B,) or (B and (labels.min() < 0 or labels.max() >= C)):
             raise ValueError(f"labels must be {B} ids in 0..{C - 1}")
-        return labels
+        return self.kernels.to_device(labels)
 
     def _new_workspace(self, T, B):
-        return _Workspace(self.stack, T, B, self.config.outputs, self.dtype)
+        return _Workspace(self.stack, T, B, self.config.outputs, self.dtype, self.xp)
 
     # ------------------------------------------------------------------ passes
 
@@ -261,7 +289,7 @@ class Model(Network):
         lengths=None,
     ):
         cfg, k, w = self.config, self.kernels, self.weights
-        tokens = np.ascontiguousarray(tokens, dtype=np.intp)
+        tokens = k.to_device(tokens, np.intp)  # the batch's ids cross to the device (host: no copy)
         T, B = tokens.shape
         targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
         if targets.shape[0] != T * B:
@@ -272,9 +300,11 @@ class Model(Network):
         labels = self._check_labels(labels, B)
         learnt_state = state is None and cond is not None and cond.uses_state
         if learnt_state:
-            state = State.from_dict(cond.initial_state(w, labels, self.dtype))
+            state = State.from_dict(cond.initial_state(k, w, labels, self.dtype))
         elif state is None:
             state = self.zero_state(B)
+        else:
+            state = self.on_device(state)
         ws = self._workspace(T, B)
         use_dropout = train and cfg.dropout > 0 and cfg.layers > 1
         if use_dropout and rng is None:
@@ -306,17 +336,17 @@ class Model(Network):
         dtop = ws.stack.dhs[0].reshape(T * B, cfg.hidden)
         self.head.backward(k, w, self.dweights, dtop, ws.logits, feats, ws.stack.scratch)
         input_dgates = (
-            cond.input_dgates(self.dweights, labels) if cond is not None and cond.uses_input else None
+            cond.input_dgates(k, self.dweights, labels) if cond is not None and cond.uses_input else None
         )
         dstate0 = self.stack.backward(
             k,
             w,
             self.dweights,
             ws.stack,
-            None if dstate is None else dstate.to_dict(),
+            None if dstate is None else self.on_device(dstate).to_dict(),
             input_dgates=input_dgates,
             state_grad=state_grad or learnt_state,
         )
         if learnt_state:
-            cond.state_backward(self.dweights, labels, dstate0)
+            cond.state_backward(k, self.dweights, labels, dstate0)
         return LossResult(loss, final, State.from_dict(dstate0) if state_grad else None)

@@ -35,7 +35,8 @@ class Optimizer:
         self.name = name
         self.kernels = kernels
         self.steps = 0  # updates made so far (Adam's bias correction counts them)
-        self.state = {key: np.zeros(size, dtype=dtype) for key in _STATE_NAMES[name]}
+        # In the kernels' memory (the GPU's on --device cuda), like the parameters.
+        self.state = {key: kernels.xp.zeros(size, dtype=dtype) for key in _STATE_NAMES[name]}
 
     def update(self, params, grads, lr):
         """One step: ``params`` (P) move against ``grads`` (P) at learning rate ``lr``."""
@@ -70,5 +71,5 @@ class Optimizer:
                 raise ConfigError(
                     f"optimizer state {key!r} has shape {source.shape}, expected {target.shape}"
                 )
-            target[...] = source
+            target[...] = self.kernels.to_device(source)
         self.steps = int(steps)

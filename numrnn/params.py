@@ -47,8 +47,9 @@ class ParamLayout:
             raise ValueError(f"flat buffer has shape {flat.shape}, layout needs ({self.size},)")
         return {slot.name: flat[slot.offset : slot.offset + slot.size].reshape(slot.shape) for slot in self}
 
-    def zeros(self, dtype):
-        return np.zeros(self.size, dtype=dtype)
+    def zeros(self, dtype, xp=np):
+        """A flat zero buffer for the layout, in ``xp``'s memory (numpy's by default)."""
+        return xp.zeros(self.size, dtype=dtype)
 
 
 # The matrices PyTorch's modules store (out, in) and the kernels read (in, out): every

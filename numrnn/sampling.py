@@ -31,18 +31,18 @@ def kernel_weights(model):
     With an embedding, layer 0's input projection ``embed[token] @ Wx`` takes one of V values,
     so it is computed once here as a (V, G) table and passed as the one-hot layer's Wx: a step
     then copies a row instead of multiplying by Wx (the same products, fewer bytes read per
-    character). Everything else is a view of the model's weights.
+    character). Everything else is a view of the model's weights, in the model's memory.
     """
-    cfg, w = model.config, model.weights
+    cfg, w, xp = model.config, model.weights, model.xp
     # Views of the flat buffer are contiguous already; this only guarantees the uniform
     # array types numba needs to index the per-layer tuples with a loop variable.
-    c = np.ascontiguousarray
+    c = xp.ascontiguousarray
     per_layer = lambda name: tuple(c(w[f"rnn.{name}_l{i}"]) for i in range(cfg.layers))  # noqa: E731
-    embed = c(w["embed.weight"]) if cfg.embed else np.zeros((0, 0), model.dtype)
+    embed = c(w["embed.weight"]) if cfg.embed else xp.zeros((0, 0), model.dtype)
     Wxs = per_layer("weight_ih")
     if model.embedding.uses_table(cfg.gate_width, model.dtype.itemsize):
-        Wxs = (np.dot(embed, Wxs[0]),) + Wxs[1:]
-        embed = np.zeros((0, 0), model.dtype)
+        Wxs = (xp.dot(embed, Wxs[0]),) + Wxs[1:]
+        embed = xp.zeros((0, 0), model.dtype)
     return (
         embed,
         Wxs,
@@ -98,7 +98,7 @@ class Sampler:
         self.model = model
         self.vocab = vocab
         self._cell = CELL_TABLE[cfg.cell].code
-        zeros = lambda *shape: np.zeros(shape, model.dtype)  # noqa: E731
+        zeros = lambda *shape: model.xp.zeros(shape, model.dtype)  # noqa: E731  (the state stays there)
         L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
         self._h = zeros(L, H)
         self._c = zeros(L, H)  # read and written only by the LSTM
@@ -170,7 +170,7 @@ class Sampler:
                 return
 
     def _feed(self, tokens, weights):
-        """Advance the state over ``tokens``."""
+        """Advance the state over ``tokens`` (host ids)."""
         if self.threads > 1:
             cpu.feed_tokens_parallel(
                 self._logits,
@@ -185,12 +185,14 @@ class Sampler:
                 self._hw[0],
             )
         else:
-            self.model.kernels.feed_tokens(
-                self._logits, self._h, self._c, tokens, self._cell, weights, self._xg, self._hw
+            k = self.model.kernels
+            k.feed_tokens(
+                self._logits, self._h, self._c, k.to_device(tokens), self._cell, weights, self._xg, self._hw
             )
 
     def _draw(self, out, token, uniforms, config, weights):
-        """Fill ``out`` with ids generated from the current state, ``token`` the first input."""
+        """Fill ``out`` (host) with ids generated from the current state, ``token`` the first
+        input, from ``uniforms`` (host: one per draw)."""
         if out.shape[0] == 0:
             return
         if self.threads > 1:
@@ -215,13 +217,16 @@ class Sampler:
                 self._ranked,
             )
             return
-        self.model.kernels.generate_tokens(
-            out,
+        # A chunk's uniforms go to the device and its ids come back (on the CPU, the same memory).
+        k = self.model.kernels
+        drawn = k.to_device(out)
+        k.generate_tokens(
+            drawn,
             self._logits,
             self._h,
             self._c,
             token,
-            uniforms,
+            k.to_device(uniforms),
             float(config.temperature),
             int(config.top_k),
             float(config.top_p),
@@ -233,6 +238,7 @@ class Sampler:
             self._probs,
             self._ranked,
         )
+        out[...] = k.to_host(drawn)
 
 
 # Sequences per compiled call of ConditionalSampler (bounds the (S, max_length) buffers).
@@ -269,7 +275,7 @@ class ConditionalSampler:
         if self.end >= cfg.outputs:
             raise ConfigError("the model cannot output the end token")
         self._cell = CELL_TABLE[cfg.cell].code
-        zeros = lambda *shape: np.zeros(shape, model.dtype)  # noqa: E731
+        zeros = lambda *shape: model.xp.zeros(shape, model.dtype)  # noqa: E731  (the state stays there)
         L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
         self._h, self._c = zeros(L, H), zeros(L, H)
         self._h0, self._c0 = zeros(L, H), zeros(L, H)
@@ -288,7 +294,7 @@ class ConditionalSampler:
         if not cond.uses_input:
             return weights
         embed, Wxs, Whs, bxs, bhs, Wy, by = weights
-        bxs = (np.ascontiguousarray(bxs[0] + w[cond.input][label]),) + bxs[1:]
+        bxs = (self.model.xp.ascontiguousarray(bxs[0] + w[cond.input][label]),) + bxs[1:]
         return embed, Wxs, Whs, bxs, bhs, Wy, by
 
     def _start_state(self, label, prefix, weights):
@@ -303,8 +309,9 @@ class ConditionalSampler:
         if not prefix.size:
             return self.start
         fed = np.concatenate([[self.start], prefix[:-1]]).astype(np.int64)
-        self.model.kernels.feed_tokens(
-            self._logits, self._h0, self._c0, fed, self._cell, weights, self._xg, self._hw
+        k = self.model.kernels
+        k.feed_tokens(
+            self._logits, self._h0, self._c0, k.to_device(fed), self._cell, weights, self._xg, self._hw
         )
         return int(prefix[-1])
 
@@ -332,11 +339,13 @@ class ConditionalSampler:
         token = self._start_state(label, prefix, weights)
         M = config.length
         done = 0
+        k = self.model.kernels
         while done < count:
             S = min(SEQUENCES_PER_CALL, count - done)
-            out = np.zeros((S, M), np.int64)
-            lengths = np.zeros(S, np.int64)
-            self.model.kernels.generate_until(
+            # The sequences are drawn where the model is; they (and their uniforms) cross.
+            out = k.xp.zeros((S, M), np.int64)
+            lengths = k.xp.zeros(S, np.int64)
+            k.generate_until(
                 out,
                 lengths,
                 self._logits,
@@ -345,7 +354,7 @@ class ConditionalSampler:
                 self._h0,
                 self._c0,
                 token,
-                rng.random((S, M)),
+                k.to_device(rng.random((S, M))),
                 float(config.temperature),
                 int(config.top_k),
                 float(config.top_p),
@@ -358,6 +367,7 @@ class ConditionalSampler:
                 self._probs,
                 self._ranked,
             )
+            out, lengths = k.to_host(out), k.to_host(lengths)
             for s in range(S):
                 yield out[s, : lengths[s]], bool(lengths[s] < M)
             done += S

@@ -34,6 +34,45 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(cuda, "THREADS", (2, 3))  # H 5, B 4: several blocks, ragged edges
 
 
+@pytest.fixture(autouse=True)
+def device_memory_only(monkeypatch):
+    """Kernel launches refuse host arrays (a GPU would copy them over and back at every
+    launch); with the backend's arrays refusing to mix with host ones (simulated.py), a host
+    array left in a device path fails here as it would on a GPU."""
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+
+    from numrnn.kernels.simulated import _refuse_host
+
+    launch = FakeCUDAKernel.__call__
+
+    def checked(self, *args):
+        _refuse_host(args, f"kernel {self.fn.__name__}")
+        return launch(self, *args)
+
+    monkeypatch.setattr(FakeCUDAKernel, "__call__", checked)
+
+
+def test_host_arrays_are_refused_on_the_simulated_device():
+    """The guard above and simulated.py's arrays catch what CuPy would refuse."""
+    from numrnn.kernels import cuda
+    from numrnn.kernels.simulated import HostMixError
+
+    device = cuda.xp.zeros((3, 4))
+    with pytest.raises(HostMixError, match="kernel _square_sums_kernel"):
+        cuda.clip_global_norm(np.ones(12), 1.0)
+    with pytest.raises(HostMixError, match="numpy.add"):
+        device + np.ones((3, 4))
+    with pytest.raises(HostMixError, match="assignment"):
+        device[...] = np.ones((3, 4))
+    with pytest.raises(HostMixError, match="index"):
+        device[np.arange(2)]
+    device[...] = cuda.to_device(np.arange(12.0).reshape(3, 4))  # the explicit crossing
+    device[1] = 2.5  # scalars are not arrays
+    assert float(cuda.clip_global_norm(device.reshape(-1), 1.0)) > 1.0
+    assert type(cuda.to_host(device)) is np.ndarray
+    np.testing.assert_allclose(np.linalg.norm(cuda.to_host(device)), 1.0, rtol=1e-6)
+
+
 def forward_args(cell, rng, dtype, T=4, B=4, H=5, active=None):
     """The arguments of {cell}_forward (fresh arrays), and the active row counts."""
     G = GATES_PER_CELL[cell] * H
@@ -59,11 +98,23 @@ def run_both(name, args):
     results = []
     for module in (cpu, cuda):
         copied = {
-            key: value.copy() if isinstance(value, np.ndarray) else value for key, value in args.items()
+            key: value.copy() if key == "active" else _copy_to(module, value) for key, value in args.items()
         }
         getattr(module, name)(**copied)
-        results.append(copied)
+        results.append({key: _copy_to(cpu, value) for key, value in copied.items()})
     return results
+
+
+def _copy_to(module, value):
+    """A copy of value's arrays in module's memory (host or device); host metadata (the
+    ``active`` row counts the launchers loop over) stays on the host."""
+    if isinstance(value, tuple):
+        return tuple(_copy_to(module, item) for item in value)
+    if not isinstance(value, np.ndarray):
+        return value
+    return (
+        module.to_device(module.to_host(value).copy()) if module is not cpu else module.to_host(value).copy()
+    )
 
 
 def assert_same(expected, got, dtype, skip=()):
@@ -194,16 +245,13 @@ def test_softmax_cross_entropy_matches_cpu(dtype, rng):
     expected, got = run_both("softmax_xent_fused", args)
     assert_same(expected, got, dtype)
     assert not got["dlogits"][[2, 5]].any()
-    # In place (dlogits is logits), on device arrays as a model on the GPU holds them (host
-    # arrays passed twice would be two transfers).
-    from numba import cuda as numba_cuda
-
+    # In place (dlogits is logits), as a model does.
     from numrnn.kernels import cuda
 
-    in_place = numba_cuda.to_device(logits.copy())
-    cuda.softmax_xent_fused(numba_cuda.to_device(np.zeros(N, dtype)), in_place, in_place, targets, 0.25)
+    in_place = cuda.to_device(logits)
+    cuda.softmax_xent_fused(cuda.xp.zeros(N, dtype), in_place, in_place, cuda.to_device(targets), 0.25)
     np.testing.assert_allclose(
-        in_place.copy_to_host(), expected["dlogits"], rtol=TOLERANCE[dtype][0], atol=TOLERANCE[dtype][1]
+        cuda.to_host(in_place), expected["dlogits"], rtol=TOLERANCE[dtype][0], atol=TOLERANCE[dtype][1]
     )
 
 
@@ -216,13 +264,13 @@ def test_gradient_norm_clipping_and_optimizers_match_cpu(dtype, rng, monkeypatch
     u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)  # noqa: E731
     grads = u(P)
     rtol = TOLERANCE[dtype][0]
-    assert cuda.global_norm(grads) == pytest.approx(cpu.global_norm(grads), rel=rtol)
+    assert cuda.global_norm(cuda.to_device(grads)) == pytest.approx(cpu.global_norm(grads), rel=rtol)
     for max_norm in (0.5, 100.0):  # clipped, and left alone
-        a, b = grads.copy(), grads.copy()
+        a, b = cuda.to_device(grads), grads.copy()
         assert cuda.clip_global_norm(a, max_norm) == pytest.approx(
             cpu.clip_global_norm(b, max_norm), rel=rtol
         )
-        np.testing.assert_allclose(a, b, rtol=rtol)
+        np.testing.assert_allclose(cuda.to_host(a), b, rtol=rtol)
     params, state = u(P), np.abs(u(P))
     cases = {
         "adam_update": dict(
@@ -348,7 +396,8 @@ def networks(rng):
 
 def test_training_steps_on_the_cuda_kernels_give_the_cpu_losses(rng):
     """Every topology's network driven by the CUDA launchers (clipping and Adam included)
-    takes the CPU's training steps: the same losses and weights after three updates."""
+    takes the CPU's training steps: the same losses and weights after three updates, its
+    arrays in (simulated) device memory throughout: a host array meeting them raises."""
     from numrnn.kernels import cuda
     from numrnn.optim import Optimizer
 
@@ -363,7 +412,10 @@ def test_training_steps_on_the_cuda_kernels_give_the_cpu_losses(rng):
                 losses.append(step(network).loss)
                 kernels.clip_global_norm(network.grads, 0.5)
                 optimizer.update(network.params, network.grads, 1e-2)
-            runs.append((losses, network.params.copy()))
+            if kernels is cuda:  # parameters, gradients and optimizer state in device memory
+                arrays = [network.params, network.grads, *optimizer.state.values()]
+                assert all(isinstance(a, cuda.xp.ndarray) for a in arrays), name
+            runs.append((losses, kernels.to_host(network.params).copy()))
         (cpu_losses, cpu_params), (cuda_losses, cuda_params) = runs
         np.testing.assert_allclose(cuda_losses, cpu_losses, rtol=1e-12, err_msg=name)
         np.testing.assert_allclose(cuda_params, cpu_params, rtol=1e-10, atol=1e-12, err_msg=name)
@@ -526,3 +578,29 @@ def test_every_training_command_on_the_cuda_backend_matches_the_cpu(tmp_path, mo
                 assert result.exit_code == 0, (command, device, result.output)
                 printed[device] = result.stdout.replace(checkpoint, "CKPT")
             assert printed["cuda"] == printed["cpu"], (command, arguments)
+    # A checkpoint moves between devices: each device's run resumes on the other (optimizer
+    # state, carried state and generator included) to the same weights.
+    resumed = {}
+    for trained, device in (("cpu", "cuda"), ("cuda", "cpu")):
+        checkpoint = tmp_path / f"lm-{trained}.safetensors"
+        out = tmp_path / f"lm-{trained}-on-{device}.safetensors"
+        arguments = [
+            *commands["lm"],
+            *small[:-6],
+            "--max-steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--log-every",
+            "3",
+        ]
+        result = runner.invoke(
+            cli, [*arguments, "--resume", str(checkpoint), "--device", device, "-o", str(out)]
+        )
+        assert result.exit_code == 0, (trained, device, result.output)
+        resumed[device] = load_checkpoint(out)
+        assert resumed[device].meta["progress"]["step"] == 6
+    for tensor, value in resumed["cpu"].weights.items():
+        np.testing.assert_allclose(
+            resumed["cuda"].weights[tensor], value, rtol=1e-9, atol=1e-12, err_msg=tensor
+        )

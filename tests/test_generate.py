@@ -291,7 +291,7 @@ def test_vocabulary_is_the_characters_then_end_then_start():
 
 
 def test_gradcheck_catches_a_conditioning_gradient_that_overwrites_instead_of_adding(monkeypatch):
-    def overwrite(self, dw, labels, dstate):
+    def overwrite(self, k, dw, labels, dstate):
         for state, name in self.state_names.items():
             dw[name][labels] = dstate[state].transpose(1, 0, 2)  # repeated labels: last wins
 

@@ -46,6 +46,21 @@ lstm_cell_backward = _cell.lstm_cell_backward
 gru_cell = _cell.gru_cell
 gru_cell_backward = _cell.gru_cell_backward
 
+# The array namespace and the host crossings of this backend's memory (numpy's own here; the
+# CUDA backend's are CuPy's, see cuda.py). Layers allocate through ``xp``.
+xp = np
+
+
+def to_device(array, dtype=None):
+    """``array`` as this backend's array (no copy when it already is one of ``dtype``)."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def to_host(array):
+    """``array`` as a host numpy array (no copy here)."""
+    return np.asarray(array)
+
+
 kernel = numba.njit(**_JIT)
 # A sum may be reassociated (nothing else): LLVM then keeps several partial sums in vector
 # registers instead of one serial chain (measured 52 -> 4 us for the names classifier's 86k

@@ -5,11 +5,14 @@ step (a cell's gates for every running row and unit) is a ``cuda.jit`` kernel ov
 ``cuda.grid(2)`` (rows x units) with a bounds check; the launchers are host functions that
 loop over time and launch one such kernel per step after that step's matrix product.
 
-Matrix products go through ``_gemm``: on a GPU, cuBLAS through CuPy on the launchers' device
-arrays (zero-copy, ``__cuda_array_interface__``, on the default stream numba launches on);
-under numba's simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU) the arrays are the host numpy
-arrays the simulator runs on, and the product is numpy's. A hand-written GEMM kernel is not
-the product path.
+The launchers take arrays in the backend's memory, ``xp``'s: on a GPU CuPy arrays, which
+numba's kernels read in place (``__cuda_array_interface__``), and which the networks keep for
+a whole run (``numrnn.model.Network``); ``to_device``/``to_host`` are the crossings. Launchers
+that loop over time read the per-step row counts (``active``) on the host. Matrix products go
+through ``_gemm``: on a GPU, cuBLAS through CuPy on the same arrays (no copies, on the default
+stream numba launches on); under numba's simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU) the
+arrays are host memory made as strict as a GPU's (``simulated.py``) and the product is
+numpy's. A hand-written GEMM kernel is not the product path.
 
 Differences from the CPU kernels, none of them in results: the first step's product from a
 zero initial state is computed (the CPU skips it after checking the state on the host).
@@ -29,6 +32,29 @@ from numrnn.kernels import pointwise
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 THREADS = (16, 16)  # threads per block over (rows, units); the simulator tests patch it small
+
+if SIMULATED:
+    # Host memory as strict as the GPU's (simulated.py): host arrays cannot mix in.
+    from numrnn.kernels.simulated import to_device, to_host, xp
+else:
+    try:
+        import cupy as xp
+    except ImportError:  # get_backend refuses --device cuda without CuPy; compiling PTX needs none
+        xp = None
+    from numba.cuda.core import config as _cuda_config
+
+    # CuPy's operations and numba's launches share the legacy default stream, which orders
+    # them; numba's default would synchronise the host on every CuPy array it is given.
+    _cuda_config.CUDA_ARRAY_INTERFACE_SYNC = 0
+
+    def to_device(array, dtype=None):
+        """``array`` as a device array (a copy from the host; none when already there)."""
+        return xp.ascontiguousarray(xp.asarray(array, dtype=dtype))
+
+    def to_host(array):
+        """``array`` as a host numpy array (a copy from the device)."""
+        return xp.asnumpy(array)
+
 
 _cell = pointwise.build(lambda f: cuda.jit(device=True)(f))
 rnn_cell = _cell.rnn_cell
@@ -484,8 +510,9 @@ def softmax_xent_fused(losses, dlogits, logits, targets, scale):
     """As ``cpu.softmax_xent_fused`` (dlogits may be logits: the gradient in place)."""
     blocks, threads = _grid(logits.shape[0], 1)
     if dlogits is logits:
-        # One array, not the same one twice: a kernel given host arrays copies each argument
-        # to the device and back on its own, and the second copy would undo the first.
+        # One array, not the same one twice: the simulator copies each array argument in and
+        # out on its own (its device memory is host memory), and the second copy back would
+        # undo the first. (On a GPU one pointer passed twice would do.)
         _softmax_xent_in_place_kernel[blocks, threads](losses, logits, targets, scale)
     else:
         _softmax_xent_kernel[blocks, threads](losses, dlogits, logits, targets, scale, True)
@@ -514,11 +541,7 @@ def _grouped(keys, rows, group):
     # keys (B / group, S, A) -> (rows, S, A): row b reads keys[b // group]
     if group == 1:
         return keys
-    if SIMULATED:
-        return keys[np.arange(rows) // group]
-    import cupy
-
-    return cupy.asarray(keys)[cupy.arange(rows) // group]
+    return keys[xp.arange(rows) // group]
 
 
 def attention_scores(scores, queries, keys, group):
@@ -886,7 +909,7 @@ def _feed_kernel(logits, h, c, tokens, cell, embed, Wxs, Whs, bxs, bhs, Wy, by, 
 
 
 def _no_lengths(S):
-    return cuda.device_array(S, np.int64) if not SIMULATED else np.zeros(S, np.int64)
+    return xp.zeros(S, np.int64)
 
 
 def generate_tokens(
@@ -977,10 +1000,9 @@ def _flat_grid(size):
 def global_norm(grads):
     """As ``cpu.global_norm``: the Euclidean norm of grads (P), a host float."""
     blocks, threads = _flat_grid(grads.shape[0])
-    partial = cuda.device_array(blocks, np.float64) if not SIMULATED else np.zeros(blocks)
+    partial = xp.zeros(blocks, np.float64)
     _square_sums_kernel[blocks, threads](partial, grads)
-    sums = partial.copy_to_host() if hasattr(partial, "copy_to_host") else partial
-    return float(np.sqrt(np.sum(sums)))
+    return math.sqrt(float(partial.sum()))
 
 
 def clip_global_norm(grads, max_norm):

@@ -33,24 +33,24 @@ class Classifier(Network):
         return self.config.output_size
 
     def zero_state(self, batch):
-        return State.from_dict(self.stack.zero_state(batch, self.dtype))
+        return State.from_dict(self.stack.zero_state(batch, self.dtype, self.xp))
 
     def _new_workspace(self, T, B):
         ws = _Workspace()
-        D, C = self.stack.output_width, self.classes
-        ws.stack = self.stack.workspace(T, B, self.dtype, scratch=D * C)
-        ws.feats = np.zeros((B, D), self.dtype)
-        ws.dfeats = np.zeros((B, D), self.dtype)
-        ws.logits = np.zeros((B, C), self.dtype)
-        ws.losses = np.zeros(B, self.dtype)
+        D, C, xp = self.stack.output_width, self.classes, self.xp
+        ws.stack = self.stack.workspace(T, B, self.dtype, scratch=D * C, xp=xp)
+        ws.feats = xp.zeros((B, D), self.dtype)
+        ws.dfeats = xp.zeros((B, D), self.dtype)
+        ws.logits = xp.zeros((B, C), self.dtype)
+        ws.losses = xp.zeros(B, self.dtype)
         return ws
 
     # ------------------------------------------------------------------ passes
 
     def logits(self, tokens, lengths=None, state=None):
-        """(B, C) class scores (dropout off); a copy."""
+        """(B, C) class scores (dropout off); a host copy."""
         ws, _, _ = self._forward(tokens, lengths, state, use_dropout=False, rng=None)
-        return ws.logits.copy()
+        return np.array(self.kernels.to_host(ws.logits))
 
     def probabilities(self, tokens, lengths=None, state=None):
         """(B, C) class probabilities, in float64."""
@@ -100,24 +100,25 @@ class Classifier(Network):
 
     def _forward(self, tokens, lengths, state, *, use_dropout, rng):
         k, w = self.kernels, self.weights
-        tokens = np.ascontiguousarray(tokens, dtype=np.intp)
+        tokens = k.to_device(tokens, np.intp)
         T, B = tokens.shape
         lengths = np.full(B, T, np.intp) if lengths is None else np.asarray(lengths, np.intp)
         if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
             raise ValueError(f"lengths must be {B} values in 1..{T}")
-        if state is None:
-            state = self.zero_state(B)
+        state = self.zero_state(B) if state is None else self.on_device(state)
         ws = self._workspace(T, B)
         self.stack.forward(
             k, w, ws.stack, tokens, state.to_dict(), lengths=lengths, use_dropout=use_dropout, rng=rng
         )
-        rows, H = np.arange(B), self.stack.hidden
+        # Where each row's last real step is, as device indices.
+        last = (k.to_device(lengths), self.xp.arange(B))
+        H = self.stack.hidden
         for d in range(self.stack.directions):
             # The reverse direction's last real step is also at lengths[b]: it reads the row
             # backwards from its end.
-            ws.feats[:, d * H : (d + 1) * H] = ws.stack.hs[(self.stack.layers - 1, d)][lengths, rows]
+            ws.feats[:, d * H : (d + 1) * H] = ws.stack.hs[(self.stack.layers - 1, d)][last]
         self.head.forward(k, w, ws.logits, ws.feats)
-        return ws, lengths, rows
+        return ws, lengths, last
 
     def _run(
         self,
@@ -137,7 +138,7 @@ class Classifier(Network):
         use_dropout = grad and train and self.config.dropout > 0 and self.config.layers > 1
         if use_dropout and rng is None:
             raise ValueError("training with dropout needs an rng")
-        ws, lengths, rows = self._forward(tokens, lengths, state, use_dropout=use_dropout, rng=rng)
+        ws, lengths, last = self._forward(tokens, lengths, state, use_dropout=use_dropout, rng=rng)
         targets = np.ascontiguousarray(targets, dtype=np.intp).reshape(-1)
         if targets.shape[0] != ws.logits.shape[0]:
             raise ValueError(f"targets have {targets.shape[0]} entries, expected {ws.logits.shape[0]}")
@@ -149,21 +150,21 @@ class Classifier(Network):
         total = max(float(row_weights.sum()), np.finfo(np.float64).tiny)
         if grad:
             # dlogits overwrite the logits in place; per-row weights scale each row after.
-            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, targets, 1.0)
+            k.softmax_xent_fused(ws.losses, ws.logits, ws.logits, k.to_device(targets), 1.0)
         else:
-            k.softmax_xent_forward(ws.losses, ws.logits, targets)
-        loss = float(np.dot(ws.losses.astype(np.float64), row_weights)) / total
+            k.softmax_xent_forward(ws.losses, ws.logits, k.to_device(targets))
+        loss = float(self.xp.dot(ws.losses.astype(np.float64), k.to_device(row_weights))) / total
         final = State.from_dict(self.stack.final_state(ws.stack, lengths))
         if not grad:
             return LossResult(loss, final)
-        ws.logits *= (row_weights / total).astype(self.dtype)[:, None]
+        ws.logits *= k.to_device((row_weights / total).astype(self.dtype)[:, None])
         if zero_grad:
             self.grads[...] = 0.0
         self.head.backward(k, w, self.dweights, ws.dfeats, ws.logits, ws.feats, ws.stack.scratch)
         H = self.stack.hidden
         for d, dhs in enumerate(ws.stack.dhs):
             dhs[...] = 0.0
-            dhs[lengths - 1, rows] = ws.dfeats[:, d * H : (d + 1) * H]
+            dhs[last[0] - 1, last[1]] = ws.dfeats[:, d * H : (d + 1) * H]
         dstate0 = self.stack.backward(k, w, self.dweights, ws.stack, state_grad=state_grad)
         return LossResult(loss, final, State.from_dict(dstate0) if state_grad else None)
 

@@ -96,7 +96,7 @@ class Translator(Network):
         # Batches come in many (S, T) shapes: one arena the size of the largest workspace,
         # re-carved (and zeroed) whenever the shape changes, instead of one per shape.
         if self._arena is None:
-            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL)
+            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL, xp=self.xp)
         if self._current is None or self._current_key != (S, T, B):
             self._current = self._arena.carve(lambda zeros: _Workspace(self, S, T, B, self.dtype, zeros))
             self._current_key = (S, T, B)
@@ -125,8 +125,8 @@ class Translator(Network):
 
     def _run(self, source, source_lengths, tokens, targets, *, grad, train=False, rng=None, zero_grad=True):
         k, w = self.kernels, self.weights
-        source = np.ascontiguousarray(source, dtype=np.intp)
-        tokens = np.ascontiguousarray(tokens, dtype=np.intp)
+        source = k.to_device(source, np.intp)
+        tokens = k.to_device(tokens, np.intp)
         S, B = source.shape
         T = tokens.shape[0]
         if tokens.shape[1] != B:
@@ -142,7 +142,7 @@ class Translator(Network):
         self._encode(ws, source, lengths, use_dropout, rng)
         self._bridge_forward(ws)
         self.decoder.forward(k, w, ws.dec, tokens, ws.dec_state, use_dropout=use_dropout, rng=rng)
-        feats = self._attend(ws, lengths)
+        feats = self._attend(ws, k.to_device(lengths))
         self.head.forward(k, w, ws.logits, feats)
         loss = mean_cross_entropy(k, ws, targets, grad)
         final = State.from_dict(self.decoder.final_state(ws.dec))
@@ -163,7 +163,7 @@ class Translator(Network):
             w,
             ws.enc,
             source,
-            enc.zero_state(B, self.dtype),
+            enc.zero_state(B, self.dtype, self.xp),
             lengths=lengths,
             use_dropout=use_dropout,
             rng=rng,
@@ -177,7 +177,8 @@ class Translator(Network):
         # states are every row's own.
         final = enc.final_state(ws.enc)
         ws.enc_final = {
-            name: _join_directions(state, enc.layers, enc.directions) for name, state in final.items()
+            name: _join_directions(self.xp, state, enc.layers, enc.directions)
+            for name, state in final.items()
         }
 
     def _bridge_forward(self, ws):
@@ -193,7 +194,8 @@ class Translator(Network):
 
     def _attend(self, ws, lengths, keys_ready=False):
         """(T*B, Hd) features for the head: the attentional states, or the decoder's outputs.
-        keys_ready: the values and keys of this source are in ws already (step decoding)."""
+        lengths: the source lengths per row, in the kernels' memory; keys_ready: the values
+        and keys of this source are in ws already (step decoding)."""
         dec_out = self.decoder.top_outputs(ws.dec)  # (T, B, Hd)
         T, B, Hd = dec_out.shape
         if self.attention is None:
@@ -219,6 +221,7 @@ class Translator(Network):
         the encoder runs once per source row, and its values and keys are copied."""
         S, B = source.shape
         k, w = self.kernels, self.weights
+        source = k.to_device(source, np.intp)
         ws = self._workspace(S, 1, B)
         self._encode(ws, source, lengths, False, None)
         self._bridge_forward(ws)
@@ -230,7 +233,7 @@ class Translator(Network):
 
     def _decoding_workspace(self, S, B, group):
         if self._arena is None:
-            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL)
+            self._arena = Arena(self.dtype, unzeroed_fill=UNZEROED_FILL, xp=self.xp)
         self._current = self._arena.carve(
             lambda zeros: _DecodingWorkspace(self, S, B, group, self.dtype, zeros)
         )
@@ -239,11 +242,12 @@ class Translator(Network):
 
     def _decoding_rows(self, ws, sources, group):
         """A decoding workspace of ``group`` rows for each of the sources ``sources``
-        (indices or a bool mask over the sources of ``ws``), holding their values and keys
-        once each (the arena's buffers are shared: they are copied out first)."""
+        (host indices or a bool mask over the sources of ``ws``), holding their values and
+        keys once each (the arena's buffers are shared: they are copied out first)."""
         count = len(np.arange(ws.B // ws.group)[sources])
         if self.attention is None:
             return self._decoding_workspace(ws.S, count * group, group)
+        sources = self.kernels.to_device(sources)
         values = ws.values[sources]
         keys = ws.att.keys[sources] if ws.att.keys is not None else None
         ws = self._decoding_workspace(ws.S, count * group, group)
@@ -253,11 +257,11 @@ class Translator(Network):
         return ws
 
     def _decode_step(self, ws, tokens, state, lengths):
-        """(B, V) logits of one decoder step from ``state`` reading tokens (1, B), in a
-        decoding workspace (its values and keys in place)."""
+        """(B, V) logits of one decoder step from ``state`` reading tokens (1, B) (host ids),
+        in a decoding workspace (its values and keys in place); in the kernels' memory."""
         k, w = self.kernels, self.weights
-        self.decoder.forward(k, w, ws.dec, tokens, state)
-        self.head.forward(k, w, ws.logits, self._attend(ws, lengths, keys_ready=True))
+        self.decoder.forward(k, w, ws.dec, k.to_device(tokens, np.intp), state)
+        self.head.forward(k, w, ws.logits, self._attend(ws, k.to_device(lengths), keys_ready=True))
         return ws.logits
 
     def greedy(self, source, source_lengths, start, end, max_length):
@@ -274,11 +278,13 @@ class Translator(Network):
         attention = np.zeros((B, max_length, S))
         running = np.ones(B, bool)
         steps = 0
+        host = self.kernels.to_host
         for step in range(max_length):
-            chosen = self._decode_step(ws, tokens, state, lengths).argmax(axis=1)
+            # Each step's choices cross to the host (they decide when to stop).
+            chosen = host(self._decode_step(ws, tokens, state, lengths).argmax(axis=1))
             outputs[step] = np.where(running, chosen, end)
             if self.attention is not None:
-                attention[:, step] = ws.att.weights[:, 0] * running[:, None]
+                attention[:, step] = host(ws.att.weights[:, 0]) * running[:, None]
             running &= chosen != end
             steps = step + 1
             if not running.any():
@@ -325,22 +331,25 @@ class Translator(Network):
         alive = np.arange(B)  # the source rows still searched, in their (longest-first) order
         lengths_k = np.repeat(lengths, K)  # hypothesis h of row b is row b * K + h of every batch
         ws, state = self._start_decoding(source, lengths, repeat=K)
+        k, xp = self.kernels, self.xp
         scores = np.full((B, K), -np.inf)
         scores[:, 0] = 0.0  # one live hypothesis per row to start with, not K copies
         tokens = np.full(B * K, start, np.intp)
-        best = np.empty((B, K), np.intp)
-        new_scores = np.empty((B, K))
+        best_d, new_scores_d = xp.empty((B, K), np.intp), xp.empty((B, K))
         bound_scale = float(max_length) ** -alpha
         for step in range(max_length):
             R = len(alive)
             logits = self._decode_step(ws, tokens[None, :], state, lengths_k)
-            self.kernels.beam_extend(best[:R], new_scores[:R], logits, scores)
+            # The extensions are chosen where the logits are; the (R, K) choices and scores
+            # cross to the host, which keeps the search's bookkeeping.
+            k.beam_extend(best_d[:R], new_scores_d[:R], logits, k.to_device(scores))
+            best, new_scores = k.to_host(best_d[:R]), k.to_host(new_scores_d[:R])
             V = logits.shape[1]
-            local_parent = best[:R] // V + np.arange(R)[:, None] * K  # (R, K) rows extended
-            chosen = best[:R] % V
-            weights = ws.att.weights[:, 0] if search.attention is not None else None
+            local_parent = best // V + np.arange(R)[:, None] * K  # (R, K) rows extended
+            chosen = best % V
+            weights = k.to_host(ws.att.weights[:, 0]) if search.attention is not None else None
             search.record(step, alive, local_parent, chosen, weights)
-            scores = new_scores[:R].copy()
+            scores = new_scores.copy()
             ended = (chosen == end) & np.isfinite(scores)
             ended_r, ended_h = np.nonzero(ended)
             search.finish(step, alive[ended_r], ended_h, scores[ended_r, ended_h], n_best, alpha)
@@ -348,10 +357,8 @@ class Translator(Network):
             # A row is done when its best live hypothesis cannot beat its n-best-th ended one.
             bound = scores.max(axis=1) * bound_scale
             done = (bound <= search.threshold[alive]) | ~np.isfinite(bound)
-            state = {
-                name: value[:, local_parent.reshape(-1)]
-                for name, value in self.decoder.final_state(ws.dec).items()
-            }
+            parents = k.to_device(local_parent.reshape(-1))
+            state = {name: value[:, parents] for name, value in self.decoder.final_state(ws.dec).items()}
             tokens = chosen.reshape(-1)
             if done.all() or step + 1 == max_length:
                 break
@@ -360,7 +367,8 @@ class Translator(Network):
                 alive, scores = alive[keep], scores[keep]
                 keep_k = np.repeat(keep, K)
                 tokens, lengths_k = tokens[keep_k], lengths_k[keep_k]
-                state = {name: np.ascontiguousarray(value[:, keep_k]) for name, value in state.items()}
+                kept = k.to_device(keep_k)
+                state = {name: xp.ascontiguousarray(value[:, kept]) for name, value in state.items()}
                 ws = self._decoding_rows(ws, keep, K)
         return search.results(alive, scores, n_best, alpha)
 
@@ -400,21 +408,22 @@ class Translator(Network):
         enc = self.encoder
         L, B = enc.layers, ws.B
         dpre = dstate["h"].reshape(L * B, -1) * (1.0 - ws.bridge_h * ws.bridge_h)
-        dfinal_h = np.empty_like(ws.enc_final["h"]).reshape(L * B, -1)
+        xp = self.xp
+        dfinal_h = xp.empty_like(ws.enc_final["h"]).reshape(L * B, -1)
         self.bridge.backward(k, w, dw, dfinal_h, dpre, ws.enc_final["h"].reshape(L * B, -1), ws.scratch)
-        dfinal = {"h": _split_directions(dfinal_h.reshape(L, B, -1), enc.directions)}
+        dfinal = {"h": _split_directions(xp, dfinal_h.reshape(L, B, -1), enc.directions)}
         if "bridge_c" in self.parts:
-            dfinal_c = np.empty_like(ws.enc_final["c"]).reshape(L * B, -1)
+            dfinal_c = xp.empty_like(ws.enc_final["c"]).reshape(L * B, -1)
             self.bridge_c.backward(
                 k,
                 w,
                 dw,
                 dfinal_c,
-                np.ascontiguousarray(dstate["c"].reshape(L * B, -1)),
+                xp.ascontiguousarray(dstate["c"].reshape(L * B, -1)),
                 ws.enc_final["c"].reshape(L * B, -1),
                 ws.scratch,
             )
-            dfinal["c"] = _split_directions(dfinal_c.reshape(L, B, -1), enc.directions)
+            dfinal["c"] = _split_directions(xp, dfinal_c.reshape(L, B, -1), enc.directions)
         return dfinal
 
 
@@ -502,19 +511,19 @@ def _checked_source_lengths(lengths, S, B):
     return lengths
 
 
-def _join_directions(state, layers, directions):
+def _join_directions(xp, state, layers, directions):
     # (L * dirs, B, H) layer-major -> (L, B, dirs * H): each layer's directions side by side
     _, B, H = state.shape
-    return np.ascontiguousarray(state.reshape(layers, directions, B, H).transpose(0, 2, 1, 3)).reshape(
+    return xp.ascontiguousarray(state.reshape(layers, directions, B, H).transpose(0, 2, 1, 3)).reshape(
         layers, B, directions * H
     )
 
 
-def _split_directions(joined, directions):
+def _split_directions(xp, joined, directions):
     # (L, B, dirs * H) -> (L * dirs, B, H), the inverse of _join_directions
     L, B, width = joined.shape
     H = width // directions
-    return np.ascontiguousarray(joined.reshape(L, B, directions, H).transpose(0, 2, 1, 3)).reshape(
+    return xp.ascontiguousarray(joined.reshape(L, B, directions, H).transpose(0, 2, 1, 3)).reshape(
         L * directions, B, H
     )
 
@@ -530,9 +539,9 @@ class _Workspace:
         written = lambda *shape: zeros(*shape, zeroed=False)  # noqa: E731
         self.S, self.T, self.B, self.group = S, T, B, 1
         # The head's, the combine layer's and the bridge's products use the decoder's scratch.
-        self.enc = enc.workspace(S, B, dtype, zeros=zeros)
+        self.enc = enc.workspace(S, B, dtype, zeros=zeros, xp=net.xp)
         self.dec = dec.workspace(
-            T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros, every_row=True
+            T, B, dtype, scratch=max(Hd * V, (D + Hd) * Hd, D * Hd), zeros=zeros, every_row=True, xp=net.xp
         )
         self.scratch = self.dec.scratch
         self.enc_out = written(S, B, D)
@@ -559,7 +568,7 @@ class _DecodingWorkspace:
     def __init__(self, net, S, B, group, dtype, zeros):
         dec, D, Hd = net.decoder, net.encoder.output_width, net.decoder.hidden
         self.S, self.T, self.B, self.group = S, 1, B, group
-        self.dec = dec.workspace(1, B, dtype, zeros=zeros, backward=False)
+        self.dec = dec.workspace(1, B, dtype, zeros=zeros, backward=False, xp=net.xp)
         self.logits = zeros(B, net.config.outputs)
         if net.attention is not None:
             self.att = net.attention.workspace(B, 1, S, dtype, zeros, backward=False, group=group)
