@@ -21,6 +21,28 @@ def out_console():
     return Console(highlight=False)
 
 
+_noted = set()
+
+
+def note_once(message):
+    """A dim "note:" line on stderr, at most once per process for each message."""
+    if message in _noted:
+        return
+    _noted.add(message)
+    err_console().print(f"[dim]note: {message}[/]", highlight=False, soft_wrap=True)
+
+
+def resolve_device(ctx, param, device):
+    """A ``--device`` option's callback: the device to run on. "auto" takes a usable GPU, or
+    falls back to the CPU and says why (once), when numba-cuda is installed but cannot run."""
+    from numrnn.kernels import resolve_device
+
+    resolved, reason = resolve_device(device)
+    if reason:
+        note_once(f"--device auto: {reason}; running on the CPU")
+    return resolved
+
+
 def warn(message):
     """A yellow "warning:" line on stderr."""
     err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ import re
 import click
 
 from numrnn.configs import DEVICES
+from numrnn_cli.console import resolve_device
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -71,10 +72,15 @@ def draw_options(*, temperature_help):
     return apply
 
 
+DEVICE_HELP = (
+    "cpu, or cuda (an NVIDIA GPU; needs pip install 'numrnn[cuda]'); auto takes the GPU when "
+    "one is usable, else the CPU."
+)
+
 device_option = click.option(
     "--device",
     type=click.Choice(DEVICES),
     default="auto",
-    help="Where to run: cpu, or cuda (an NVIDIA GPU: not complete in this version, it says why); "
-    "auto is the CPU.",
+    callback=resolve_device,
+    help=f"Where to run: {DEVICE_HELP}",
 )

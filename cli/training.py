@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from numrnn.configs import CELLS, DEVICES, DTYPES, OPTIMIZERS
-from numrnn_cli.params import Duration
+from numrnn_cli.console import resolve_device
+from numrnn_cli.params import DEVICE_HELP, Duration
 
 POSITIVE = click.IntRange(min=1)
 COUNT = click.IntRange(min=0)
@@ -164,7 +165,8 @@ def training_options(
             "--device",
             type=click.Choice(DEVICES),
             default="auto",
-            help="Where to train; auto is the CPU until the CUDA backend lands.",
+            callback=resolve_device,
+            help=f"Where to train: {DEVICE_HELP} Checkpoints load on either device.",
         ),
         click.option(
             "--metrics",

@@ -186,9 +186,31 @@ def test_cuda_device_without_a_gpu_is_a_clean_error(runner, corpus, tmp_path, mo
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
     assert_clean_error(result, r"^error: no CUDA GPU found .*--device cpu")
-    monkeypatch.setattr(cuda, "is_available", lambda: True)  # a GPU, but not yet a backend for it
+    monkeypatch.setattr(cuda, "is_available", lambda: True)  # a GPU, but CuPy missing
+    monkeypatch.setitem(sys.modules, "cupy", None)  # (importing it then raises ImportError)
     result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
-    assert_clean_error(result, r"CUDA backend is not complete .*--device cpu")
+    assert_clean_error(result, r"needs CuPy .*pip install 'numrnn\[cuda\]'")
+
+
+def test_auto_device_falls_back_to_the_cpu_and_says_so_once(runner, corpus, tmp_path, monkeypatch):
+    """auto without a usable GPU trains on the CPU; the note says why, once per process."""
+    from numba import cuda
+
+    from numrnn_cli import console
+
+    monkeypatch.setattr(console, "_noted", set())
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    notes = []
+    for run in range(2):
+        out = tmp_path / f"m{run}.safetensors"
+        result = train(runner, corpus, out, "--max-steps", "2", "--device", "auto")
+        assert result.exit_code == 0, result.output
+        notes.append([line for line in result.stderr.splitlines() if line.startswith("note: --device")])
+        assert load_checkpoint(out).meta["progress"]["step"] == 2
+    assert notes == [
+        ["note: --device auto: no CUDA GPU found (numba-cuda sees none); running on the CPU"],
+        [],
+    ]
 
 
 def test_a_nan_loss_stops_with_a_remedy(runner, corpus, tmp_path):

@@ -194,3 +194,39 @@ def test_dropout_training_needs_an_rng(rng):
 def test_attention_is_for_translators():
     with pytest.raises(ConfigError, match="translator"):
         Model(ModelConfig(attention="dot"))
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_devices_resolve_without_a_silent_fallback(monkeypatch):
+    """cpu is the CPU; cuda is cuda, or a DeviceError saying why; auto is the GPU only when
+    one is usable, else the CPU with the reason (None when numba-cuda is not installed)."""
+    import sys
+
+    from numrnn import kernels
+    from numrnn.errors import DeviceError
+    from numrnn.kernels import cpu
+
+    assert kernels.resolve_device("cpu") == ("cpu", None) and kernels.get_backend("cpu") is cpu
+    assert kernels.resolve_device("cuda") == ("cuda", None)
+    with pytest.raises(DeviceError, match="unknown device 'tpu'; choose one of: auto, cpu, cuda"):
+        kernels.resolve_device("tpu")
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    monkeypatch.setattr(kernels, "_has_numba_cuda", lambda: False)
+    assert kernels.resolve_device("auto") == ("cpu", None)
+    with pytest.raises(DeviceError, match=r"needs numba-cuda and CuPy: pip install 'numrnn\[cuda\]'"):
+        kernels.get_backend("cuda")
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install -e '.[test]')")
+    from numba import cuda
+
+    monkeypatch.setattr(kernels, "_has_numba_cuda", lambda: True)
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    assert kernels.resolve_device("auto") == ("cpu", "no CUDA GPU found (numba-cuda sees none)")
+    assert kernels.get_backend("auto") is cpu
+    with pytest.raises(DeviceError, match="^no CUDA GPU found .* --device cpu$"):
+        kernels.get_backend("cuda")
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # a GPU without CuPy
+    assert kernels.resolve_device("auto")[0] == "cpu"
+    assert "needs CuPy" in kernels.resolve_device("auto")[1]

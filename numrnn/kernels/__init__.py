@@ -1,13 +1,12 @@
 """Kernel backends. ``get_backend(name)`` returns the module of kernels for a device.
 
-Both backends expose the same functions with the same arguments (see ``cpu.py``); the CUDA
-one is imported only when asked for, so a machine without CUDA never loads it.
-
-The CUDA backend's kernels are complete for training and generation and tested against the
-CPU's under numba's simulator, but the networks' arrays do not live on the GPU yet: on a
-machine with a GPU, ``--device cuda`` is refused with that reason until they do. Under the
-simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU) it runs, on host arrays, which is how the
-tests train every task through the CUDA kernels.
+Both backends expose the same functions with the same arguments (see ``cpu.py``), and an
+array namespace ``xp`` with the crossings ``to_device``/``to_host``: numpy's own for the CPU,
+CuPy's for the GPU, where the networks' parameters, gradients, optimizer state and
+workspaces live for a whole run. The CUDA backend is imported only when asked for, so a
+machine without CUDA never loads it. Under numba's simulator (``NUMBA_ENABLE_CUDASIM=1``, no
+GPU) ``--device cuda`` runs the CUDA kernels on host memory made as strict as a GPU's
+(``simulated.py``), which is how the tests train every task through them.
 """
 
 import os
@@ -17,33 +16,67 @@ from numrnn.errors import DeviceError
 
 
 def get_backend(device="cpu"):
-    """The kernel module for ``device``: "cpu", "cuda" or "auto" (the CPU until the CUDA
-    backend's arrays live on the GPU)."""
-    if device in ("cpu", "auto"):
+    """The kernel module for ``device``: "cpu", "cuda", or "auto" (the GPU when one is
+    usable, else the CPU: ``resolve_device``)."""
+    device, _ = resolve_device(device)
+    if device == "cpu":
         from numrnn.kernels import cpu
 
         return cpu
-    if device == "cuda":
-        return _cuda_backend()
-    raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    return _cuda_backend()
 
 
-def _cuda_backend():
+def resolve_device(device):
+    """(the device ``device`` runs on, why "auto" fell back to the CPU or None). "auto" takes
+    a real GPU (never the simulator) when numba-cuda, CuPy and a GPU are all there; the reason
+    is None when numba-cuda is not installed (a CPU install has nothing to fall back from).
+    "cuda" without a usable GPU raises DeviceError, never a silent fallback."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if device != "auto":
+        return device, None
+    if _simulated() or not _has_numba_cuda():
+        return "cpu", None
+    try:
+        _cuda_backend()
+    except DeviceError as error:
+        return "cpu", str(error).split(";")[0]
+    return "cuda", None
+
+
+def _simulated():
+    return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _has_numba_cuda():
     try:
         from numba import cuda
     except ImportError:
-        cuda = None
-    if cuda is None or not hasattr(cuda, "jit"):
+        return False
+    return hasattr(cuda, "jit")
+
+
+def _cuda_backend():
+    if not _has_numba_cuda():
         raise DeviceError(
-            "--device cuda needs numba-cuda: pip install 'numrnn[cuda]' (or run on the CPU with --device cpu)"
+            "--device cuda needs numba-cuda and CuPy: pip install 'numrnn[cuda]' "
+            "(or run on the CPU with --device cpu)"
         )
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    from numba import cuda
+
+    if _simulated():
         from numrnn.kernels import cuda as backend
 
         return backend
     if not cuda.is_available():
         raise DeviceError("no CUDA GPU found (numba-cuda sees none); run on the CPU with --device cpu")
-    raise DeviceError(
-        "the CUDA backend is not complete in this version of numrnn: its kernels are tested, but the "
-        "model's arrays do not live on the GPU yet; run on the CPU with --device cpu"
-    )
+    try:
+        import cupy  # noqa: F401  (the GPU's matrix products and arrays)
+    except ImportError:
+        raise DeviceError(
+            "--device cuda needs CuPy for the GPU's arrays and cuBLAS: pip install 'numrnn[cuda]' "
+            "(or run on the CPU with --device cpu)"
+        ) from None
+    from numrnn.kernels import cuda as backend
+
+    return backend
