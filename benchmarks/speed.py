@@ -65,6 +65,28 @@ Run it from the repository root (torch is optional; without it only numrnn's fig
 Nothing is written outside temporary folders (the kernel cache included), unless you pass
 --kernel-cache or --json PATH.
 
+On an NVIDIA GPU (numrnn's CUDA backend needs numba-cuda and CuPy; PyTorch a CUDA build):
+
+    pip install -e '.[cuda]'
+    python benchmarks/speed.py --device cuda
+    python benchmarks/speed.py --device cuda --configs C,D --json gpu.json
+
+--device cuda runs the same rows, batches, steps and sampling on the GPU: numrnn's models are
+built with ``Model(config, device="cuda")`` (parameters, gradients, Adam's state and workspaces
+in GPU memory, the same initial weights as on the CPU), and its product step and
+``Sampler.generate`` run there (a step's loss comes back to the host as a float, which
+synchronises; so do the generated ids). PyTorch's twin and every batch move to "cuda", and
+each timed step or generation ends with torch.cuda.synchronize(). The table keeps both sides'
+chars/s and their ratio, numrnn's GFLOP/s, each side's first and last training loss, compile s
+(numba-cuda's JIT compilation, which has no disk cache: every child compiles again in its
+warm-up, so keep --warmup at 1 or more) and the warm-up overhead. Left out, since they
+describe the CPU and would mislead about a GPU run: the GEMM peak and numrnn's share of it, the
+read-bandwidth ceiling and share, threads, peak RSS (host memory) and the start-up table; and
+the targets, which are the CPU's. Without a usable GPU for numrnn the run stops with one
+`error:` line; with a torch that has no CUDA, only numrnn's figures appear. Under numba's
+simulator (NUMBA_ENABLE_CUDASIM=1, no GPU) the CUDA path runs on the CPU, very slowly, which
+checks the plumbing only.
+
 The parts, beside this script: speed_setup.py (configurations, rows, settings, a child's job),
 speed_train.py and speed_sample.py (the timed children), speed_ceilings.py (GEMM peak, read
 bandwidth), speed_startup.py (cold compile, CLI start-up), speed_report.py (summaries, tables,
@@ -88,7 +110,18 @@ from machine import cpu_name, load_average, package_version
 from speed_ceilings import measure_gemm
 from speed_report import print_report, summarise_row
 from speed_sample import MAX_SAMPLE_RUNS, child_numrnn_sample, child_torch_sample
-from speed_setup import CONFIGS, GATES, SAMPLE_LENGTH, THREADS, Job, Row, Settings, child_env, say
+from speed_setup import (
+    CONFIGS,
+    DEVICES,
+    GATES,
+    SAMPLE_LENGTH,
+    THREADS,
+    Job,
+    Row,
+    Settings,
+    child_env,
+    say,
+)
 from speed_startup import measure_compile, measure_startup
 from speed_train import MAX_TRAIN_STEPS, child_numrnn_train, child_torch_train
 
@@ -106,8 +139,18 @@ ROW_CHILDREN = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train and sample speed of numrnn vs PyTorch (configs A-D), its share of "
-        "the GEMM peak and of the memory bandwidth, peak memory, start-up time.",
-        epilog="Example: python benchmarks/speed.py --quick --configs A,B",
+        "the GEMM peak and of the memory bandwidth, peak memory, start-up time; or, with "
+        "--device cuda, the train and sample speed of both on the GPU.",
+        epilog="Examples: python benchmarks/speed.py --quick --configs A,B; "
+        "python benchmarks/speed.py --device cuda (after pip install -e '.[cuda]')",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where both sides run (default: %(default)s). cuda: numrnn's CUDA backend against "
+        "PyTorch on cuda, same rows; the CPU-only columns (GEMM peak, bandwidth ceiling, "
+        "memory, threads) and the start-up table are left out",
     )
     parser.add_argument(
         "--quick",
@@ -203,6 +246,8 @@ def settings_from(args, kernel_cache):
         notes.append("PyTorch columns empty: torch is not installed (pip install torch).")
         if not sides:
             raise SystemExit("error: --models torch, but torch is not installed")
+    if args.device != "cpu":
+        check_device(args.device, sides, notes)
     rows = [Row.of(config, cell) for config in configs for cell in CONFIGS[config]["cells"] if cell in cells]
     if not rows:
         raise SystemExit(
@@ -214,11 +259,36 @@ def settings_from(args, kernel_cache):
         corpus=str(Path(args.corpus).resolve()),
         seed=args.seed,
         kernel_cache=kernel_cache,
-        startup=not args.no_startup,
+        startup=not args.no_startup and args.device == "cpu",  # the CLI's start-up is the CPU's
         quick=args.quick,
         notes=notes,
+        device=args.device,
         **chosen,
     )
+
+
+def check_device(device, sides, notes):
+    """Before any child starts: numrnn's backend for ``device`` must load (else one error line,
+    its reason); a torch without CUDA drops the PyTorch side with a note, as a missing torch does."""
+    if "numrnn" in sides:
+        from numrnn.errors import DeviceError
+        from numrnn.kernels import get_backend
+
+        try:
+            get_backend(device)
+        except DeviceError as error:
+            raise SystemExit(f"error: {error}") from None
+    if "torch" in sides:
+        import torch  # only to ask; each child loads its own
+
+        if not torch.cuda.is_available():
+            sides.remove("torch")
+            notes.append(
+                f"PyTorch columns empty: torch {torch.__version__} has no usable CUDA "
+                "(torch.cuda.is_available() is false); numrnn's figures only."
+            )
+            if not sides:
+                raise SystemExit(f"error: --models torch --device {device}, but torch has no usable CUDA")
 
 
 def describe_child(result, task):
@@ -259,6 +329,7 @@ def measure_row(row, settings, counter):
                     min_seconds=settings.min_seconds,
                     corpus=settings.corpus,
                     seed=settings.seed,
+                    device=settings.device,
                 )
                 load = load_average()
                 result, wall = run_in_own_process_or_error(
@@ -276,9 +347,13 @@ def measure_row(row, settings, counter):
     return runs
 
 
-def versions():
-    """The versions the header names: numba, numpy, torch (None when absent), numrnn."""
+def versions(device):
+    """The versions the header names: numba, numpy, torch (None when absent), numrnn; on the
+    GPU numba-cuda and CuPy too (the cuda extra's CuPy wheel, or a plain cupy)."""
     found = {name: package_version(name) for name in ("numba", "numpy", "torch")}
+    if device != "cpu":
+        found["numba-cuda"] = package_version("numba-cuda")
+        found["cupy"] = package_version("cupy-cuda13x") or package_version("cupy")
     from numrnn import __version__
 
     found["numrnn"] = __version__
@@ -286,27 +361,36 @@ def versions():
 
 
 def run_benchmark(settings, tmp):
-    """Every measurement, in order: GEMM peak, compile, the rows, GEMM peak again, start-up."""
+    """Every measurement, in order: GEMM peak, compile, the rows, GEMM peak again, start-up (on
+    the GPU the rows and compile only: the CPU's ceilings and CLI start-up say nothing of it)."""
+    cpu = settings.device == "cpu"
     started = time.perf_counter()
     report = dict(
         cpu=cpu_name(),
         cpus=os.cpu_count(),
-        versions=versions(),
+        versions=versions(settings.device),
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         load=dict(start=load_average()),
         gemm={},
     )
-    report["gemm"]["start"] = measure_gemm(settings, "start")
+    if cpu:
+        report["gemm"]["start"] = measure_gemm(settings, "start")
     compile_times = measure_compile(settings) if "numrnn" in settings.sides else {}
     if "error" in compile_times:
         settings.notes.append(f"compiling failed: {compile_times['error']}")
         compile_times = {}
     counter = [0, len(settings.rows) * settings.repeats * len(settings.sides) * 2]
     all_runs = [(row, measure_row(row, settings, counter)) for row in settings.rows]
-    report["gemm"]["end"] = measure_gemm(settings, "end")
-    peaks = [g["gflops"] for g in report["gemm"].values() if "gflops" in g]
-    report["gemm_peak"] = max(peaks) if peaks else float("nan")
-    report["rows"] = [summarise_row(row, runs, compile_times, report["gemm_peak"]) for row, runs in all_runs]
+    if cpu:
+        report["gemm"]["end"] = measure_gemm(settings, "end")
+        peaks = [g["gflops"] for g in report["gemm"].values() if "gflops" in g]
+        report["gemm_peak"] = max(peaks) if peaks else float("nan")
+    else:
+        report["gemm_peak"] = None  # the CPU's peak bounds no GPU step
+    report["rows"] = [
+        summarise_row(row, runs, compile_times, report["gemm_peak"], settings.device)
+        for row, runs in all_runs
+    ]
     report["compile"] = compile_times
     report["startup"] = measure_startup(settings, tmp) if settings.startup else None
     report["load"]["end"] = load_average()
@@ -323,6 +407,8 @@ def main(argv=None):
     report["settings"] = dict(
         asdict(settings), rows=[asdict(r) for r in settings.rows], kernel_cache_given=bool(args.kernel_cache)
     )
+    if settings.device == "cpu":
+        del report["settings"]["device"]  # a CPU run's JSON as it was before --device
     print_report(report)
     if args.json == "-":
         print(json.dumps(report, default=str))

@@ -1,5 +1,6 @@
 """From speed.py's raw child results to what it prints: medians per side, ratios, GFLOP/s and
-shares of the machine's ceilings, judged against the targets, as tables, a header and notes.
+shares of the machine's ceilings, judged against the targets, as tables, a header and notes;
+for a --device cuda run the GPU's table (speeds, ratios, losses: no CPU ceilings or targets).
 """
 
 import math
@@ -67,8 +68,13 @@ def summarise_side(results, task, row):
             timed_steps=len(pooled(ok, "step_s")),
             warmup_s=median([sum(r["warmup_s"]) for r in ok]),
             warmup_overhead_s=median([warmup_overhead(r) for r in ok]),
-            rss_growth_mb=median([r["rss_growth_mb"] for r in ok]),
-            rss_peak_mb=median([r["rss_peak_mb"] for r in ok]),
+        )
+        if "rss_growth_mb" in ok[0]:  # the CPU's children only: host memory says nothing of a GPU's
+            summary.update(
+                rss_growth_mb=median([r["rss_growth_mb"] for r in ok]),
+                rss_peak_mb=median([r["rss_peak_mb"] for r in ok]),
+            )
+        summary.update(
             per_repeat_chars_per_s=[row.chars_per_step / median(r["step_s"]) for r in ok],
             data=ok[0]["data"],
         )
@@ -89,9 +95,12 @@ def summarise_side(results, task, row):
     return summary
 
 
-def summarise_row(row, runs, compile_times, gemm_peak):
+def summarise_row(row, runs, compile_times, gemm_peak, device="cpu"):
+    """One row's sides, ratios and shares. On the GPU (no gemm_peak) no share of the CPU's peak
+    and no targets: they are the CPU's."""
     sides = {kind: summarise_side(results, kind.split("-")[1], row) for kind, results in runs.items()}
     get = lambda kind: (sides.get(kind) or {}).get("chars_per_s", float("nan"))  # noqa: E731
+    cpu = device == "cpu"
     summary = dict(
         row=asdict(row),
         sides=sides,
@@ -99,15 +108,17 @@ def summarise_row(row, runs, compile_times, gemm_peak):
         compile=compile_times.get(row.name),
         train_ratio=ratio(get("numrnn-train"), get("torch-train")),
         sample_ratio=ratio(get("numrnn-sample"), get("torch-sample")),
-        train_target=TRAIN_TARGETS.get((row.config, row.cell)),
-        sample_target=SAMPLE_TARGETS.get(row.config),
+        train_target=TRAIN_TARGETS.get((row.config, row.cell)) if cpu else None,
+        sample_target=SAMPLE_TARGETS.get(row.config) if cpu else None,
         train_flops=train_flops(row),
         sample_weight_bytes=sample_weight_bytes(row),
     )
     numrnn_train = sides.get("numrnn-train") or {}
     if "median_step_s" in numrnn_train:
         gflops = train_flops(row) / numrnn_train["median_step_s"] / 1e9
-        summary.update(gflops=gflops, gemm_share=ratio(gflops, gemm_peak))
+        summary.update(gflops=gflops)
+        if gemm_peak is not None:
+            summary.update(gemm_share=ratio(gflops, gemm_peak))
     numrnn_sample = sides.get("numrnn-sample") or {}
     if "read_bytes_per_s" in numrnn_sample:
         ceiling = numrnn_sample["read_bytes_per_s"] / sample_weight_bytes(row)
@@ -183,6 +194,16 @@ def fmt_warmup(summary):
     return " / ".join(parts)
 
 
+def fmt_losses(summary, kind):
+    """'first -> last' training loss of one side, medians over its repeats (each repeat starts
+    from the same weights and batches): a check that each side's step on the GPU trains."""
+    ok = good(summary["runs"].get(kind) or [])
+    if not ok:
+        return "-"
+    first, last = (median([r[key] for r in ok]) for key in ("first_loss", "last_loss"))
+    return f"{first:.3f} -> {last:.3f}"
+
+
 COLUMNS = [
     "model",
     "train c/s\nnumrnn",
@@ -228,6 +249,43 @@ def table_row(summary):
     ]
 
 
+# The GPU's table: the CPU's without its ceilings, memory and targets (see gpu_notes), with the
+# losses of both sides.
+CUDA_COLUMNS = [
+    "model",
+    "train c/s\nnumrnn",
+    "train c/s\nPyTorch",
+    "train\nratio",
+    "sample c/s\nnumrnn",
+    "sample c/s\nPyTorch",
+    "sample\nratio",
+    "numrnn\nGFLOP/s",
+    "train loss\nnumrnn",
+    "train loss\nPyTorch",
+    "compile s\n(cold)",
+    "warm-up +s\nnr / pt",
+]
+
+
+def cuda_table_row(summary):
+    row = Row(**summary["row"])
+    rate = lambda kind: (summary["sides"].get(kind) or {}).get("chars_per_s")  # noqa: E731
+    return [
+        row.name,
+        fmt_rate(rate("numrnn-train")),
+        fmt_rate(rate("torch-train")),
+        fmt_ratio(summary["train_ratio"]),
+        fmt_rate(rate("numrnn-sample")),
+        fmt_rate(rate("torch-sample")),
+        fmt_ratio(summary["sample_ratio"]),
+        fmt_gflops(summary.get("gflops")),
+        fmt_losses(summary, "numrnn-train"),
+        fmt_losses(summary, "torch-train"),
+        fmt_compile(summary),
+        fmt_warmup(summary),
+    ]
+
+
 STARTUP_COLUMNS = ["command", "cold s", "warm s", "warm target", "ok"]
 
 
@@ -248,6 +306,23 @@ def startup_rows(startup):
     return rows
 
 
+def device_of(report):
+    """The device the run measured ("cpu" when its settings name none, as a CPU run's do)."""
+    return report["settings"].get("device", "cpu")
+
+
+def gpu_names(report):
+    """The GPUs the children reported, in the order first seen ("-" when none did)."""
+    names = [
+        result["gpu"]
+        for row in report["rows"]
+        for results in row["runs"].values()
+        for result in results
+        if "gpu" in result
+    ]
+    return ", ".join(dict.fromkeys(names)) or "-"
+
+
 def header_lines(report):
     v, s, gemm = report["versions"], report["settings"], report["gemm"]
     peaks = ", ".join(f"{when} {g['gflops']:.0f}" for when, g in gemm.items() if "gflops" in g)
@@ -257,11 +332,23 @@ def header_lines(report):
         (side["data"] for row in report["rows"] for side in row["sides"].values() if side and "data" in side),
         "-",
     )
+    if device_of(report) == "cpu":
+        machine = [
+            f"{report['cpu']} | {report['cpus']} CPUs | load {loads} | {report['date']}",
+            f"numrnn {v['numrnn']}, numba {v['numba']}, numpy {v['numpy']}, {torch_part} | "
+            f"{THREADS} threads a side | float32 GEMM peak {report['gemm_peak']:.0f} GFLOP/s "
+            f"({GEMM_N}^3 numpy matmul, {THREADS} threads; {peaks})",
+        ]
+    else:
+        machine = [
+            f"GPU: {gpu_names(report)} | host {report['cpu']}, {report['cpus']} CPUs | load {loads} | "
+            f"{report['date']}",
+            f"numrnn {v['numrnn']}, numba {v['numba']}, numba-cuda {v['numba-cuda']}, "
+            f"CuPy {v['cupy'] or 'not installed'}, numpy {v['numpy']}, {torch_part} | "
+            f"both sides on {device_of(report)}",
+        ]
     return [
-        f"{report['cpu']} | {report['cpus']} CPUs | load {loads} | {report['date']}",
-        f"numrnn {v['numrnn']}, numba {v['numba']}, numpy {v['numpy']}, {torch_part} | "
-        f"{THREADS} threads a side | float32 GEMM peak {report['gemm_peak']:.0f} GFLOP/s "
-        f"({GEMM_N}^3 numpy matmul, {THREADS} threads; {peaks})",
+        *machine,
         f"{s['repeats']} repeat(s) x >= {s['steps']} timed steps (>= {s['min_seconds']:g} s) after "
         f"{s['warmup']} warm-up, >= {s['sample_runs']} sample run(s) of {SAMPLE_LENGTH:,} chars | "
         f"train data: {data} | Adam {LR:g}, clip {GRAD_CLIP:g}, temperature "
@@ -269,10 +356,31 @@ def header_lines(report):
     ]
 
 
-def notes(report):
-    s = report["settings"]
-    lines = list(s["notes"])
-    lines += [
+def gpu_notes():
+    """What the GPU's table shows, how it was timed, and what it leaves out and why."""
+    return [
+        "train/sample c/s: chars per second, median over every timed step (generation) of every "
+        "repeat; ratio = numrnn / PyTorch. numrnn: Model(device='cuda'), its product step and "
+        "Sampler.generate on the GPU (the step's loss and the generated ids come back to the "
+        "host, which waits for the GPU); PyTorch: the twin and every batch on cuda, "
+        "torch.cuda.synchronize() at the end of each timed step and generation.",
+        "GFLOP/s: 3 x the forward's dense matmul FLOPs (one-hot input of A counted as a lookup, "
+        "0 FLOPs) / numrnn's median step. train loss: first -> last training loss, medians over "
+        "the repeats (each side starts from the weights its CPU run starts from; numrnn's and "
+        "PyTorch's initialisations differ).",
+        "compile: first train step + first sample of a tiny model on the GPU: numba-cuda's JIT "
+        "compilation, which has no disk cache, so every timed child compiles again in its warm-up "
+        "steps, counted in warm-up +s (what they took beyond as many steady steps).",
+        "left out on the GPU, as they describe the CPU: the float32 GEMM peak and numrnn's share "
+        "of it, the read-bandwidth ceiling for sampling and numrnn's share of it, thread counts, "
+        "peak RSS (host memory, not the GPU's), the start-up table (CLI start-up on the CPU), and "
+        "the targets (the CPU's).",
+    ]
+
+
+def cpu_notes():
+    """What the CPU's table shows and how it was measured."""
+    return [
         "train/sample c/s: chars per second, median over every timed step (generation) of every "
         "repeat; ratio = numrnn / PyTorch; target = the issue's numrnn/PyTorch target.",
         "GFLOP/s: 3 x the forward's dense matmul FLOPs (one-hot input of A counted as a lookup, "
@@ -290,7 +398,13 @@ def notes(report):
         "later rows mostly load earlier rows' code). warm-up: what the timed training children's "
         "warm-up steps took beyond as many steady steps (kernel cache load, first touches).",
     ]
-    if s.get("kernel_cache_given"):
+
+
+def notes(report):
+    s = report["settings"]
+    lines = list(s["notes"])
+    lines += cpu_notes() if device_of(report) == "cpu" else gpu_notes()
+    if s.get("kernel_cache_given") and device_of(report) == "cpu":  # the GPU's kernels have no cache
         lines.append(f"kernel cache: {s['kernel_cache']} (given; compile s may be a cache load).")
     for row in report["rows"]:
         for kind, side in row["sides"].items():
@@ -311,13 +425,13 @@ def print_report(report):
     """The header, the speed table, the start-up table (when run) and the notes, on stdout."""
     for line in header_lines(report):
         print(line)
-    rows = [table_row(summary) for summary in report["rows"]]
-    print_table(
-        COLUMNS,
-        rows,
-        f"numrnn vs PyTorch: train and sample speed, float32, {THREADS} threads each",
-        width=230,
-    )
+    if device_of(report) == "cpu":
+        columns, make_row = COLUMNS, table_row
+        title = f"numrnn vs PyTorch: train and sample speed, float32, {THREADS} threads each"
+    else:
+        columns, make_row = CUDA_COLUMNS, cuda_table_row
+        title = f"numrnn vs PyTorch on {device_of(report)}: train and sample speed, float32"
+    print_table(columns, [make_row(summary) for summary in report["rows"]], title, width=230)
     if report["startup"] is not None:
         print_table(
             STARTUP_COLUMNS,

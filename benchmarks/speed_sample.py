@@ -1,8 +1,10 @@
 """speed.py's sampling children: batch-1 generation of SAMPLE_LENGTH characters after a prime,
-timed; numrnn's child also measures the read bandwidth its weights' size allows.
+timed; numrnn's child on the CPU also measures the read bandwidth its weights' size allows.
 
-numrnn samples through ``Sampler.generate`` (its compiled loop); PyTorch samples its twin in a
-``torch.no_grad()`` Python loop with ``torch.multinomial``.
+numrnn samples through ``Sampler.generate`` (its compiled loop; on the GPU one block of threads,
+the ids coming back to the host, which synchronises); PyTorch samples its twin in a
+``torch.no_grad()`` Python loop with ``torch.multinomial`` (on the GPU the twin, the prime and
+the generator there, synchronised at the end of each generation).
 """
 
 import time
@@ -19,35 +21,34 @@ from speed_setup import (
     build_numrnn_model,
     build_torch_model,
     load_ids,
-    numrnn_threads,
+    load_numrnn_backend,
+    numrnn_about,
     sample_weight_bytes,
+    torch_about,
 )
 
 MAX_SAMPLE_RUNS = 100
 
 
-def sample_result(job, warm, timed, rss_base, threads, extra=None):
-    return dict(
-        run_s=timed,
-        warmup_s=warm,
-        chars_per_run=SAMPLE_LENGTH,
-        threads=threads,
-        rss_after_imports_mb=rss_base,
-        rss_peak_mb=peak_rss_mb(),
-        **(extra or {}),
-    )
+def sample_result(job, warm, timed, rss_base, about, extra=None):
+    """One child's timings, ``about`` (its threads, or its GPU), its peak memory on the CPU only
+    (host memory says nothing of a GPU's), and ``extra``."""
+    result = dict(run_s=timed, warmup_s=warm, chars_per_run=SAMPLE_LENGTH, **about)
+    if job.device == "cpu":
+        result.update(rss_after_imports_mb=rss_base, rss_peak_mb=peak_rss_mb())
+    return dict(result, **(extra or {}))
 
 
 def child_numrnn_sample(job):
     import numpy as np
 
-    import numrnn.kernels.cpu  # noqa: F401
     from numrnn.data import Vocab
     from numrnn.sampling import SampleConfig, Sampler
 
+    load_numrnn_backend(job.device)
     ids, _ = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
-    model = build_numrnn_model(job.row, job.seed)
+    model = build_numrnn_model(job.row, job.seed, job.device)
     sampler = Sampler(model, Vocab(ARBITRARY_CHARS))
     prime = np.ascontiguousarray(ids[:PRIME_LENGTH])
     rng = np.random.default_rng(job.seed)
@@ -63,8 +64,11 @@ def child_numrnn_sample(job):
     warm, timed = time_calls(
         generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
     )
+    about, warm = numrnn_about(job.device), [first, *warm]
+    if job.device != "cpu":  # the host's read bandwidth does not bound a GPU's step
+        return sample_result(job, warm, timed, rss_base, about)
     bandwidth = read_bandwidth(sample_weight_bytes(job.row), min(job.min_seconds, 0.25))
-    return sample_result(job, [first, *warm], timed, rss_base, numrnn_threads(), dict(bandwidth=bandwidth))
+    return sample_result(job, warm, timed, rss_base, about, dict(bandwidth=bandwidth))
 
 
 def torch_generate(torch, model, prime, length, generator):
@@ -89,14 +93,17 @@ def child_torch_sample(job):
     ids, _ = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
     torch.manual_seed(job.seed)
-    model = build_torch_model(job.row).eval()
-    prime = torch.from_numpy(ids[:PRIME_LENGTH].copy())
-    generator = torch.Generator().manual_seed(job.seed)
+    model = build_torch_model(job.row, job.device).eval()
+    prime = torch.from_numpy(ids[:PRIME_LENGTH].copy()).to(job.device)
+    # torch.multinomial draws with a generator of its tensors' device.
+    generator = torch.Generator(device=job.device).manual_seed(job.seed)
 
     def generate(length=SAMPLE_LENGTH):
         assert len(torch_generate(torch, model, prime, length, generator)) == length
+        if job.device != "cpu":
+            torch.cuda.synchronize()  # int(token) already waits each step; nothing left queued
 
     warm, timed = time_calls(
         generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
     )
-    return sample_result(job, warm, timed, rss_base, dict(torch=torch.get_num_threads()))
+    return sample_result(job, warm, timed, rss_base, torch_about(torch, job.device))

@@ -1,6 +1,7 @@
 """What every part of speed.py works from: its constants, the configurations and their rows
 (one model each) with their FLOP and byte counts, the run's settings, the job and thread
-environment of a spawned child, and the numrnn model and data a child builds.
+environment of a spawned child, and the numrnn model, PyTorch twin and data a child builds, on
+the CPU or the GPU.
 
 Standard library only at import: speed.py's spawned children import this before they set their
 thread variables.
@@ -23,6 +24,7 @@ PRIME_LENGTH = 20
 FLOAT32_BYTES = 4
 STARTUP_SAMPLE_LENGTH = 200
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+DEVICES = ("cpu", "cuda")
 
 CONFIGS = {
     "A": dict(cells=("rnn",), hidden=100, layers=1, batch=1, seq_len=25, embed=0),
@@ -76,6 +78,7 @@ class Job:
     corpus: str = ""
     seed: int = 0
     path: str = ""
+    device: str = "cpu"  # where both sides' models, batches and optimizer state live
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Settings:
     startup: bool
     quick: bool
     notes: list = field(default_factory=list)
+    device: str = "cpu"
 
 
 def forward_flops(row):
@@ -148,8 +152,9 @@ def load_ids(corpus, seed):
     return ids, "random ids"
 
 
-def build_numrnn_model(row, seed):
-    """The row's numrnn model, float32, initialised from default_rng(seed)."""
+def build_numrnn_model(row, seed, device="cpu"):
+    """The row's numrnn model, float32, initialised from default_rng(seed) (drawn on the host,
+    so the same weights on either device)."""
     import numpy as np
 
     from numrnn.model import Model, ModelConfig
@@ -157,14 +162,37 @@ def build_numrnn_model(row, seed):
     config = ModelConfig(
         cell=row.cell, vocab_size=row.vocab, hidden=row.hidden, layers=row.layers, embed=row.embed
     )
-    return Model(config, dtype=np.float32).init_weights(np.random.default_rng(seed))
+    return Model(config, dtype=np.float32, device=device).init_weights(np.random.default_rng(seed))
 
 
-def build_torch_model(row):
-    """The row's PyTorch twin, with torch's own initialisation (torch's children only)."""
+def build_torch_model(row, device="cpu"):
+    """The row's PyTorch twin, with torch's own initialisation (torch's children only), on
+    ``device`` (initialised on the CPU, then moved: the same weights on either device)."""
     from twins import CharLM
 
-    return CharLM(row.cell, row.vocab, row.hidden, row.layers, row.embed)
+    return CharLM(row.cell, row.vocab, row.hidden, row.layers, row.embed).to(device)
+
+
+def load_numrnn_backend(device):
+    """Import numrnn's kernels for ``device`` (not yet compiled or loaded)."""
+    if device == "cpu":
+        import numrnn.kernels.cpu  # noqa: F401
+    else:
+        from numrnn.kernels import get_backend
+
+        get_backend(device)
+
+
+def numrnn_gpu_name():
+    """The GPU a numrnn CUDA child runs on, for the header (numba's simulator has none)."""
+    import numba
+
+    if numba.config.ENABLE_CUDASIM:
+        return "numba CUDA simulator (no GPU)"
+    from numba import cuda
+
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def numrnn_threads():
@@ -172,6 +200,19 @@ def numrnn_threads():
     import numba
 
     return dict(numba=numba.get_num_threads(), openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"))
+
+
+def numrnn_about(device):
+    """What a numrnn child's raw results say of where it ran: its threads on the CPU, its GPU's
+    name on cuda (the host's threads do not bound a GPU run)."""
+    return dict(threads=numrnn_threads()) if device == "cpu" else dict(gpu=numrnn_gpu_name())
+
+
+def torch_about(torch, device):
+    """``numrnn_about`` for a PyTorch child."""
+    if device == "cpu":
+        return dict(threads=dict(torch=torch.get_num_threads()))
+    return dict(gpu=torch.cuda.get_device_name())
 
 
 def child_env(side, task, cache_dir):

@@ -1,6 +1,7 @@
 """What numrnn costs before its first character: the cold compile of each row's kernels (a
-child of its own, into the run's kernel cache) and the wall time of ``numrnn --help`` and of
-``numrnn sample`` on a small checkpoint, cold and warm.
+child of its own, into the run's kernel cache; on the GPU numba-cuda's JIT compilation, which
+each process does again) and the wall time of ``numrnn --help`` and of ``numrnn sample`` on a
+small checkpoint, cold and warm (the CPU only).
 """
 
 import math
@@ -22,6 +23,7 @@ from speed_setup import (
     Row,
     build_numrnn_model,
     child_env,
+    load_numrnn_backend,
     say,
 )
 
@@ -32,16 +34,16 @@ def child_compile(job):
     not."""
     import numpy as np
 
-    import numrnn.kernels.cpu  # noqa: F401
     from numrnn.data import Vocab
     from numrnn.optim import Optimizer
     from numrnn.sampling import SampleConfig, Sampler
 
+    load_numrnn_backend(job.device)
     rng = np.random.default_rng(job.seed)
     times = {}
     for row in job.rows:
         tiny = replace(row, hidden=8, batch=2, seq_len=3, embed=8 if row.embed else 0)
-        model = build_numrnn_model(tiny, job.seed)
+        model = build_numrnn_model(tiny, job.seed, job.device)
         optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
         tokens = rng.integers(0, row.vocab, size=(tiny.seq_len, tiny.batch))
         started = time.perf_counter()
@@ -69,8 +71,9 @@ def child_make_checkpoint(job):
 
 def measure_compile(settings):
     """child_compile in a child of its own, with the run's kernel cache."""
-    job = Job(rows=tuple(settings.rows), seed=settings.seed)
-    say(f"compiling numrnn's kernels for {len(job.rows)} row(s) (kernel cache {settings.kernel_cache})")
+    job = Job(rows=tuple(settings.rows), seed=settings.seed, device=settings.device)
+    where = f"kernel cache {settings.kernel_cache}" if job.device == "cpu" else "CUDA kernels, no disk cache"
+    say(f"compiling numrnn's kernels for {len(job.rows)} row(s) ({where})")
     result, wall = run_in_own_process_or_error(
         child_compile, job, env=child_env("numrnn", "train", settings.kernel_cache)
     )

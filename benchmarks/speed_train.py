@@ -1,8 +1,9 @@
 """speed.py's training children: one side's steps over the same batches, timed, with the
-process's peak memory.
+process's peak memory (on the CPU only: ru_maxrss counts host memory, not the GPU's).
 
 numrnn runs exactly its product step (``Trainer._step``); PyTorch runs the same step on the
-row's twin (``twins.CharLM.train_step``).
+row's twin (``twins.CharLM.train_step``; on the GPU ``torch_device_step``, the same step with
+the batch moved there and a synchronisation at its end).
 """
 
 from harness import peak_rss_mb, time_calls
@@ -13,7 +14,9 @@ from speed_setup import (
     build_numrnn_model,
     build_torch_model,
     load_ids,
-    numrnn_threads,
+    load_numrnn_backend,
+    numrnn_about,
+    torch_about,
 )
 
 MAX_TRAIN_STEPS = 1000  # caps --min-seconds for tiny steps (config A)
@@ -48,39 +51,61 @@ def numrnn_train_step(model, optimizer, cursor, rng, carry):
     carry["losses"].append(result.loss)
 
 
-def torch_train_step(model, optimizer, cursor, carry):
+def torch_device_step(model, optimizer, tokens, targets, state, device):
+    """``CharLM.train_step`` on ``device``: the batch's ids cross there first, and the step ends
+    with torch.cuda.synchronize(), so that its time counts the kernels it queued, not only
+    their launches."""
+    import torch
+    import torch.nn.functional as F
+    from twins import detach_state
+
+    logits, state = model(torch.from_numpy(tokens).to(device), state)
+    targets = torch.from_numpy(targets).to(device).reshape(-1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    optimizer.step()
+    torch.cuda.synchronize()
+    return loss.item(), detach_state(state)
+
+
+def torch_train_step(model, optimizer, cursor, carry, device="cpu"):
     """The same step on the twin, the state carried the same way."""
     tokens, targets, wrapped = cursor.next()
-    loss, state = model.train_step(optimizer, tokens, targets, carry["state"], GRAD_CLIP)
-    carry["state"] = None if wrapped else state  # None: zeros
+    if device == "cpu":
+        loss, state = model.train_step(optimizer, tokens, targets, carry["state"], GRAD_CLIP)
+    else:
+        loss, state = torch_device_step(model, optimizer, tokens, targets, carry["state"], device)
+    carry["state"] = None if wrapped else state  # None: zeros (on the input's device)
     carry["losses"].append(loss)
 
 
-def train_result(job, warm, timed, losses, rss_base, source, threads):
-    rss_peak = peak_rss_mb()
-    return dict(
+def train_result(job, warm, timed, losses, rss_base, source, about):
+    """One child's timings and losses, then ``about`` (its threads, or its GPU); the process's
+    peak memory on the CPU only (ru_maxrss counts host memory, which says nothing of a GPU's)."""
+    result = dict(
         step_s=timed,
         warmup_s=warm,
         chars_per_step=job.row.chars_per_step,
         first_loss=losses[0],
         last_loss=losses[-1],
-        rss_after_imports_mb=rss_base,
-        rss_peak_mb=rss_peak,
-        rss_growth_mb=rss_peak - rss_base,
-        data=source,
-        threads=threads,
     )
+    if job.device == "cpu":
+        rss_peak = peak_rss_mb()
+        result.update(rss_after_imports_mb=rss_base, rss_peak_mb=rss_peak, rss_growth_mb=rss_peak - rss_base)
+    return dict(result, data=source, **about)
 
 
 def child_numrnn_train(job):
     import numpy as np
 
-    import numrnn.kernels.cpu  # noqa: F401  (imported, not yet compiled or loaded)
     from numrnn.optim import Optimizer
 
+    load_numrnn_backend(job.device)  # imported, not yet compiled or loaded
     ids, source = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
-    model = build_numrnn_model(job.row, job.seed)
+    model = build_numrnn_model(job.row, job.seed, job.device)
     optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
     cursor, rng = BatchCursor(ids, job.row), np.random.default_rng(job.seed)
     carry = dict(state=model.zero_state(job.row.batch), losses=[])
@@ -91,7 +116,7 @@ def child_numrnn_train(job):
         min_seconds=job.min_seconds,
         max_calls=MAX_TRAIN_STEPS,
     )
-    return train_result(job, warm, timed, carry["losses"], rss_base, source, numrnn_threads())
+    return train_result(job, warm, timed, carry["losses"], rss_base, source, numrnn_about(job.device))
 
 
 def child_torch_train(job):
@@ -101,17 +126,15 @@ def child_torch_train(job):
     ids, source = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
     torch.manual_seed(job.seed)
-    model = build_torch_model(job.row)
+    model = build_torch_model(job.row, job.device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     cursor, carry = BatchCursor(ids, job.row), dict(state=None, losses=[])
     warm, timed = time_calls(
-        lambda: torch_train_step(model, optimizer, cursor, carry),
+        lambda: torch_train_step(model, optimizer, cursor, carry, job.device),
         warmup=job.warmup,
         min_calls=job.steps,
         min_seconds=job.min_seconds,
         max_calls=MAX_TRAIN_STEPS,
     )
-    return train_result(
-        job, warm, timed, carry["losses"], rss_base, source, dict(torch=torch.get_num_threads())
-    )
+    return train_result(job, warm, timed, carry["losses"], rss_base, source, torch_about(torch, job.device))

@@ -4,7 +4,9 @@ small so that several blocks and the bounds checks run.
 
 The simulator must be switched on before numba loads, so these tests run in a pytest process
 of their own: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py`` (.ci/run and
-the README's test command do). In the main run they are skipped with that reason.
+the README's test command do). In the main run they are skipped with that reason. On a
+machine with a GPU the same tests run on it with ``NUMRNN_TEST_GPU=1`` instead
+(``benchmarks/gpu_check.sh``); the simulator-only ones say so.
 """
 
 import os
@@ -12,12 +14,17 @@ import os
 import numpy as np
 import pytest
 
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+ON_GPU = os.environ.get("NUMRNN_TEST_GPU") == "1" and not SIMULATOR
+
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install -e '.[test]')")
 pytestmark = pytest.mark.skipif(
-    os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
+    not (SIMULATOR or ON_GPU),
     reason="the CUDA simulator runs only when NUMBA_ENABLE_CUDASIM=1 is set before Python starts: "
-    "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py (.ci/run runs it)",
+    "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py (.ci/run runs it); "
+    "on a GPU, NUMRNN_TEST_GPU=1 runs these tests there",
 )
+simulator_only = pytest.mark.skipif(not SIMULATOR, reason="checks the simulator's stand-in for GPU memory")
 
 from numrnn.cells import GATES_PER_CELL  # noqa: E402
 from numrnn.kernels import cpu  # noqa: E402
@@ -30,7 +37,7 @@ CELLS = ["rnn", "lstm", "gru"]
 def small_blocks(monkeypatch):
     from numrnn.kernels import cuda
 
-    assert cuda.SIMULATED
+    assert cuda.SIMULATED == SIMULATOR
     monkeypatch.setattr(cuda, "THREADS", (2, 3))  # H 5, B 4: several blocks, ragged edges
 
 
@@ -38,7 +45,9 @@ def small_blocks(monkeypatch):
 def device_memory_only(monkeypatch):
     """Kernel launches refuse host arrays (a GPU would copy them over and back at every
     launch); with the backend's arrays refusing to mix with host ones (simulated.py), a host
-    array left in a device path fails here as it would on a GPU."""
+    array left in a device path fails here as it would on a GPU. (On a GPU, CuPy refuses.)"""
+    if not SIMULATOR:
+        return
     from numba.cuda.simulator.kernel import FakeCUDAKernel
 
     from numrnn.kernels.simulated import _refuse_host
@@ -52,6 +61,7 @@ def device_memory_only(monkeypatch):
     monkeypatch.setattr(FakeCUDAKernel, "__call__", checked)
 
 
+@simulator_only
 def test_host_arrays_are_refused_on_the_simulated_device():
     """The guard above and simulated.py's arrays catch what CuPy would refuse."""
     from numrnn.kernels import cuda

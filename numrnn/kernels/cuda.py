@@ -41,7 +41,10 @@ else:
         import cupy as xp
     except ImportError:  # get_backend refuses --device cuda without CuPy; compiling PTX needs none
         xp = None
-    from numba.cuda.core import config as _cuda_config
+    try:
+        from numba.cuda.core import config as _cuda_config
+    except ImportError:  # numba-cuda before 0.2x kept it in numba's own config
+        _cuda_config = numba.config
 
     # CuPy's operations and numba's launches share the legacy default stream, which orders
     # them; numba's default would synchronise the host on every CuPy array it is given.
