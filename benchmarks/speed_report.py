@@ -225,19 +225,24 @@ COLUMNS = [
 ]
 
 
+def speed_cells(summary, targets):
+    """Each task's numrnn and PyTorch chars/s and their ratio (then the target's verdict)."""
+    cells = []
+    for task in ("train", "sample"):
+        rates = [
+            (summary["sides"].get(f"{side}-{task}") or {}).get("chars_per_s") for side in ("numrnn", "torch")
+        ]
+        cells += [*map(fmt_rate, rates), fmt_ratio(summary[f"{task}_ratio"])]
+        if targets:
+            cells.append(verdict(summary[f"{task}_ratio"], summary[f"{task}_target"]))
+    return cells
+
+
 def table_row(summary):
     row = Row(**summary["row"])
-    rate = lambda kind: (summary["sides"].get(kind) or {}).get("chars_per_s")  # noqa: E731
     return [
         row.name,
-        fmt_rate(rate("numrnn-train")),
-        fmt_rate(rate("torch-train")),
-        fmt_ratio(summary["train_ratio"]),
-        verdict(summary["train_ratio"], summary["train_target"]),
-        fmt_rate(rate("numrnn-sample")),
-        fmt_rate(rate("torch-sample")),
-        fmt_ratio(summary["sample_ratio"]),
-        verdict(summary["sample_ratio"], summary["sample_target"]),
+        *speed_cells(summary, targets=True),
         fmt_gflops(summary.get("gflops")),
         fmt_share(summary.get("gemm_share"), GEMM_SHARE_TARGET.get(row.config)),
         fmt_ceilings(summary),
@@ -269,15 +274,9 @@ CUDA_COLUMNS = [
 
 def cuda_table_row(summary):
     row = Row(**summary["row"])
-    rate = lambda kind: (summary["sides"].get(kind) or {}).get("chars_per_s")  # noqa: E731
     return [
         row.name,
-        fmt_rate(rate("numrnn-train")),
-        fmt_rate(rate("torch-train")),
-        fmt_ratio(summary["train_ratio"]),
-        fmt_rate(rate("numrnn-sample")),
-        fmt_rate(rate("torch-sample")),
-        fmt_ratio(summary["sample_ratio"]),
+        *speed_cells(summary, targets=False),
         fmt_gflops(summary.get("gflops")),
         fmt_losses(summary, "numrnn-train"),
         fmt_losses(summary, "torch-train"),
