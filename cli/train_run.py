@@ -27,7 +27,7 @@ def _prepare(corpus, text, vocab, options, train_config, resume):
     """(train ids, validation ids or None)."""
     if resume is not None:
         refuse_unknown_characters(corpus, [text], vocab, what="text")
-    ids = vocab.encode(text)[0]
+    ids = vocab.encode(text, compact=True)[0]
     if train_config.val_frac == 0:
         return ids, None
     return split_by_position(ids, train_config.val_frac)

@@ -233,7 +233,7 @@ def refuse_new_labels(path, data, resume):
 
 def refuse_unknown_characters(path, texts, vocab, what="data"):
     """On --resume, every training character must be in the checkpoint's vocabulary."""
-    unknown = sorted({char for text in texts for char in text if char not in vocab})
+    unknown = sorted({char for text in texts for char in vocab.unknown_chars(text)})
     if unknown:
         shown = ", ".join(describe_char(char) for char in unknown[:5])
         raise DataError(

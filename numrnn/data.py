@@ -50,6 +50,29 @@ def read_text(path):
     return text
 
 
+# Text is turned into ids a chunk of characters at a time, as numpy arrays of code points: fast
+# (no Python per character) and within a few MB of extra memory however long the text.
+_CHUNK_CHARS = 1 << 20
+_CODE_POINTS = 0x110000
+
+
+def _code_point_chunks(text):
+    """(start, code points (uint32) of text[start:start + _CHUNK_CHARS]) for each chunk."""
+    for start in range(0, len(text), _CHUNK_CHARS):
+        # surrogatepass: a str from the command line may hold lone surrogates; they are
+        # characters here like any other (and in no vocabulary read from UTF-8).
+        chunk = text[start : start + _CHUNK_CHARS].encode("utf-32-le", "surrogatepass")
+        yield start, np.frombuffer(chunk, dtype=np.uint32)
+
+
+def distinct_chars(text):
+    """Every distinct character of ``text``, sorted by code point."""
+    seen = np.zeros(_CODE_POINTS, dtype=bool)
+    for _, points in _code_point_chunks(text):
+        seen[points] = True
+    return [chr(point) for point in np.flatnonzero(seen)]
+
+
 def describe_char(char):
     """A character as a user can find it: 'é' (U+00E9 LATIN SMALL LETTER E WITH ACUTE)."""
     name = unicodedata.name(char, "")
@@ -66,11 +89,33 @@ class Vocab:
             raise DataError("a vocabulary cannot list a character twice")
         self.chars = chars
         self.index = {char: i for i, char in enumerate(chars)}
+        self._table = None  # code point -> id (-1: unknown), built on first encode
 
     @classmethod
     def from_text(cls, text):
         """Every distinct character of ``text``, sorted by code point."""
-        return cls(sorted(set(text)))
+        return cls(distinct_chars(text))
+
+    @property
+    def compact_dtype(self):
+        """The smallest unsigned integer type that holds every id (uint8 up to 256 characters):
+        a long text's ids in 1 or 2 bytes a character instead of 8."""
+        for dtype in (np.uint8, np.uint16):
+            if len(self.chars) <= np.iinfo(dtype).max + 1:
+                return np.dtype(dtype)
+        return np.dtype(np.int32)
+
+    def unknown_chars(self, text):
+        """The distinct characters of ``text`` outside the vocabulary, sorted by code point."""
+        return [char for char in distinct_chars(text) if char not in self.index]
+
+    def _lookup(self):
+        if self._table is None:
+            points = np.array([ord(char) for char in self.chars], dtype=np.int64)
+            table = np.full(int(points.max(initial=0)) + 2, -1, dtype=np.int32)
+            table[points] = np.arange(len(points))
+            self._table = table  # its last entry, past every known code point, is -1
+        return self._table
 
     def __len__(self):
         return len(self.chars)
@@ -78,27 +123,32 @@ class Vocab:
     def __contains__(self, char):
         return char in self.index
 
-    def encode(self, text, *, drop_unknown=False, what="the text"):
-        """Token ids (int64) of ``text``.
+    def encode(self, text, *, drop_unknown=False, what="the text", compact=False):
+        """Token ids of ``text``: int64, or with ``compact`` the vocabulary's
+        ``compact_dtype`` (a long corpus's ids in 1 byte a character).
 
         A character outside the vocabulary raises a DataError naming it and its position,
         unless ``drop_unknown``, which skips such characters. Returns (ids, dropped count).
         """
-        index = self.index
-        ids = []
-        dropped = 0
-        for position, char in enumerate(text):
-            token = index.get(char)
-            if token is None:
+        table = self._lookup()
+        past = len(table) - 1  # code points past the table map to its last entry, -1
+        ids = np.empty(len(text), dtype=self.compact_dtype if compact else np.int64)
+        filled = 0
+        for start, points in _code_point_chunks(text):
+            chunk = table[np.minimum(points, past)]
+            unknown = chunk < 0
+            if unknown.any():
                 if not drop_unknown:
+                    position = start + int(np.argmax(unknown))
                     raise DataError(
-                        f"{what} has the character {describe_char(char)} at position {position}, "
-                        f"which the model never saw; remove it or use --drop-unknown"
+                        f"{what} has the character {describe_char(text[position])} at position "
+                        f"{position}, which the model never saw; remove it or use --drop-unknown"
                     )
-                dropped += 1
-                continue
-            ids.append(token)
-        return np.asarray(ids, dtype=np.int64), dropped
+                chunk = chunk[~unknown]
+            ids[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        dropped = len(text) - filled
+        return (ids[:filled].copy() if dropped else ids), dropped
 
     def decode(self, ids):
         chars = self.chars
@@ -137,9 +187,9 @@ class TextStreams:
                 f"(batch size {batch} x (sequence length {seq_len} + 1) = {need}); "
                 f"use a smaller --batch-size or --seq-len, or a longer text"
             )
-        self.streams = np.ascontiguousarray(
-            np.asarray(ids, dtype=np.int64)[: batch * length].reshape(batch, length)
-        )
+        # The ids keep their type (a long corpus's are 1-byte, ``Vocab.encode(compact=True)``):
+        # a view, not a copy; batches convert to intp.
+        self.streams = np.ascontiguousarray(np.asarray(ids)[: batch * length].reshape(batch, length))
         self.batch = batch
         self.seq_len = seq_len
         # The last column is only ever a target.
@@ -155,7 +205,10 @@ class TextStreams:
         window = self.streams[:, pos : pos + T + 1]
         if window.shape[1] != T + 1:
             raise IndexError(f"position {pos} + {T} runs past the streams' end")
-        return np.ascontiguousarray(window[:, :-1].T), np.ascontiguousarray(window[:, 1:].T)
+        return (
+            np.ascontiguousarray(window[:, :-1].T, dtype=np.intp),
+            np.ascontiguousarray(window[:, 1:].T, dtype=np.intp),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

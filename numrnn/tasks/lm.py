@@ -21,11 +21,15 @@ from numrnn.trainer import LN2, Notice, characters_score
 NAME = "char-lm"
 UNIT = "chars"
 SCORE_CHUNK = 256  # characters per forward call when scoring a text; the state carries across
+DIGEST_CHUNK = 1 << 20  # ids per piece of the corpus digest
 
 
 def ids_digest(ids):
     """A short fingerprint of a corpus, to notice a resume on different text."""
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for start in range(0, len(ids), DIGEST_CHUNK):  # int64 a chunk at a time: a long text's ids
+        digest.update(np.ascontiguousarray(ids[start : start + DIGEST_CHUNK], dtype=np.int64))
+    return digest.hexdigest()[:16]
 
 
 def evaluate(model, ids, *, batch_size, seq_len, should_stop=None):
