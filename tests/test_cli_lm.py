@@ -183,6 +183,12 @@ def test_out_of_range_options_are_usage_errors(runner, corpus, tmp_path, option)
 def test_cuda_device_without_a_gpu_is_a_clean_error(runner, corpus, tmp_path, monkeypatch):
     from numba import cuda
 
+    from numrnn import kernels
+
+    monkeypatch.setattr(kernels, "_driver_present", lambda: False)
+    result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
+    assert_clean_error(result, r"^error: no CUDA GPU found \(no NVIDIA driver.*--device cpu")
+    monkeypatch.setattr(kernels, "_driver_present", lambda: True)  # a driver, but no GPU
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     result = train(runner, corpus, tmp_path / "m.safetensors", "--device", "cuda")
     assert_clean_error(result, r"^error: no CUDA GPU found .*--device cpu")
@@ -196,9 +202,11 @@ def test_auto_device_falls_back_to_the_cpu_and_says_so_once(runner, corpus, tmp_
     """auto without a usable GPU trains on the CPU; the note says why, once per process."""
     from numba import cuda
 
+    from numrnn import kernels
     from numrnn_cli import console
 
     monkeypatch.setattr(console, "_noted", set())
+    monkeypatch.setattr(kernels, "_driver_present", lambda: True)
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     notes = []
     for run in range(2):

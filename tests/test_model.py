@@ -221,6 +221,14 @@ def test_devices_resolve_without_a_silent_fallback(monkeypatch):
     from numba import cuda
 
     monkeypatch.setattr(kernels, "_has_numba_cuda", lambda: True)
+    monkeypatch.setattr(kernels, "_driver_present", lambda: False)  # (asked before numba-cuda)
+    assert kernels.resolve_device("auto") == (
+        "cpu",
+        "no CUDA GPU found (no NVIDIA driver: libcuda cannot be loaded)",
+    )
+    with pytest.raises(DeviceError, match=r"^no CUDA GPU found \(no NVIDIA driver.* --device cpu$"):
+        kernels.get_backend("cuda")
+    monkeypatch.setattr(kernels, "_driver_present", lambda: True)  # a driver, but no GPU
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     assert kernels.resolve_device("auto") == ("cpu", "no CUDA GPU found (numba-cuda sees none)")
     assert kernels.get_backend("auto") is cpu

@@ -37,6 +37,8 @@ def resolve_device(device):
         return device, None
     if _simulated() or not _has_numba_cuda():
         return "cpu", None
+    if not _driver_present():  # asked first: a few ms, where importing numba-cuda takes ~0.6 s
+        return "cpu", NO_DRIVER
     try:
         _cuda_backend()
     except DeviceError as error:
@@ -48,12 +50,27 @@ def _simulated():
     return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
+NO_DRIVER = "no CUDA GPU found (no NVIDIA driver: libcuda cannot be loaded)"
+
+
 def _has_numba_cuda():
-    try:
-        from numba import cuda
-    except ImportError:
-        return False
-    return hasattr(cuda, "jit")
+    import importlib.util
+
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
+def _driver_present():
+    """Whether the NVIDIA driver's library loads: no GPU can run without it."""
+    import ctypes
+
+    names = ("nvcuda.dll",) if os.name == "nt" else ("libcuda.so.1", "libcuda.so", "libcuda.dylib")
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _cuda_backend():
@@ -62,21 +79,20 @@ def _cuda_backend():
             "--device cuda needs numba-cuda and CuPy: pip install 'numrnn[cuda]' "
             "(or run on the CPU with --device cpu)"
         )
-    from numba import cuda
+    if not _simulated():
+        if not _driver_present():
+            raise DeviceError(f"{NO_DRIVER}; run on the CPU with --device cpu")
+        from numba import cuda
 
-    if _simulated():
-        from numrnn.kernels import cuda as backend
-
-        return backend
-    if not cuda.is_available():
-        raise DeviceError("no CUDA GPU found (numba-cuda sees none); run on the CPU with --device cpu")
-    try:
-        import cupy  # noqa: F401  (the GPU's matrix products and arrays)
-    except ImportError:
-        raise DeviceError(
-            "--device cuda needs CuPy for the GPU's arrays and cuBLAS: pip install 'numrnn[cuda]' "
-            "(or run on the CPU with --device cpu)"
-        ) from None
+        if not cuda.is_available():
+            raise DeviceError("no CUDA GPU found (numba-cuda sees none); run on the CPU with --device cpu")
+        try:
+            import cupy  # noqa: F401  (the GPU's matrix products and arrays)
+        except ImportError:
+            raise DeviceError(
+                "--device cuda needs CuPy for the GPU's arrays and cuBLAS: pip install 'numrnn[cuda]' "
+                "(or run on the CPU with --device cpu)"
+            ) from None
     from numrnn.kernels import cuda as backend
 
     return backend
