@@ -84,3 +84,17 @@ device_option = click.option(
     callback=resolve_device,
     help=f"Where to run: {DEVICE_HELP}",
 )
+
+
+# numrnn.sampling.WEIGHT_FORMATS, spelled out here so that the CLI loads no numpy to parse.
+WEIGHT_FORMATS = ("float32", "bf16", "int8")
+
+
+def weights_option(*, help):
+    """--weights: the weights batch-1 generation reads (float32 as trained, or converted)."""
+    return click.option(
+        "--weights",
+        type=click.Choice(WEIGHT_FORMATS),
+        default="float32",
+        help=help,
+    )

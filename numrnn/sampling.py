@@ -6,7 +6,14 @@ model, draws and feeds back a whole chunk of characters. Randomness comes from t
 numpy Generator as one uniform per character, drawn a chunk at a time with ``rng.random(n)``;
 consecutive draws of a Generator concatenate, so the text for a seed does not depend on the
 chunk size.
+
+``Sampler(..., weights="bf16" | "int8")`` generates from weights converted once, when the
+Sampler is made, to bfloat16 or to int8 with one scale per row: a step then reads half or a
+quarter of the bytes (``numrnn.kernels.cpu``'s packed generation kernels). ``rounded_model``
+gives a model holding exactly the weights those kernels compute with, for scoring the cost.
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -20,8 +27,162 @@ from numrnn.kernels import cpu
 # BLAS thread): 0.96x for 2 x 512 (8 MB a layer), 1.0x at 768 (9 MB), 1.25x at 1024 (17 MB);
 # smaller layers lose more to the hand-off between threads than they gain.
 PARALLEL_MIN_LAYER_BYTES = 12 * 2**20
+# From bf16 or int8 weights a step is bound by widening and multiplying them more than by
+# reading them, so two threads pay off at smaller layers: measured on LSTMs (embedding 64,
+# vocabulary 65, chars/s two threads / one): 2 x 128 1.07 (bf16) and 1.10 (int8), 2 x 192 1.01
+# and 1.32, 2 x 256 1.28 and 1.21, 2 x 384 1.61 and 1.41, 2 x 512 1.8 and 1.5, 1 x 1024 1.5 and
+# 1.6. The rule counts the largest layer's weights (2 x 256: 512 x 1024).
+PACKED_PARALLEL_MIN_LAYER_WEIGHTS = 512 * 1024
 # Part boundaries fall on multiples of this many units (a 64-byte line of float32).
 PART_ALIGN = 16
+
+# The weights the generation kernels can read: the model's float32 (or float64) as they are,
+# or converted once to bfloat16 or int8 (float32 models only).
+WEIGHT_FORMATS = ("float32", "bf16", "int8")
+INT8_MAX = 127
+
+
+# --------------------------------------------------------------------------- bf16 and int8
+
+
+def to_bf16(a):
+    """float32 ``a`` rounded to the nearest bfloat16 (ties to even), as the uint16 top halves
+    of their bits. Infinities stay infinities; a NaN stays a NaN of the same sign (quiet); a
+    finite value beyond bfloat16's largest (3.39e38) rounds to infinity, as IEEE rounding does."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    bits = a.view(np.uint32)
+    # Adding 0x7FFF plus the lowest kept bit carries into the kept half exactly when the
+    # dropped half is above the midpoint, or at it with the kept half odd (uint32 wraps only
+    # for NaNs, which the second line replaces).
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    quiet_nan = ((bits >> 16) | np.uint32(0x0040)).astype(np.uint16)
+    return np.where(np.isnan(a), quiet_nan, rounded)
+
+
+def from_bf16(u):
+    """uint16 bfloat16 bits ``u`` as float32 (exact)."""
+    return (np.asarray(u, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def quantize_int8(a):
+    """Symmetric int8 rows of the 2-D float32 ``a``: (q int8 like ``a``, scale float32 per
+    row) with scale = max |row| / 127 and q = the nearest integer to row / scale (ties to even),
+    so that q * scale approximates the row; an all-zero row has scale 0 and q 0. Refuses
+    NaN or infinite weights (ConfigError)."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"int8 rows need a 2-D array, not shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ConfigError("the model's weights hold NaN or infinity; they cannot be quantised to int8")
+    peak = np.abs(a).max(axis=1) if a.shape[1] else np.zeros(a.shape[0], np.float32)
+    scale = (peak.astype(np.float64) / INT8_MAX).astype(np.float32)
+    divisor = np.where(scale > 0, scale, 1.0).astype(np.float64)[:, None]
+    q = np.clip(np.rint(a / divisor), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def dequantize_int8(q, scale):
+    """The float32 values int8 rows ``q`` with ``scale`` per row stand for: q * scale."""
+    return np.asarray(q).astype(np.float32) * np.asarray(scale, dtype=np.float32)[:, None]
+
+
+def _pack_rows(rows, weights):
+    """(packed rows, float32 scale per row) of the float32 matrix ``rows`` (R, D)."""
+    if weights == "bf16":
+        return to_bf16(rows), np.ones(rows.shape[0], np.float32)
+    return quantize_int8(rows)
+
+
+def _unpack_rows(packed, scale, weights):
+    """The float32 values of ``_pack_rows``' output, as the packed kernels compute with them."""
+    if weights == "bf16":
+        return from_bf16(packed)  # the scales are ones
+    return dequantize_int8(packed, scale)
+
+
+def check_weights(weights, model):
+    """``weights`` if the generation kernels can read ``model``'s weights in that format, else
+    ConfigError saying why."""
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}")
+    if weights == "float32":
+        return weights
+    if model.dtype != np.float32:
+        raise ConfigError(
+            f"--weights {weights} converts a float32 model's weights, and this model is "
+            f"{model.dtype.name} (trained with --dtype {model.dtype.name}): use --weights float32"
+        )
+    return weights
+
+
+def pack_weights(model, weights):
+    """The model's weights converted to ``weights`` ("bf16" or "int8") as the packed generation
+    kernels take them: ``(embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by)`` (see
+    ``numrnn.kernels.cpu``'s packed generation section). The matrices are the ones
+    ``kernel_weights`` gives (layer 0's input table included), each as rows of its outputs;
+    the embedding and the biases stay float32. Host arrays, made once: a later change to the
+    model's weights is not seen."""
+    check_weights(weights, model)
+    if weights == "float32":
+        raise ValueError("float32 weights are not packed; use kernel_weights")
+    host = model.kernels.to_host
+    embed, Wxs, Whs, bxs, bhs, Wy, by = (
+        tuple(host(a) for a in item) if isinstance(item, tuple) else host(item)
+        for item in kernel_weights(model)
+    )
+    lookup = embed.shape[0] == 0  # layer 0 reads a row of Wxs[0] per token: rows as they are
+    row_sets = [Wxs[0] if lookup else Wxs[0].T, *(W.T for W in Wxs[1:]), *(W.T for W in Whs), Wy.T]
+    packed = [_pack_rows(np.ascontiguousarray(rows), weights) for rows in row_sets]
+    L = len(Whs)
+    Wxs_p, Whs_p, (Wy_p, sy) = packed[:L], packed[L : 2 * L], packed[2 * L]
+    # Copies (order="C" and copy=True): the float32 arrays too, so nothing is the model's memory.
+    copy = lambda a: np.array(a, order="C", copy=True)  # noqa: E731
+    copies = lambda arrays: tuple(copy(a) for a in arrays)  # noqa: E731
+    return (
+        copy(embed),
+        copies(q for q, _ in Wxs_p),
+        copies(s for _, s in Wxs_p),
+        copies(q for q, _ in Whs_p),
+        copies(s for _, s in Whs_p),
+        copies(bxs),
+        copies(bhs),
+        copy(Wy_p),
+        copy(sy),
+        copy(by),
+    )
+
+
+def rounded_model(model, weights):
+    """A model holding exactly the weights the generation kernels compute with when they read
+    ``model``'s weights as ``weights``: ``model`` itself for "float32"; for "bf16" each matrix
+    the kernels read rounded to bfloat16 and widened back; for "int8" quantised and
+    dequantised per row. Where generation reads layer 0 through an input table (embedding @
+    W_ih, see ``kernel_weights``), that table is what gets rounded, so the model returned has
+    one-hot input and the rounded table as its layer-0 input weights (the same function of the
+    tokens). Scoring text with it (``numrnn.tasks.lm.score_text``) gives the quality cost of
+    generating from ``weights``."""
+    check_weights(weights, model)
+    if weights == "float32":
+        return model
+    embed, Wxs, sxs, Whs, shs, _, _, Wy, sy, _ = pack_weights(model, weights)
+    cfg = model.config
+    table = bool(cfg.embed) and embed.shape[0] == 0
+    config = dataclasses.replace(cfg, embed=0) if table else cfg
+    rounded = type(model)(config, dtype=model.dtype, kernels=model.kernels)
+    flat = rounded.layout.zeros(rounded.dtype)
+    values = rounded.layout.views(flat)
+    source = model.host_weights()
+    for name, view in values.items():
+        if not (table and name == "rnn.weight_ih_l0"):  # (E, G) there, the (V, G) table here
+            view[...] = source[name]
+    unpack = lambda q, s: _unpack_rows(q, s, weights)  # noqa: E731
+    for layer in range(cfg.layers):
+        Wx = unpack(Wxs[layer], sxs[layer])
+        values[f"rnn.weight_ih_l{layer}"][...] = Wx if layer == 0 and embed.shape[0] == 0 else Wx.T
+        values[f"rnn.weight_hh_l{layer}"][...] = unpack(Whs[layer], shs[layer]).T
+    values["head.weight"][...] = unpack(Wy, sy).T
+    rounded.params[...] = rounded.kernels.to_device(flat)
+    return rounded
 
 
 def kernel_weights(model):
@@ -80,10 +241,13 @@ class Sampler:
     generation at a time (finish or drop one generator before starting the next).
     """
 
-    def __init__(self, model, vocab, threads=None):
+    def __init__(self, model, vocab, threads=None, weights="float32"):
         """threads: how many threads generate (1: the single-threaded kernels); None picks
-        numba's thread count for models with a large layer (PARALLEL_MIN_LAYER_BYTES),
-        else 1."""
+        numba's thread count for models with a large layer (PARALLEL_MIN_LAYER_BYTES; from
+        bf16 or int8 weights PACKED_PARALLEL_MIN_LAYER_WEIGHTS), else 1.
+        weights: "float32" reads the model's weights as they are; "bf16" or "int8" converts
+        them here, once (``pack_weights``; float32 models on the CPU only), and generates
+        from the converted copy (a later change to the model's weights is not seen)."""
         cfg = model.config
         if len(vocab) != cfg.vocab_size:
             raise ConfigError(
@@ -95,8 +259,16 @@ class Sampler:
                 f"output_size is {cfg.output_size}, not the vocabulary size: "
                 "this model classifies, it cannot generate text"
             )
+        check_weights(weights, model)
+        if weights != "float32" and model.kernels is not cpu:
+            raise ConfigError(
+                f"--weights {weights} is read by the CPU's generation kernels only: "
+                "sample with --device cpu, or with --weights float32 on this device"
+            )
         self.model = model
         self.vocab = vocab
+        self.weights = weights
+        self._packed = None if weights == "float32" else pack_weights(model, weights)
         self._cell = CELL_TABLE[cfg.cell].code
         zeros = lambda *shape: model.xp.zeros(shape, model.dtype)  # noqa: E731  (the state stays there)
         L, H, G, K = cfg.layers, cfg.hidden, cfg.gate_width, cfg.outputs
@@ -109,7 +281,7 @@ class Sampler:
         self._hw = zeros(1, G)
         self._h_new = zeros(H)
         if threads is None:
-            threads = _default_threads(model)
+            threads = _default_threads(model, weights)
         if model.kernels is not cpu:
             threads = 1  # the two-thread generator is the CPU's; another backend has its own
         self.threads = max(1, min(int(threads), H // PART_ALIGN or 1))
@@ -118,7 +290,8 @@ class Sampler:
     @property
     def kernel_names(self):
         """The generation kernels this sampler calls (for a compile-cache check)."""
-        return ("generate_tokens_parallel",) if self.threads > 1 else ("generate_tokens",)
+        name = "generate_tokens" if self._packed is None else "generate_tokens_packed"
+        return (f"{name}_parallel",) if self.threads > 1 else (name,)
 
     def generate(self, prime_ids, config, rng):
         """Yield the generated text (str) chunk by chunk, prime NOT included.
@@ -146,7 +319,7 @@ class Sampler:
         self._c[...] = 0.0
         if config.length == 0:
             return
-        weights = kernel_weights(self.model)
+        weights = kernel_weights(self.model) if self._packed is None else self._packed
         ids = np.empty(config.chunk, np.int64)
         scanner = _StopScanner(config.stop)
         # ids[:drawn_already] of the first chunk are drawn outside the kernel.
@@ -171,7 +344,25 @@ class Sampler:
 
     def _feed(self, tokens, weights):
         """Advance the state over ``tokens`` (host ids)."""
-        if self.threads > 1:
+        if self._packed is not None:
+            if self.threads > 1:
+                cpu.feed_tokens_packed_parallel(
+                    self._logits,
+                    self._h,
+                    self._c,
+                    tokens,
+                    self._cell,
+                    weights,
+                    self._bounds,
+                    self._h_new,
+                    self._xg[0],
+                    self._hw[0],
+                )
+            else:
+                cpu.feed_tokens_packed(
+                    self._logits, self._h, self._c, tokens, self._cell, weights, self._xg[0], self._hw[0]
+                )
+        elif self.threads > 1:
             cpu.feed_tokens_parallel(
                 self._logits,
                 self._h,
@@ -195,6 +386,43 @@ class Sampler:
         input, from ``uniforms`` (host: one per draw)."""
         if out.shape[0] == 0:
             return
+        draw = (float(config.temperature), int(config.top_k), float(config.top_p), bool(config.argmax))
+        if self._packed is not None and self.threads > 1:
+            cpu.generate_tokens_packed_parallel(
+                out,
+                self._logits,
+                self._h,
+                self._c,
+                token,
+                uniforms,
+                *draw,
+                self._cell,
+                weights,
+                self._bounds,
+                self._h_new,
+                self._xg[0],
+                self._hw[0],
+                self._probs,
+                self._ranked,
+            )
+            return
+        if self._packed is not None:
+            cpu.generate_tokens_packed(
+                out,
+                self._logits,
+                self._h,
+                self._c,
+                token,
+                uniforms,
+                *draw,
+                self._cell,
+                weights,
+                self._xg[0],
+                self._hw[0],
+                self._probs,
+                self._ranked,
+            )
+            return
         if self.threads > 1:
             cpu.generate_tokens_parallel(
                 out,
@@ -203,10 +431,7 @@ class Sampler:
                 self._c,
                 token,
                 uniforms,
-                float(config.temperature),
-                int(config.top_k),
-                float(config.top_p),
-                bool(config.argmax),
+                *draw,
                 self._cell,
                 weights,
                 self._bounds,
@@ -227,10 +452,7 @@ class Sampler:
             self._c,
             token,
             k.to_device(uniforms),
-            float(config.temperature),
-            int(config.top_k),
-            float(config.top_p),
-            bool(config.argmax),
+            *draw,
             self._cell,
             weights,
             self._xg,
@@ -411,19 +633,26 @@ def unique_draw_limit(count):
     return UNIQUE_DRAWS_PER_SAMPLE * count + UNIQUE_DRAWS_EXTRA
 
 
-def _largest_layer_bytes(model):
-    """Bytes of weights the largest layer reads per character (an input table: one row)."""
+def _largest_layer_weights(model):
+    """Weights the largest layer reads per character (an input table: one row)."""
     cfg = model.config
     inputs = [cfg.layer_input_width(i) if i else 1 for i in range(cfg.layers)]
-    return max((width + cfg.hidden) * cfg.gate_width for width in inputs) * model.dtype.itemsize
+    return max((width + cfg.hidden) * cfg.gate_width for width in inputs)
 
 
-def _default_threads(model):
+def _largest_layer_bytes(model):
+    """Bytes of weights the largest layer reads per character (an input table: one row)."""
+    return _largest_layer_weights(model) * model.dtype.itemsize
+
+
+def _default_threads(model, weights="float32"):
     import numba
 
-    if _largest_layer_bytes(model) < PARALLEL_MIN_LAYER_BYTES:
-        return 1
-    return numba.get_num_threads()
+    if weights == "float32":
+        large = _largest_layer_bytes(model) >= PARALLEL_MIN_LAYER_BYTES
+    else:
+        large = _largest_layer_weights(model) >= PACKED_PARALLEL_MIN_LAYER_WEIGHTS
+    return numba.get_num_threads() if large else 1
 
 
 def _part_bounds(H, parts):

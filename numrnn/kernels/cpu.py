@@ -22,6 +22,9 @@ No explicit signatures: each kernel specialises to float32 and float64 from the 
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types as numba_types
+from numba.extending import intrinsic, overload
 
 from numrnn import tunables
 from numrnn.cells import CELL_TABLE
@@ -1305,5 +1308,271 @@ def generate_tokens_parallel(
     for n in range(out.shape[0]):
         _advance_parallel(h, c, token, cell, embed, Wxs, Whs, bxs, bhs, bounds, h_new, xg, hw)
         _head_loop(logits, h, Wy, by)
+        token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
+        out[n] = token
+
+
+# --------------------------------------------------------------------------- generation from packed weights
+# Batch-1 generation reads every weight once per character, so reading fewer bytes per weight
+# raises its ceiling. These variants of generate_tokens (one thread, and on parts as above) read
+# the matrices of a step as packed rows, converted once on the host (numrnn.sampling's
+# pack_weights):
+#   bf16  uint16: the top half of each float32's bits, rounded to nearest even; widened back
+#         exactly, as (uint32(w) << 16) reinterpreted as float32;
+#   int8  symmetric: one float32 scale per row (max |row| / 127) and int8 values in -127..127.
+# A row is what one output's product reads, contiguous: the matrices come transposed to
+# (outputs, inputs). The tuple ``weights`` is (embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by):
+#   embed  (V, E) float32, or an empty (0, 0) array when layer 0 reads rows (see below)
+#   Wxs    L packed arrays: layer 0 (V, G) when embed is empty (one-hot input, or the (V, G)
+#          input table of the embedding: a row per token, looked up, not multiplied), else
+#          (G, E); above (G, H)
+#   sxs    L float32 arrays: the scale of each row of Wxs[l] (ones for bf16)
+#   Whs    L packed arrays (G, H);  shs  L float32 arrays (G)
+#   Wy     packed (K, H);  sy  float32 (K)
+#   bxs, bhs, by: float32 biases as in generate_tokens
+# The state, the products and the cell math stay float32. A product's row r is
+# scale[r] * sum_d x[d] * widen(W[r, d]), its sum in float32 and in any order (so that LLVM
+# vectorises it; BLAS in generate_tokens sums in its own order too): the same arithmetic as
+# generate_tokens on the dequantised weights scale[r] * widen(W[r, d]), so the two draw the same
+# tokens but where rounding tips a near-tie.
+
+packed_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc", "contract"}))
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    # the float32 whose bit pattern is the 32-bit integer ``bits`` (a free reinterpretation)
+    if not (isinstance(bits, numba_types.Integer) and bits.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+
+    return numba_types.float32(bits), codegen
+
+
+def widen(w):
+    """A packed weight as float32 (bf16 bits in a uint16, an int8, or a float32); compiled
+    code only."""
+    raise NotImplementedError("widen runs in compiled code only")
+
+
+@overload(widen, inline="always")
+def _widen(w):
+    if isinstance(w, numba_types.Integer) and w.bitwidth == 16 and not w.signed:
+        return lambda w: _float32_from_bits(np.uint32(np.uint32(w) << np.uint32(16)))
+    if isinstance(w, numba_types.Integer) and w.bitwidth == 8 and w.signed:
+        return lambda w: np.float32(w)
+    if isinstance(w, numba_types.Float):
+        return lambda w: np.float32(w)
+    return None
+
+
+@packed_kernel
+def _packed_rows(out, x, W, scale, r0, r1):
+    # out[r] = scale[r] * (x @ widen(W[r])) for the rows r0:r1
+    # out (R) out; x (D) float32; W (R, D) packed rows; scale (R) float32
+    # Four rows at a time: each x[d] is loaded once for four rows' products.
+    D = x.shape[0]
+    r = r0
+    while r + 4 <= r1:
+        w0, w1, w2, w3 = W[r], W[r + 1], W[r + 2], W[r + 3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for d in range(D):
+            x_d = x[d]
+            a0 += x_d * widen(w0[d])
+            a1 += x_d * widen(w1[d])
+            a2 += x_d * widen(w2[d])
+            a3 += x_d * widen(w3[d])
+        out[r] = scale[r] * a0
+        out[r + 1] = scale[r + 1] * a1
+        out[r + 2] = scale[r + 2] * a2
+        out[r + 3] = scale[r + 3] * a3
+        r += 4
+    while r < r1:
+        w = W[r]
+        a = np.float32(0.0)
+        for d in range(D):
+            a += x[d] * widen(w[d])
+        out[r] = scale[r] * a
+        r += 1
+
+
+@kernel
+def _packed_advance_part(h, c, h_new, layer, token, cell, embed, Wx, sx, Wh, sh, bx, bh, xg, hw, j0, j1):
+    # One part (units j0:j1) of one layer's step from packed weights: the gate columns of those
+    # units of xg = x @ Wx + bx and hw = h_prev @ Wh, then the cell update into h_new[j0:j1] and
+    # c[j0:j1] (h_new may be h[layer]: every product has read the old state before the update).
+    # h, c (L, H): h[layer - 1] is the step's input (already updated), h[layer] the previous
+    # state; Wx, sx, Wh, sh: this layer's packed rows and scales (see the section header);
+    # bx, bh (G); xg, hw (G) workspaces (each part writes only its own columns)
+    H = h.shape[1]
+    gates = xg.shape[0] // H
+    if layer == 0 and embed.shape[0] == 0:
+        row = Wx[token]  # one-hot input (or the input table): a row, no product
+        s = sx[token]
+        for gate in range(gates):
+            lo = gate * H
+            for j in range(j0, j1):
+                xg[lo + j] = s * widen(row[lo + j])
+    else:
+        x = embed[token] if layer == 0 else h[layer - 1]
+        for gate in range(gates):
+            _packed_rows(xg, x, Wx, sx, gate * H + j0, gate * H + j1)
+    for gate in range(gates):
+        lo = gate * H
+        for j in range(j0, j1):
+            xg[lo + j] += bx[lo + j]
+        _packed_rows(hw, h[layer], Wh, sh, lo + j0, lo + j1)
+    _cell_update(h_new, h[layer], c[layer], xg, hw, bh, cell, j0, j1)
+
+
+@kernel
+def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw):
+    # _advance from packed weights, on one thread; xg, hw (G) workspaces
+    H = h.shape[1]
+    for layer in range(h.shape[0]):
+        _packed_advance_part(
+            h,
+            c,
+            h[layer],
+            layer,
+            token,
+            cell,
+            embed,
+            Wxs[layer],
+            sxs[layer],
+            Whs[layer],
+            shs[layer],
+            bxs[layer],
+            bhs[layer],
+            xg,
+            hw,
+            0,
+            H,
+        )
+
+
+@parallel_kernel
+def _packed_advance_parallel(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw):
+    # _advance_parallel from packed weights: each layer's units split into the parts of
+    # ``bounds`` (P+1 offsets), one thread each. h_new (H), xg, hw (G) workspaces.
+    for layer in range(h.shape[0]):
+        for p in numba.prange(bounds.shape[0] - 1):
+            _packed_advance_part(
+                h,
+                c,
+                h_new,
+                layer,
+                token,
+                cell,
+                embed,
+                Wxs[layer],
+                sxs[layer],
+                Whs[layer],
+                shs[layer],
+                bxs[layer],
+                bhs[layer],
+                xg,
+                hw,
+                bounds[p],
+                bounds[p + 1],
+            )
+        # Every part has read the whole previous state: now it may be replaced.
+        h_layer = h[layer]
+        for j in range(h_layer.shape[0]):
+            h_layer[j] = h_new[j]
+
+
+@kernel
+def _packed_head(logits, h, Wy, sy, by):
+    # logits (K) out = h[top] @ Wy + by from the packed head rows Wy (K, H), scales sy (K)
+    K = logits.shape[0]
+    _packed_rows(logits, h[h.shape[0] - 1], Wy, sy, 0, K)
+    for k in range(K):
+        logits[k] += by[k]
+
+
+@kernel
+def feed_tokens_packed(logits, h, c, tokens, cell, weights, xg, hw):
+    # feed_tokens from packed weights (see the section header); xg, hw (G) workspaces
+    embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    for t in range(tokens.shape[0]):
+        _packed_advance(h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw)
+    if tokens.shape[0] > 0:
+        _packed_head(logits, h, Wy, sy, by)
+
+
+@kernel
+def generate_tokens_packed(
+    out,
+    logits,
+    h,
+    c,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    cell,
+    weights,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
+    # generate_tokens from packed weights (see the section header); xg, hw (G) workspaces
+    embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    for n in range(out.shape[0]):
+        _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw)
+        _packed_head(logits, h, Wy, sy, by)
+        token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
+        out[n] = token
+
+
+@kernel
+def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg, hw):
+    # feed_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G)
+    embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    for t in range(tokens.shape[0]):
+        _packed_advance_parallel(
+            h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw
+        )
+    if tokens.shape[0] > 0:
+        _packed_head(logits, h, Wy, sy, by)
+
+
+@kernel
+def generate_tokens_packed_parallel(
+    out,
+    logits,
+    h,
+    c,
+    token,
+    uniforms,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    cell,
+    weights,
+    bounds,
+    h_new,
+    xg,
+    hw,
+    probs,
+    ranked,
+):
+    # generate_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G)
+    embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    for n in range(out.shape[0]):
+        _packed_advance_parallel(
+            h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw
+        )
+        _packed_head(logits, h, Wy, sy, by)
         token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
         out[n] = token
