@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
+import numba
 import numpy as np
 
 from numrnn.checkpoint import best_path, check_writable, load_checkpoint
@@ -20,6 +21,7 @@ from numrnn.configs import TrainConfig
 from numrnn.data import describe_char
 from numrnn.errors import CheckpointError, ConfigError, DataError
 from numrnn.tasks import network_class, require_task
+from numrnn.threads import ThreadGovernor
 from numrnn.trainer import STOP_REASONS, Trainer
 from numrnn.tunables import kernels_compiled
 from numrnn_cli.console import err_console
@@ -98,8 +100,16 @@ def run_training(command, data_path, options, explicit):
                     "[yellow]stopping after this step and saving (Ctrl-C again quits without saving)[/]"
                 )
             )
+            # Without --threads, the thread count follows the cores other processes leave free.
+            governor = None if options["threads"] else ThreadGovernor(numba.config.NUMBA_NUM_THREADS)
+
+            def between_steps():
+                if governor is not None:
+                    governor.check()
+                return stop()
+
             with stop:
-                result = trainer.run(should_stop=stop)
+                result = trainer.run(should_stop=between_steps)
     finally:
         if metrics is not None:
             metrics.close()

@@ -1,0 +1,102 @@
+"""CPU threads that follow the cores other processes leave free (Linux).
+
+BLAS threads wait for each other at every product, spinning. With another process busy on one
+of two cores, a second thread gets half a core and every product waits for it: a training step
+then takes about twice as long as on one thread. ``ThreadGovernor.check`` (called between
+training steps) measures, over the last second, how much of this process's cores other
+processes used (``/proc/stat`` less this process's own CPU time), and sets the BLAS and numba
+thread counts to the free cores it finds (1 at least, ``limit`` at most), through OpenBLAS's
+``openblas_set_num_threads`` and ``numba.set_num_threads``, so the step runs on the cores it
+can have. Elsewhere than Linux it changes nothing.
+"""
+
+import ctypes
+import os
+import time
+
+# OpenBLAS's thread functions under the prefixes and suffixes of its builds: plain, and
+# numpy's and scipy's wheels (scipy's is the one numba's compiled products call).
+_AFFIXES = (("openblas", ""), ("scipy_openblas", ""), ("scipy_openblas", "64_"), ("openblas", "64_"))
+
+
+def openblas_threads():
+    """(set, get) thread functions of every OpenBLAS library this process has loaded."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted(
+                {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+            )
+    except OSError:
+        return []
+    functions = []
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in _AFFIXES:
+            setter, getter = (f"{prefix}_{verb}_num_threads{suffix}" for verb in ("set", "get"))
+            if hasattr(library, setter) and hasattr(library, getter):
+                functions.append((getattr(library, setter), getattr(library, getter)))
+    return functions
+
+
+def set_threads(count):
+    """BLAS (OpenBLAS, every copy loaded) and numba to ``count`` threads."""
+    import numba
+
+    for setter, _ in openblas_threads():
+        setter(ctypes.c_int(count))
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _busy_jiffies(cpus):
+    """Clock ticks the CPUs ``cpus`` spent busy since boot (all processes), or None."""
+    try:
+        with open("/proc/stat") as stat:
+            lines = [line.split() for line in stat if line.startswith("cpu") and line[3] != " "]
+    except OSError:
+        return None
+    total = 0
+    for fields in lines:
+        if int(fields[0][3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            total += user + nice + system + irq + softirq + steal
+    return total
+
+
+class ThreadGovernor:
+    """Keeps the thread count at the free cores (see the module docstring); ``check()`` is
+    cheap between its measurements (one clock read)."""
+
+    def __init__(self, limit, interval=1.0, clock=time.monotonic):
+        self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        self.limit = max(1, int(limit))
+        self.interval = interval
+        self.clock = clock
+        self.threads = self.limit
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.enabled = self.limit > 1 and _busy_jiffies(self.cpus) is not None
+        self._last = self._sample() if self.enabled else None
+
+    def _sample(self):
+        return self.clock(), _busy_jiffies(self.cpus), time.process_time()
+
+    def others_busy(self, start, end):
+        """Cores of ours that other processes kept busy between two samples."""
+        (wall0, busy0, own0), (wall1, busy1, own1) = start, end
+        return ((busy1 - busy0) / self.tick - (own1 - own0)) / max(wall1 - wall0, 1e-9)
+
+    def check(self):
+        """Adjust the thread count when a measurement interval has passed; returns it."""
+        if not self.enabled or self.clock() - self._last[0] < self.interval:
+            return self.threads
+        sample = self._sample()
+        free = len(self.cpus) - self.others_busy(self._last, sample)
+        self._last = sample
+        # A core counts as free when others leave at least half of it.
+        wanted = max(1, min(self.limit, int(free + 0.5)))
+        if wanted != self.threads:
+            set_threads(wanted)
+            self.threads = wanted
+        return self.threads

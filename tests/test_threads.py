@@ -1,0 +1,64 @@
+"""threads.py: the thread count follows the cores other processes leave free."""
+
+import sys
+
+import pytest
+
+from numrnn import threads
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
+
+
+class FakeMachine:
+    """Two cores; ``others`` of them kept busy by other processes, ``ours`` by this one."""
+
+    def __init__(self, monkeypatch):
+        self.wall, self.busy, self.own = 0.0, 0, 0.0
+        self.others, self.ours = 0.0, 2.0
+        self.set_to = []
+        monkeypatch.setattr(threads, "_busy_jiffies", lambda cpus: self.busy)
+        monkeypatch.setattr(threads.time, "process_time", lambda: self.own)
+        monkeypatch.setattr(threads, "set_threads", self.set_to.append)
+
+    def run(self, seconds, tick=100):
+        self.wall += seconds
+        self.own += self.ours * seconds
+        self.busy += round((self.ours + self.others) * seconds * tick)
+
+    def clock(self):
+        return self.wall
+
+
+def test_threads_follow_the_free_cores(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    governor = threads.ThreadGovernor(2, interval=1.0, clock=machine.clock)
+    governor.cpus, governor.tick, governor.enabled = {0, 1}, 100, True
+    governor._last = governor._sample()
+    machine.others, machine.ours = 0.7, 1.3  # a busy process takes its share of the two cores
+    machine.run(0.5)
+    assert governor.check() == 2 and machine.set_to == []  # less than an interval: not measured
+    machine.run(0.5)
+    assert governor.check() == 1 and machine.set_to == [1]
+    machine.others, machine.ours = 1.0, 1.0
+    machine.run(1.0)
+    assert governor.check() == 1 and machine.set_to == [1]  # it stays while the core is busy
+    machine.others, machine.ours = 0.0, 1.0  # the other process ended
+    machine.run(1.0)
+    assert governor.check() == 2 and machine.set_to == [1, 2]
+    assert threads.ThreadGovernor(1).check() == 1  # one thread asked for: nothing to follow
+
+
+def test_set_threads_reaches_openblas_and_numba():
+    import numba
+    import numpy  # noqa: F401  (its OpenBLAS)
+    import scipy.linalg.cython_blas  # noqa: F401  (numba's BLAS: scipy's OpenBLAS)
+
+    getters = [get for _, get in threads.openblas_threads()]
+    assert len(getters) >= 2, "numpy's and scipy's OpenBLAS should both be found"
+    before = numba.get_num_threads()
+    try:
+        threads.set_threads(1)
+        assert numba.get_num_threads() == 1 and [get() for get in getters] == [1] * len(getters)
+    finally:
+        threads.set_threads(before)
+    assert numba.get_num_threads() == before
