@@ -290,8 +290,7 @@ class Sampler:
     @property
     def kernel_names(self):
         """The generation kernels this sampler calls (for a compile-cache check)."""
-        name = "generate_tokens" if self._packed is None else "generate_tokens_packed"
-        return (f"{name}_parallel",) if self.threads > 1 else (name,)
+        return (self._kernels()[1].__name__,)
 
     def generate(self, prime_ids, config, rng):
         """Yield the generated text (str) chunk by chunk, prime NOT included.
@@ -342,110 +341,38 @@ class Sampler:
             if stopped:
                 return
 
+    def _kernels(self):
+        """(feed, generate, workspaces): the generation kernels this sampler calls, and the
+        workspaces they take after the weights (the two-thread ones: the units' bounds first)."""
+        k = self.model.kernels
+        if self._packed is None and self.threads == 1:
+            return k.feed_tokens, k.generate_tokens, (self._xg, self._hw)
+        if self._packed is None:
+            feed, generate = cpu.feed_tokens_parallel, cpu.generate_tokens_parallel
+        elif self.threads == 1:
+            feed, generate = cpu.feed_tokens_packed, cpu.generate_tokens_packed
+        else:
+            feed, generate = cpu.feed_tokens_packed_parallel, cpu.generate_tokens_packed_parallel
+        parts = (self._bounds, self._h_new) if self.threads > 1 else ()
+        return feed, generate, (*parts, self._xg[0], self._hw[0])
+
     def _feed(self, tokens, weights):
         """Advance the state over ``tokens`` (host ids)."""
-        if self._packed is not None:
-            if self.threads > 1:
-                cpu.feed_tokens_packed_parallel(
-                    self._logits,
-                    self._h,
-                    self._c,
-                    tokens,
-                    self._cell,
-                    weights,
-                    self._bounds,
-                    self._h_new,
-                    self._xg[0],
-                    self._hw[0],
-                )
-            else:
-                cpu.feed_tokens_packed(
-                    self._logits, self._h, self._c, tokens, self._cell, weights, self._xg[0], self._hw[0]
-                )
-        elif self.threads > 1:
-            cpu.feed_tokens_parallel(
-                self._logits,
-                self._h,
-                self._c,
-                tokens,
-                self._cell,
-                weights,
-                self._bounds,
-                self._h_new,
-                self._xg[0],
-                self._hw[0],
-            )
-        else:
-            k = self.model.kernels
-            k.feed_tokens(
-                self._logits, self._h, self._c, k.to_device(tokens), self._cell, weights, self._xg, self._hw
-            )
+        feed, _, workspaces = self._kernels()
+        k = self.model.kernels
+        feed(self._logits, self._h, self._c, k.to_device(tokens), self._cell, weights, *workspaces)
 
     def _draw(self, out, token, uniforms, config, weights):
         """Fill ``out`` (host) with ids generated from the current state, ``token`` the first
         input, from ``uniforms`` (host: one per draw)."""
         if out.shape[0] == 0:
             return
+        _, generate, workspaces = self._kernels()
         draw = (float(config.temperature), int(config.top_k), float(config.top_p), bool(config.argmax))
-        if self._packed is not None and self.threads > 1:
-            cpu.generate_tokens_packed_parallel(
-                out,
-                self._logits,
-                self._h,
-                self._c,
-                token,
-                uniforms,
-                *draw,
-                self._cell,
-                weights,
-                self._bounds,
-                self._h_new,
-                self._xg[0],
-                self._hw[0],
-                self._probs,
-                self._ranked,
-            )
-            return
-        if self._packed is not None:
-            cpu.generate_tokens_packed(
-                out,
-                self._logits,
-                self._h,
-                self._c,
-                token,
-                uniforms,
-                *draw,
-                self._cell,
-                weights,
-                self._xg[0],
-                self._hw[0],
-                self._probs,
-                self._ranked,
-            )
-            return
-        if self.threads > 1:
-            cpu.generate_tokens_parallel(
-                out,
-                self._logits,
-                self._h,
-                self._c,
-                token,
-                uniforms,
-                *draw,
-                self._cell,
-                weights,
-                self._bounds,
-                self._h_new,
-                self._xg[0],
-                self._hw[0],
-                self._probs,
-                self._ranked,
-            )
-            return
         # A chunk's uniforms go to the device and its ids come back (on the CPU, the same memory).
         k = self.model.kernels
         drawn = k.to_device(out)
-        k.generate_tokens(
+        generate(
             drawn,
             self._logits,
             self._h,
@@ -455,8 +382,7 @@ class Sampler:
             *draw,
             self._cell,
             weights,
-            self._xg,
-            self._hw,
+            *workspaces,
             self._probs,
             self._ranked,
         )
