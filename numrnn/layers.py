@@ -589,7 +589,7 @@ class RecurrentStack:
                 keep = 1.0 - self.dropout
                 mask = ws.masks[layer]
                 # Drawn on the host from the run's generator (the CPU's masks on every device).
-                mask[...] = k.to_device((rng.random(mask.shape) < keep) / keep, mask.dtype)
+                mask[...] = k.to_device((rng.random(mask.shape) < keep) / keep)  # (CPU: no copy)
                 np.multiply(self._raw_output(ws, layer), mask, out=ws.dropped[layer])
 
     def _raw_output(self, ws, layer):
