@@ -21,6 +21,7 @@ from numrnn.cells import CELL_TABLE
 from numrnn.configs import SampleConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
 from numrnn.kernels import cpu
+from numrnn.threads import ThreadGovernor
 
 # Generation splits each layer's units between threads only when some layer reads at least
 # this many bytes of weights per character. Measured (float32 LSTMs, 2 threads against one
@@ -244,7 +245,10 @@ class Sampler:
     def __init__(self, model, vocab, threads=None, weights="float32"):
         """threads: how many threads generate (1: the single-threaded kernels); None picks
         numba's thread count for models with a large layer (PARALLEL_MIN_LAYER_BYTES; from
-        bf16 or int8 weights PACKED_PARALLEL_MIN_LAYER_WEIGHTS), else 1.
+        bf16 or int8 weights PACKED_PARALLEL_MIN_LAYER_WEIGHTS), else 1, and then follows the
+        cores other programs leave free, checked between chunks (``ThreadGovernor``): a
+        second thread on a busy core makes every step wait for it, 2-3x slower than one. The
+        parts only change which thread sums which units, so the text is the same either way.
         weights: "float32" reads the model's weights as they are; "bf16" or "int8" converts
         them here, once (``pack_weights``; float32 models on the CPU only), and generates
         from the converted copy (a later change to the model's weights is not seen)."""
@@ -280,12 +284,16 @@ class Sampler:
         self._xg = zeros(1, G)
         self._hw = zeros(1, G)
         self._h_new = zeros(H)
-        if threads is None:
+        auto_threads = threads is None
+        if auto_threads:
             threads = _default_threads(model, weights)
         if model.kernels is not cpu:
             threads = 1  # the two-thread generator is the CPU's; another backend has its own
         self.threads = max(1, min(int(threads), H // PART_ALIGN or 1))
         self._bounds = _part_bounds(H, self.threads)
+        self._governor = None
+        if auto_threads and self.threads > 1:
+            self._governor = ThreadGovernor(self.threads, apply=self._use_parts)
 
     @property
     def kernel_names(self):
@@ -331,6 +339,8 @@ class Sampler:
         done = 0
         while done < config.length:
             n = min(config.chunk, config.length - done)
+            if self._governor is not None:
+                self._governor.check()
             self._draw(ids[drawn_already:n], token, rng.random(n - drawn_already), config, weights)
             drawn_already = 0
             token = int(ids[n - 1])
@@ -340,6 +350,14 @@ class Sampler:
                 yield text
             if stopped:
                 return
+
+    def _use_parts(self, count):
+        """Generate on ``count`` threads (1 to self.threads), one part of each layer's units
+        each: the two-thread kernels keep running, so a sum's order, and the text, stay."""
+        import numba
+
+        numba.set_num_threads(count)
+        self._bounds = _part_bounds(self.model.config.hidden, count)
 
     def _kernels(self):
         """(feed, generate, workspaces): the generation kernels this sampler calls, and the

@@ -69,11 +69,14 @@ class ThreadGovernor:
     """Keeps the thread count at the free cores (see the module docstring); ``check()`` is
     cheap between its measurements (one clock read)."""
 
-    def __init__(self, limit, interval=1.0, clock=time.monotonic):
+    def __init__(self, limit, interval=1.0, clock=time.monotonic, apply=None):
+        """limit: the most threads; apply(count): sets the count (by default BLAS's and numba's;
+        the sampler, which calls no BLAS, sets numba's and its own part count)."""
         self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         self.limit = max(1, int(limit))
         self.interval = interval
         self.clock = clock
+        self.apply = apply  # None: set_threads (looked up at each change)
         self.threads = self.limit
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.enabled = self.limit > 1 and _busy_jiffies(self.cpus) is not None
@@ -97,6 +100,6 @@ class ThreadGovernor:
         # A core counts as free when others leave at least half of it.
         wanted = max(1, min(self.limit, int(free + 0.5)))
         if wanted != self.threads:
-            set_threads(wanted)
+            (self.apply or set_threads)(wanted)
             self.threads = wanted
         return self.threads

@@ -521,6 +521,44 @@ def test_sampler_on_two_threads_writes_the_same_text(cell, rng):
         assert text(two, "", config, seed=6) == text(one, "", config, seed=6)
 
 
+class AlternatingGovernor:
+    """Stands in for the sampler's ThreadGovernor: before each chunk, the other part count, as
+    if a program kept a core busy and left it again, chunk after chunk."""
+
+    def __init__(self, sampler):
+        self.sampler, self.counts = sampler, []
+
+    def check(self):
+        count = 1 if len(self.counts) % 2 == 0 else 2
+        self.sampler._use_parts(count)
+        self.counts.append(count)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize(
+    "dtype, weights",
+    [(np.float64, "float32"), (np.float32, "float32"), (np.float32, "bf16"), (np.float32, "int8")],
+)
+def test_sampler_following_the_free_cores_writes_the_same_text(cell, dtype, weights, rng, monkeypatch):
+    import numba
+
+    from numrnn import sampling
+
+    monkeypatch.setattr(sampling, "_default_threads", lambda model, weights="float32": 2)
+    model = make_model(cell, rng, hidden=48, dtype=dtype, scale=2.0)
+    fixed = Sampler(model, VOCAB, threads=2, weights=weights)
+    following = Sampler(model, VOCAB, weights=weights)  # threads chosen here: they follow the cores
+    assert fixed._governor is None and following._governor.limit == 2
+    following._governor = AlternatingGovernor(following)
+    config = SampleConfig(length=300, chunk=32, top_k=6)
+    try:
+        assert text(following, "abc", config, seed=5) == text(fixed, "abc", config, seed=5)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert following._governor.counts[:3] == [1, 2, 1] and len(following._governor.counts) == 10
+    assert Sampler(model, VOCAB, threads=1, weights=weights)._governor is None
+
+
 def test_part_bounds_cover_the_units_on_aligned_cuts():
     from numrnn.sampling import PART_ALIGN, _part_bounds
 

@@ -48,6 +48,17 @@ def test_threads_follow_the_free_cores(monkeypatch):
     assert threads.ThreadGovernor(1).check() == 1  # one thread asked for: nothing to follow
 
 
+def test_a_governor_given_apply_sets_the_count_through_it(monkeypatch):
+    # The sampler's governor sets numba's threads and its parts, never BLAS's.
+    machine, applied = FakeMachine(monkeypatch), []
+    governor = threads.ThreadGovernor(2, interval=1.0, clock=machine.clock, apply=applied.append)
+    governor.cpus, governor.tick, governor.enabled = {0, 1}, 100, True
+    governor._last = governor._sample()
+    machine.others, machine.ours = 1.0, 1.0
+    machine.run(1.0)
+    assert governor.check() == 1 and applied == [1] and machine.set_to == []
+
+
 def test_set_threads_reaches_openblas_and_numba():
     import numba
     import numpy  # noqa: F401  (its OpenBLAS)
