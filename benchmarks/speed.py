@@ -48,6 +48,15 @@ generations. The table shows medians over all timed steps of all repeats, and:
   ceiling is only a reference.)
 - Peak memory of each training child (ru_maxrss): after imports (the peak minus the peak once
   numpy/numba/numrnn or torch and the data are loaded) and raw.
+- Sampling from bf16 and int8 weights (on the CPU): numrnn's sampling child again with
+  ``Sampler(weights="bf16")`` and ``"int8"`` (``numrnn sample --weights``), its chars/s over
+  numrnn's float32 sampling in the same run (targets 1.8x and 3x at C and D), in a table of
+  its own.
+- Under load (on the CPU, speed_load.py; --no-load skips it): the default ``numrnn train``
+  model trained while a side process keeps one core busy, numrnn's default threads (they
+  follow the free cores) against --threads 1, a fixed 2 and PyTorch; and sampling that model
+  from int8 weights (two threads by default) the same way. Target: the default no slower than
+  one thread.
 - Start-up: cold and warm wall time of ``numrnn sample -c small.safetensors --length 200``
   (a 2 x 128 LSTM checkpoint made here; cold = NUMRNN_CACHE_DIR a fresh empty folder, warm = the
   next runs with the same folder) and of ``numrnn --help``, each a ``python -m numrnn_cli``
@@ -58,7 +67,7 @@ Targets (numrnn / PyTorch) are printed next to each figure; nothing here asserts
 Run it from the repository root (torch is optional; without it only numrnn's figures appear):
 
     python benchmarks/speed.py --quick --configs A,B     # a smoke run, about a minute
-    python benchmarks/speed.py                           # everything, 3 repeats (about 11 min)
+    python benchmarks/speed.py                           # everything, 3 repeats (about 16 min)
     python benchmarks/speed.py --configs C --cells lstm --models numrnn
     python benchmarks/speed.py --configs D --json results.json
 
@@ -88,9 +97,10 @@ simulator (NUMBA_ENABLE_CUDASIM=1, no GPU) the CUDA path runs on the CPU, very s
 checks the plumbing only.
 
 The parts, beside this script: speed_setup.py (configurations, rows, settings, a child's job),
-speed_train.py and speed_sample.py (the timed children), speed_ceilings.py (GEMM peak, read
-bandwidth), speed_startup.py (cold compile, CLI start-up), speed_report.py (summaries, tables,
-notes); the PyTorch models in twins.py, the process harness in harness.py.
+speed_train.py and speed_sample.py (the timed children), speed_load.py (under load),
+speed_ceilings.py (GEMM peak, read bandwidth), speed_startup.py (cold compile, CLI start-up),
+speed_report.py (summaries, tables, notes); the PyTorch models in twins.py, the process
+harness in harness.py.
 """
 
 import argparse
@@ -108,6 +118,7 @@ from pathlib import Path
 from harness import DEFAULT_CORPUS, median, run_in_own_process_or_error
 from machine import cpu_name, load_average, package_version
 from speed_ceilings import measure_gemm
+from speed_load import measure_load, summarise_load
 from speed_report import print_report, summarise_row
 from speed_sample import MAX_SAMPLE_RUNS, child_numrnn_sample, child_torch_sample
 from speed_setup import (
@@ -133,7 +144,10 @@ ROW_CHILDREN = {
     "torch-train": child_torch_train,
     "numrnn-sample": child_numrnn_sample,
     "torch-sample": child_torch_sample,
+    "numrnn-sample-bf16": child_numrnn_sample,
+    "numrnn-sample-int8": child_numrnn_sample,
 }
+PACKED_WEIGHTS = ("bf16", "int8")  # numrnn's sampler reads these on the CPU as well as float32
 
 
 def parse_args(argv=None):
@@ -193,6 +207,11 @@ def parse_args(argv=None):
         f"quick {QUICK['min_seconds']:g})",
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up table")
+    parser.add_argument(
+        "--no-load",
+        action="store_true",
+        help="skip the under-load table (the default model trained with one core kept busy)",
+    )
     parser.add_argument(
         "--kernel-cache",
         metavar="DIR",
@@ -260,6 +279,7 @@ def settings_from(args, kernel_cache):
         seed=args.seed,
         kernel_cache=kernel_cache,
         startup=not args.no_startup and args.device == "cpu",  # the CLI's start-up is the CPU's
+        under_load=not args.no_load and args.device == "cpu",  # the CPU's cores
         quick=args.quick,
         notes=notes,
         device=args.device,
@@ -313,37 +333,51 @@ def describe_child(result, task):
     return f"{rate:,.0f} chars/s (median of {len(result['run_s'])} run(s)){extra}"
 
 
+def row_kinds(settings, order):
+    """(kind, side, task, weights) of every child of one repeat of a row, in running order:
+    training, then sampling; on the CPU numrnn also samples from bf16 and int8 weights."""
+    kinds = [(f"{side}-train", side, "train", "float32") for side in order]
+    kinds += [(f"{side}-sample", side, "sample", "float32") for side in order]
+    if settings.device == "cpu" and "numrnn" in settings.sides:
+        kinds += [(f"numrnn-sample-{weights}", "numrnn", "sample", weights) for weights in PACKED_WEIGHTS]
+    return kinds
+
+
+def task_label(task, weights):
+    return task if weights == "float32" else f"{task} {weights}"
+
+
 def measure_row(row, settings, counter):
     """Every repeat of every (side, task) of one row, the sides alternating."""
-    runs = {f"{side}-{task}": [] for side in settings.sides for task in ("train", "sample")}
+    runs = {kind: [] for kind, *_ in row_kinds(settings, settings.sides)}
     for repeat in range(settings.repeats):
         order = settings.sides if repeat % 2 == 0 else list(reversed(settings.sides))
-        for task in ("train", "sample"):
-            for side in order:
-                kind = f"{side}-{task}"
-                job = Job(
-                    row=row,
-                    steps=settings.steps,
-                    warmup=settings.warmup,
-                    runs=settings.sample_runs,
-                    min_seconds=settings.min_seconds,
-                    corpus=settings.corpus,
-                    seed=settings.seed,
-                    device=settings.device,
-                )
-                load = load_average()
-                result, wall = run_in_own_process_or_error(
-                    ROW_CHILDREN[kind], job, env=child_env(side, task, settings.kernel_cache)
-                )
-                result.update(wall_s=wall, load_before=load)
-                runs[kind].append(result)
-                counter[0] += 1
-                load_part = "" if load is None else f", load {load:.2f} before"
-                say(
-                    f"[{counter[0]:>3}/{counter[1]}] {row.name:<7} repeat {repeat + 1}/"
-                    f"{settings.repeats} {side:<6} {task:<6} {describe_child(result, task)}"
-                    f" ({wall:.1f} s{load_part})"
-                )
+        for kind, side, task, weights in row_kinds(settings, order):
+            job = Job(
+                row=row,
+                steps=settings.steps,
+                warmup=settings.warmup,
+                runs=settings.sample_runs,
+                min_seconds=settings.min_seconds,
+                corpus=settings.corpus,
+                seed=settings.seed,
+                device=settings.device,
+                weights=weights,
+            )
+            load = load_average()
+            result, wall = run_in_own_process_or_error(
+                ROW_CHILDREN[kind], job, env=child_env(side, task, settings.kernel_cache)
+            )
+            result.update(wall_s=wall, load_before=load)
+            runs[kind].append(result)
+            counter[0] += 1
+            load_part = "" if load is None else f", load {load:.2f} before"
+            say(
+                f"[{counter[0]:>3}/{counter[1]}] {row.name:<7} repeat {repeat + 1}/"
+                f"{settings.repeats} {side:<6} {task_label(task, weights):<11} "
+                f"{describe_child(result, task)}"
+                f" ({wall:.1f} s{load_part})"
+            )
     return runs
 
 
@@ -379,7 +413,7 @@ def run_benchmark(settings, tmp):
     if "error" in compile_times:
         settings.notes.append(f"compiling failed: {compile_times['error']}")
         compile_times = {}
-    counter = [0, len(settings.rows) * settings.repeats * len(settings.sides) * 2]
+    counter = [0, len(settings.rows) * settings.repeats * len(row_kinds(settings, settings.sides))]
     all_runs = [(row, measure_row(row, settings, counter)) for row in settings.rows]
     if cpu:
         report["gemm"]["end"] = measure_gemm(settings, "end")
@@ -393,6 +427,10 @@ def run_benchmark(settings, tmp):
     ]
     report["compile"] = compile_times
     report["startup"] = measure_startup(settings, tmp) if settings.startup else None
+    report["under_load"] = None
+    if settings.under_load:
+        raw = measure_load(settings)
+        report["under_load"] = dict(summarise_load(raw), runs=raw)
     report["load"]["end"] = load_average()
     report["wall_s"] = time.perf_counter() - started
     return report

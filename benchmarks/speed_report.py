@@ -9,6 +9,7 @@ from dataclasses import asdict
 from harness import median, ratio
 from machine import BUSY_LOAD
 from speed_ceilings import GEMM_N
+from speed_load import load_notes, load_sample_table, load_table
 from speed_setup import (
     GRAD_CLIP,
     LR,
@@ -28,12 +29,15 @@ TRAIN_TARGETS = {
     ("B", "rnn"): 2.5,
     ("B", "gru"): 2.5,
     ("B", "lstm"): 1.5,
-    ("C", "rnn"): 1.3,
-    ("C", "gru"): 1.3,
-    ("C", "lstm"): 1.0,
-    ("D", "lstm"): 1.0,
+    ("C", "rnn"): 1.4,
+    ("C", "gru"): 1.4,
+    ("C", "lstm"): 1.2,
+    ("D", "lstm"): 1.2,
 }
 SAMPLE_TARGETS = {"A": 20.0, "B": 20.0, "C": 20.0, "D": 10.0}
+# numrnn's sampling from bf16 / int8 weights against its own from float32 (chars/s ratios).
+PACKED_SAMPLE_TARGETS = {"C": {"bf16": 1.8, "int8": 3.0}, "D": {"bf16": 1.8, "int8": 3.0}}
+PACKED_WEIGHTS = ("bf16", "int8")
 GEMM_SHARE_TARGET = {"C": 0.65, "D": 0.65}
 BANDWIDTH_SHARE_TARGET = {"C": 0.60, "D": 0.60}
 STARTUP_TARGETS = {"help": 0.3, "sample": 1.0}  # warm wall seconds
@@ -119,6 +123,18 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu"):
         summary.update(gflops=gflops)
         if gemm_peak is not None:
             summary.update(gemm_share=ratio(gflops, gemm_peak))
+    if summary["train_target"] is not None and gemm_peak is not None:
+        # The share of the GEMM peak numrnn's step would need to run at target x PyTorch's
+        # speed (the same FLOPs a character): above 100% no kernel on this machine reaches it.
+        target_rate = summary["train_target"] * get("torch-train")
+        summary.update(
+            target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
+        )
+    for weights in PACKED_WEIGHTS:
+        if f"numrnn-sample-{weights}" in sides:
+            summary[f"sample_{weights}_speedup"] = ratio(
+                get(f"numrnn-sample-{weights}"), get("numrnn-sample")
+            )
     numrnn_sample = sides.get("numrnn-sample") or {}
     if "read_bytes_per_s" in numrnn_sample:
         ceiling = numrnn_sample["read_bytes_per_s"] / sample_weight_bytes(row)
@@ -216,6 +232,7 @@ COLUMNS = [
     "sample\ntarget",
     "numrnn\nGFLOP/s",
     "% GEMM\npeak",
+    "target\nneeds",
     f"bw ceiling c/s\n1 / {THREADS} threads",
     "share of\n1-thr. ceil.",
     "mem MB after\nimports nr/pt",
@@ -245,6 +262,7 @@ def table_row(summary):
         *speed_cells(summary, targets=True),
         fmt_gflops(summary.get("gflops")),
         fmt_share(summary.get("gemm_share"), GEMM_SHARE_TARGET.get(row.config)),
+        fmt_share(summary.get("target_gemm_share"), None),
         fmt_ceilings(summary),
         fmt_share(summary.get("bandwidth_share"), BANDWIDTH_SHARE_TARGET.get(row.config)),
         fmt_memory(summary, "rss_growth_mb"),
@@ -252,6 +270,35 @@ def table_row(summary):
         fmt_compile(summary),
         fmt_warmup(summary),
     ]
+
+
+PACKED_COLUMNS = [
+    "model",
+    "float32 c/s",
+    *(f"{weights} {what}" for weights in PACKED_WEIGHTS for what in ("c/s", "x float32", "target")),
+]
+
+
+def packed_rows(report):
+    """numrnn's batch-1 sampling from bf16 and int8 weights against its float32 sampling."""
+    rows = []
+    for summary in report["rows"]:
+        sides = summary["sides"]
+        if not any(f"numrnn-sample-{weights}" in sides for weights in PACKED_WEIGHTS):
+            continue
+        row = Row(**summary["row"])
+        rates = {kind: side.get("chars_per_s") for kind, side in sides.items() if side}
+        cells = [row.name, fmt_rate(rates.get("numrnn-sample"))]
+        for weights in PACKED_WEIGHTS:
+            speedup = summary.get(f"sample_{weights}_speedup", float("nan"))
+            target = PACKED_SAMPLE_TARGETS.get(row.config, {}).get(weights)
+            cells += [
+                fmt_rate(rates.get(f"numrnn-sample-{weights}")),
+                fmt_ratio(speedup),
+                verdict(speedup, target),
+            ]
+        rows.append(cells)
+    return rows
 
 
 # The GPU's table: the CPU's without its ceilings, memory and targets (see gpu_notes), with the
@@ -383,7 +430,14 @@ def cpu_notes():
         "train/sample c/s: chars per second, median over every timed step (generation) of every "
         "repeat; ratio = numrnn / PyTorch; target = the issue's numrnn/PyTorch target.",
         "GFLOP/s: 3 x the forward's dense matmul FLOPs (one-hot input of A counted as a lookup, "
-        "0 FLOPs) / numrnn's median step; % GEMM peak: of the peak above (target 65% at C, D).",
+        "0 FLOPs) / numrnn's median step; % GEMM peak: of the peak above (target 65% at C, D); "
+        "target needs: the share of that peak numrnn's step would run at if it trained at the "
+        "target ratio times PyTorch's chars/s (the same FLOPs a character; above 100%, beyond "
+        "this machine).",
+        "bf16 / int8: numrnn's Sampler(weights=...) (numrnn sample --weights), each weight "
+        "rounded to bfloat16 or to 8 bits with a scale per row, converted once before timing, "
+        "the same prime, temperature and length; x float32 = its chars/s over numrnn's float32 "
+        "sampling in the same run (targets: 1.8 and 3 at C, D).",
         "bandwidth ceiling: read bandwidth over a buffer the size of the weights one batch-1 step "
         "reads (1 thread: best of numpy sum, A @ x, x @ A; 2 threads: x @ A on halves at once; "
         "measured in the numrnn sampling child) / those bytes; share: numrnn's sample c/s of the "
@@ -416,6 +470,8 @@ def notes(report):
             f"note: the machine was busy (1-minute load {load:.2f}) when this started; "
             f"other work skews the speed columns of both sides."
         )
+    if report.get("under_load") is not None:
+        lines += load_notes(report["under_load"])
     lines.append(f"wall time of this run: {report['wall_s']:.0f} s.")
     return lines
 
@@ -431,6 +487,19 @@ def print_report(report):
         columns, make_row = CUDA_COLUMNS, cuda_table_row
         title = f"numrnn vs PyTorch on {device_of(report)}: train and sample speed, float32"
     print_table(columns, [make_row(summary) for summary in report["rows"]], title, width=230)
+    packed = packed_rows(report) if device_of(report) == "cpu" else []
+    if packed:
+        print_table(
+            PACKED_COLUMNS,
+            packed,
+            "numrnn sampling from bf16 and int8 weights (numrnn sample --weights), batch 1, "
+            "against its float32",
+            width=150,
+        )
+    if report.get("under_load") is not None:
+        print_table(*load_table(report["under_load"]), width=120)
+        if report["under_load"]["sample_sides"]:
+            print_table(*load_sample_table(report["under_load"]), width=120)
     if report["startup"] is not None:
         print_table(
             STARTUP_COLUMNS,

@@ -2,9 +2,10 @@
 timed; numrnn's child on the CPU also measures the read bandwidth its weights' size allows.
 
 numrnn samples through ``Sampler.generate`` (its compiled loop; on the GPU one block of threads,
-the ids coming back to the host, which synchronises); PyTorch samples its twin in a
-``torch.no_grad()`` Python loop with ``torch.multinomial`` (on the GPU the twin, the prime and
-the generator there, synchronised at the end of each generation).
+the ids coming back to the host, which synchronises), from the float32 weights or, on the CPU,
+from bf16 or int8 copies (``Sampler(weights=...)``, ``numrnn sample --weights``); PyTorch
+samples its twin in a ``torch.no_grad()`` Python loop with ``torch.multinomial`` (on the GPU
+the twin, the prime and the generator there, synchronised at the end of each generation).
 """
 
 import time
@@ -49,7 +50,7 @@ def child_numrnn_sample(job):
     ids, _ = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
     model = build_numrnn_model(job.row, job.seed, job.device)
-    sampler = Sampler(model, Vocab(ARBITRARY_CHARS))
+    sampler = Sampler(model, Vocab(ARBITRARY_CHARS), weights=job.weights)
     prime = np.ascontiguousarray(ids[:PRIME_LENGTH])
     rng = np.random.default_rng(job.seed)
 
@@ -64,8 +65,10 @@ def child_numrnn_sample(job):
     warm, timed = time_calls(
         generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
     )
-    about, warm = numrnn_about(job.device), [first, *warm]
-    if job.device != "cpu":  # the host's read bandwidth does not bound a GPU's step
+    about, warm = dict(numrnn_about(job.device), weights=job.weights), [first, *warm]
+    if (
+        job.device != "cpu" or job.weights != "float32"
+    ):  # the ceiling is float32's; one per row  # the host's read bandwidth does not bound a GPU's step
         return sample_result(job, warm, timed, rss_base, about)
     bandwidth = read_bandwidth(sample_weight_bytes(job.row), min(job.min_seconds, 0.25))
     return sample_result(job, warm, timed, rss_base, about, dict(bandwidth=bandwidth))

@@ -79,6 +79,7 @@ class Job:
     seed: int = 0
     path: str = ""
     device: str = "cpu"  # where both sides' models, batches and optimizer state live
+    weights: str = "float32"  # what numrnn's sampler reads (``Sampler(weights=...)``)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Settings:
     seed: int
     kernel_cache: str
     startup: bool
+    under_load: bool
     quick: bool
     notes: list = field(default_factory=list)
     device: str = "cpu"
