@@ -19,6 +19,44 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def openblas_kernels():
+    """{library file: the kernel set ("core") it runs} for every OpenBLAS this process has
+    loaded: numba's products run scipy's, whose kernels OPENBLAS_CORETYPE can force (some
+    machines set it to "Haswell", the AVX2 kernels, at about half the float32 throughput of the
+    AVX-512 "SkylakeX" kernels OpenBLAS picks on a CPU that has them)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted(
+                {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+            )
+    except OSError:
+        return {}
+    kernels = {}
+    for path in paths:
+        library = ctypes.CDLL(path)
+        for prefix, suffix in (
+            ("openblas", ""),
+            ("scipy_openblas", ""),
+            ("scipy_openblas", "64_"),
+            ("openblas", "64_"),
+        ):
+            getter = getattr(library, f"{prefix}_get_corename{suffix}", None)
+            if getter is not None:
+                getter.restype = ctypes.c_char_p
+                kernels[Path(path).name] = getter().decode()
+                break
+    return kernels
+
+
+def openblas_environment():
+    """The OpenBLAS variables that choose its kernels or their blocking, as set here."""
+    return {
+        name: os.environ[name] for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ
+    }
+
+
 def load_average():
     """The 1-minute load average (None where unknown): other work skews the speed columns."""
     try:

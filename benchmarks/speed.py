@@ -116,7 +116,7 @@ from pathlib import Path
 
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
 from harness import DEFAULT_CORPUS, median, run_in_own_process_or_error
-from machine import cpu_name, load_average, package_version
+from machine import cpu_name, load_average, openblas_environment, package_version
 from speed_ceilings import measure_gemm
 from speed_load import measure_load, summarise_load
 from speed_report import print_report, summarise_row
@@ -406,6 +406,7 @@ def run_benchmark(settings, tmp):
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         load=dict(start=load_average()),
         gemm={},
+        openblas_environment=openblas_environment(),
     )
     if cpu:
         report["gemm"]["start"] = measure_gemm(settings, "start")

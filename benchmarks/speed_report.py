@@ -369,6 +369,17 @@ def gpu_names(report):
     return ", ".join(dict.fromkeys(names)) or "-"
 
 
+def numrnn_openblas_kernels(report):
+    """The OpenBLAS kernels numrnn's training children ran on ("-" when none reported)."""
+    found = {
+        f"{kernel}"
+        for row in report["rows"]
+        for result in row["runs"].get("numrnn-train", [])
+        for kernel in (result.get("threads") or {}).get("openblas_kernels", {}).values()
+    }
+    return ", ".join(sorted(found)) or "-"
+
+
 def header_lines(report):
     v, s, gemm = report["versions"], report["settings"], report["gemm"]
     peaks = ", ".join(f"{when} {g['gflops']:.0f}" for when, g in gemm.items() if "gflops" in g)
@@ -383,7 +394,8 @@ def header_lines(report):
             f"{report['cpu']} | {report['cpus']} CPUs | load {loads} | {report['date']}",
             f"numrnn {v['numrnn']}, numba {v['numba']}, numpy {v['numpy']}, {torch_part} | "
             f"{THREADS} threads a side | float32 GEMM peak {report['gemm_peak']:.0f} GFLOP/s "
-            f"({GEMM_N}^3 numpy matmul, {THREADS} threads; {peaks})",
+            f"({GEMM_N}^3 numpy matmul, {THREADS} threads; {peaks}) | numrnn's OpenBLAS kernels: "
+            f"{numrnn_openblas_kernels(report)}",
         ]
     else:
         machine = [
@@ -463,6 +475,16 @@ def notes(report):
         for kind, side in row["sides"].items():
             if side and side.get("errors"):
                 lines.append(f"{Row(**row['row']).name} {kind} failed: {side['errors'][0]}")
+    forced = report.get("openblas_environment")
+    if forced and device_of(report) == "cpu":
+        setting = " ".join(f"{name}={value}" for name, value in forced.items())
+        lines.append(
+            f"note: {setting} is set here, which chooses OpenBLAS's kernels for numpy and for "
+            "numba's products (Haswell: the AVX2 ones, about half the float32 throughput of the "
+            "AVX-512 ones OpenBLAS picks itself on a CPU that has them); for the speed a user "
+            "without it gets, run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+            "benchmarks/speed.py"
+        )
     # The start only: by the end the 1-minute load counts this run's own two threads.
     load = report["load"]["start"]
     if load is not None and load > BUSY_LOAD:

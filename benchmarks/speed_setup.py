@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from machine import openblas_kernels
+
 VOCAB_SIZE = 65
 # Any 65 distinct characters do for sampling: the text itself is thrown away.
 ARBITRARY_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .\n"
@@ -198,10 +200,14 @@ def numrnn_gpu_name():
 
 
 def numrnn_threads():
-    """The threads numrnn's child runs with, for the raw results."""
+    """The threads numrnn's child runs with, and the OpenBLAS kernels its products ran on."""
     import numba
 
-    return dict(numba=numba.get_num_threads(), openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"))
+    return dict(
+        numba=numba.get_num_threads(),
+        openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"),
+        openblas_kernels=openblas_kernels(),
+    )
 
 
 def numrnn_about(device):
