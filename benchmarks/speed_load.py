@@ -51,19 +51,12 @@ from speed_setup import (
     Job,
     Row,
     build_numrnn_model,
-    build_torch_model,
     child_env,
     load_ids,
     load_numrnn_backend,
     say,
 )
-from speed_train import (
-    MAX_TRAIN_STEPS,
-    BatchCursor,
-    numrnn_train_step,
-    torch_train_step,
-    train_result,
-)
+from speed_train import MAX_TRAIN_STEPS, numrnn_training, torch_training, train_result
 
 LOAD_ROW = Row("default", "lstm", hidden=256, layers=2, batch=32, seq_len=128, embed=64)
 SETTLE_S = 2.0  # the governor measures the other processes over 1-second intervals
@@ -111,47 +104,29 @@ def child_numrnn_load(job, settle_s, threads):
     """numrnn's product step; ``threads`` None: a ThreadGovernor checked before every step,
     else the thread count the environment fixed."""
     import numba
-    import numpy as np
 
-    from numrnn.optim import Optimizer
     from numrnn.threads import ThreadGovernor, openblas_threads
 
-    load_numrnn_backend(job.device)
-    ids, source = load_ids(job.corpus, job.seed)
-    rss_base = peak_rss_mb()
-    model = build_numrnn_model(job.row, job.seed, job.device)
-    optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
-    cursor, rng = BatchCursor(ids, job.row), np.random.default_rng(job.seed)
-    carry = dict(state=model.zero_state(job.row.batch), losses=[])
+    train_step, losses, rss_base, source = numrnn_training(job)
     governor = ThreadGovernor(numba.config.NUMBA_NUM_THREADS) if threads is None else None
 
     def step():
         if governor is not None:
             governor.check()
-        numrnn_train_step(model, optimizer, cursor, rng, carry)
+        train_step()
 
     warm, timed = time_settled_steps(step, job, settle_s)
     about = dict(threads=numba.get_num_threads(), blas_threads=[get() for _, get in openblas_threads()])
-    return train_result(job, warm, timed, carry["losses"], rss_base, source, about)
+    return train_result(job, warm, timed, losses, rss_base, source, about)
 
 
 def child_torch_load(job, settle_s, threads):
     """The PyTorch twin's step on ``threads`` threads."""
     import torch
 
-    torch.set_num_threads(threads)
-    ids, source = load_ids(job.corpus, job.seed)
-    rss_base = peak_rss_mb()
-    torch.manual_seed(job.seed)
-    model = build_torch_model(job.row, job.device)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    cursor, carry = BatchCursor(ids, job.row), dict(state=None, losses=[])
-    warm, timed = time_settled_steps(
-        lambda: torch_train_step(model, optimizer, cursor, carry, job.device), job, settle_s
-    )
-    about = dict(threads=torch.get_num_threads())
-    return train_result(job, warm, timed, carry["losses"], rss_base, source, about)
+    step, losses, rss_base, source = torch_training(job, threads)
+    warm, timed = time_settled_steps(step, job, settle_s)
+    return train_result(job, warm, timed, losses, rss_base, source, dict(threads=torch.get_num_threads()))
 
 
 LOAD_CHILDREN = {"numrnn": child_numrnn_load, "torch": child_torch_load}
@@ -290,48 +265,39 @@ def measure_sample_load(settings):
     return runs
 
 
-def summarise_side_load(results):
-    """Chars/s over every timed step of every repeat, the threads each repeat ended on."""
+def summarise_loaded_side(results, chars="chars_per_step", times="step_s"):
+    """Chars/s over every timed step (``times``; a sampling child's: run_s, with chars_per_run)
+    of every repeat, the threads each repeat ended on; a training side's losses and data."""
     ok = [r for r in results if "error" not in r]
     errors = [r["error"] for r in results if "error" in r]
     if not ok:
         return dict(chars_per_s=float("nan"), threads_at_end=[], errors=errors)
-    steps = [s for r in ok for s in r["step_s"]]
-    return dict(
-        chars_per_s=ok[0]["chars_per_step"] / median(steps),
-        timed_steps=len(steps),
-        per_repeat_chars_per_s=[r["chars_per_step"] / median(r["step_s"]) for r in ok],
-        threads_at_end=[r["threads"] for r in ok],
-        first_loss=median([r["first_loss"] for r in ok]),
-        last_loss=median([r["last_loss"] for r in ok]),
-        data=ok[0]["data"],
-        errors=errors,
-    )
-
-
-def summarise_sample_side_load(results):
-    """Chars/s over every timed run of every repeat, the threads each repeat ended on."""
-    ok = [r for r in results if "error" not in r]
-    errors = [r["error"] for r in results if "error" in r]
-    if not ok:
-        return dict(chars_per_s=float("nan"), threads_at_end=[], errors=errors)
-    runs = [s for r in ok for s in r["run_s"]]
-    return dict(
-        chars_per_s=ok[0]["chars_per_run"] / median(runs),
-        timed_runs=len(runs),
-        per_repeat_chars_per_s=[r["chars_per_run"] / median(r["run_s"]) for r in ok],
+    pooled = [s for r in ok for s in r[times]]
+    summary = dict(
+        chars_per_s=ok[0][chars] / median(pooled),
+        timed=len(pooled),
+        per_repeat_chars_per_s=[r[chars] / median(r[times]) for r in ok],
         threads_at_end=[r["threads"] for r in ok],
         errors=errors,
     )
+    if "first_loss" in ok[0]:
+        summary.update(
+            first_loss=median([r["first_loss"] for r in ok]),
+            last_loss=median([r["last_loss"] for r in ok]),
+            data=ok[0]["data"],
+        )
+    return summary
 
 
 def summarise_load(raw):
     """Each side's summary, training (sides) and sampling (sample_sides) apart; the training
     default's ratios to --threads 1, to --threads 2 and to PyTorch, the sampling default's to
     1 and 2 threads (NaN where a side did not run)."""
-    sides = {name: summarise_side_load(r) for name, r in raw.items() if name not in SAMPLE_LOAD_SIDES}
+    sides = {name: summarise_loaded_side(r) for name, r in raw.items() if name not in SAMPLE_LOAD_SIDES}
     sample_sides = {
-        name: summarise_sample_side_load(r) for name, r in raw.items() if name in SAMPLE_LOAD_SIDES
+        name: summarise_loaded_side(r, "chars_per_run", "run_s")
+        for name, r in raw.items()
+        if name in SAMPLE_LOAD_SIDES
     }
 
     def rate(summaries, name):

@@ -97,7 +97,9 @@ def train_result(job, warm, timed, losses, rss_base, source, about):
     return dict(result, data=source, **about)
 
 
-def child_numrnn_train(job):
+def numrnn_training(job):
+    """(step, losses, rss_base, source): numrnn's product step over job.row's batches, the list
+    its losses go to, the peak memory once imports and data are loaded, and the data's name."""
     import numpy as np
 
     from numrnn.optim import Optimizer
@@ -109,20 +111,14 @@ def child_numrnn_train(job):
     optimizer = Optimizer("adam", model.layout.size, model.dtype, model.kernels)
     cursor, rng = BatchCursor(ids, job.row), np.random.default_rng(job.seed)
     carry = dict(state=model.zero_state(job.row.batch), losses=[])
-    warm, timed = time_calls(
-        lambda: numrnn_train_step(model, optimizer, cursor, rng, carry),
-        warmup=job.warmup,
-        min_calls=job.steps,
-        min_seconds=job.min_seconds,
-        max_calls=MAX_TRAIN_STEPS,
-    )
-    return train_result(job, warm, timed, carry["losses"], rss_base, source, numrnn_about(job.device))
+    return lambda: numrnn_train_step(model, optimizer, cursor, rng, carry), carry["losses"], rss_base, source
 
 
-def child_torch_train(job):
+def torch_training(job, threads):
+    """``numrnn_training`` for the PyTorch twin, on ``threads`` threads."""
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     ids, source = load_ids(job.corpus, job.seed)
     rss_base = peak_rss_mb()
     torch.manual_seed(job.seed)
@@ -130,11 +126,26 @@ def child_torch_train(job):
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     cursor, carry = BatchCursor(ids, job.row), dict(state=None, losses=[])
-    warm, timed = time_calls(
-        lambda: torch_train_step(model, optimizer, cursor, carry, job.device),
-        warmup=job.warmup,
-        min_calls=job.steps,
-        min_seconds=job.min_seconds,
-        max_calls=MAX_TRAIN_STEPS,
+    step = lambda: torch_train_step(model, optimizer, cursor, carry, job.device)  # noqa: E731
+    return step, carry["losses"], rss_base, source
+
+
+def timed_steps(step, job):
+    """time_calls as the row's job asks: its warm-up, then its steps and seconds."""
+    return time_calls(
+        step, warmup=job.warmup, min_calls=job.steps, min_seconds=job.min_seconds, max_calls=MAX_TRAIN_STEPS
     )
-    return train_result(job, warm, timed, carry["losses"], rss_base, source, torch_about(torch, job.device))
+
+
+def child_numrnn_train(job):
+    step, losses, rss_base, source = numrnn_training(job)
+    warm, timed = timed_steps(step, job)
+    return train_result(job, warm, timed, losses, rss_base, source, numrnn_about(job.device))
+
+
+def child_torch_train(job):
+    import torch
+
+    step, losses, rss_base, source = torch_training(job, THREADS)
+    warm, timed = timed_steps(step, job)
+    return train_result(job, warm, timed, losses, rss_base, source, torch_about(torch, job.device))
