@@ -215,11 +215,23 @@ def run_loaded_child(child, args, env):
     return result
 
 
+def measure_sides(settings, sides, child_of, what):
+    """Every repeat of every one of ``sides``, each child (``child_of(name)``: (function, args,
+    env)) under busy_core(), the order flipping every repeat, a progress line each (``what``:
+    the (chars, times, unit) keys of its result): {side: [raw result per repeat]}."""
+    runs = {name: [] for name in sides}
+    for repeat in range(settings.repeats):
+        for name in sides if repeat % 2 == 0 else reversed(sides):
+            result = run_loaded_child(*child_of(name))
+            runs[name].append(result)
+            account = describe_load_child(result, *what)
+            say(f"[load] {name} repeat {repeat + 1}/{settings.repeats}: {account}")
+    return runs
+
+
 def measure_load(settings):
-    """Every repeat of every side of LOAD_SIDES whose library is in settings.sides, then of
-    SAMPLE_LOAD_SIDES when numrnn is, each child under busy_core(), the order flipping every
-    repeat: {side: [raw result per repeat]} (the side names do not collide)."""
-    sides = [name for name, (library, _) in LOAD_SIDES.items() if library in settings.sides]
+    """Every side of LOAD_SIDES whose library is in settings.sides, then of SAMPLE_LOAD_SIDES
+    when numrnn is: {side: [raw result per repeat]} (the side names do not collide)."""
     job = Job(
         row=LOAD_ROW,
         steps=settings.steps,
@@ -227,24 +239,21 @@ def measure_load(settings):
         corpus=settings.corpus,
         seed=settings.seed,
     )
-    runs = {name: [] for name in sides}
-    for repeat in range(settings.repeats):
-        for name in sides if repeat % 2 == 0 else reversed(sides):
-            library, threads = LOAD_SIDES[name]
-            env = side_env(library, threads, settings.kernel_cache)
-            result = run_loaded_child(LOAD_CHILDREN[library], (job, SETTLE_S, threads), env)
-            runs[name].append(result)
-            account = describe_load_child(result, "chars_per_step", "step_s", "step")
-            say(f"[load] {name} repeat {repeat + 1}/{settings.repeats}: {account}")
+
+    def training_child(name):
+        library, threads = LOAD_SIDES[name]
+        env = side_env(library, threads, settings.kernel_cache)
+        return LOAD_CHILDREN[library], (job, SETTLE_S, threads), env
+
+    sides = [name for name, (library, _) in LOAD_SIDES.items() if library in settings.sides]
+    runs = measure_sides(settings, sides, training_child, ("chars_per_step", "step_s", "step"))
     if "numrnn" in settings.sides:
         runs.update(measure_sample_load(settings))
     return runs
 
 
 def measure_sample_load(settings):
-    """Every repeat of every side of SAMPLE_LOAD_SIDES, each child under busy_core(), the order
-    flipping every repeat: {side: [raw result per repeat]}."""
-    sides = list(SAMPLE_LOAD_SIDES)
+    """Every side of SAMPLE_LOAD_SIDES: {side: [raw result per repeat]}."""
     job = Job(
         row=LOAD_ROW,
         runs=settings.sample_runs,
@@ -254,15 +263,11 @@ def measure_sample_load(settings):
         weights=SAMPLE_WEIGHTS,
     )
     env = child_env("numrnn", "sample", settings.kernel_cache)
-    runs = {name: [] for name in sides}
-    for repeat in range(settings.repeats):
-        for name in sides if repeat % 2 == 0 else reversed(sides):
-            threads = SAMPLE_LOAD_SIDES[name]
-            result = run_loaded_child(child_numrnn_sample_load, (job, SETTLE_S, threads), env)
-            runs[name].append(result)
-            account = describe_load_child(result, "chars_per_run", "run_s", "run")
-            say(f"[load] {name} repeat {repeat + 1}/{settings.repeats}: {account}")
-    return runs
+
+    def sampling_child(name):
+        return child_numrnn_sample_load, (job, SETTLE_S, SAMPLE_LOAD_SIDES[name]), env
+
+    return measure_sides(settings, list(SAMPLE_LOAD_SIDES), sampling_child, ("chars_per_run", "run_s", "run"))
 
 
 def summarise_loaded_side(results, chars="chars_per_step", times="step_s"):
