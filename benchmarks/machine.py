@@ -26,27 +26,12 @@ def openblas_kernels():
     AVX-512 "SkylakeX" kernels OpenBLAS picks on a CPU that has them)."""
     import ctypes
 
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted(
-                {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
-            )
-    except OSError:
-        return {}
+    from numrnn.threads import openblas_functions
+
     kernels = {}
-    for path in paths:
-        library = ctypes.CDLL(path)
-        for prefix, suffix in (
-            ("openblas", ""),
-            ("scipy_openblas", ""),
-            ("scipy_openblas", "64_"),
-            ("openblas", "64_"),
-        ):
-            getter = getattr(library, f"{prefix}_get_corename{suffix}", None)
-            if getter is not None:
-                getter.restype = ctypes.c_char_p
-                kernels[Path(path).name] = getter().decode()
-                break
+    for path, (corename,) in openblas_functions("get_corename"):
+        corename.restype = ctypes.c_char_p
+        kernels[Path(path).name] = corename().decode()
     return kernels
 
 

@@ -127,11 +127,11 @@ from speed_setup import (
     GATES,
     SAMPLE_LENGTH,
     THREADS,
-    Job,
     Row,
     Settings,
     child_env,
     say,
+    settings_job,
 )
 from speed_startup import measure_compile, measure_startup
 from speed_train import MAX_TRAIN_STEPS, child_numrnn_train, child_torch_train
@@ -353,17 +353,7 @@ def measure_row(row, settings, counter):
     for repeat in range(settings.repeats):
         order = settings.sides if repeat % 2 == 0 else list(reversed(settings.sides))
         for kind, side, task, weights in row_kinds(settings, order):
-            job = Job(
-                row=row,
-                steps=settings.steps,
-                warmup=settings.warmup,
-                runs=settings.sample_runs,
-                min_seconds=settings.min_seconds,
-                corpus=settings.corpus,
-                seed=settings.seed,
-                device=settings.device,
-                weights=weights,
-            )
+            job = settings_job(settings, row, weights=weights)
             load = load_average()
             result, wall = run_in_own_process_or_error(
                 ROW_CHILDREN[kind], job, env=child_env(side, task, settings.kernel_cache)

@@ -28,7 +28,7 @@ spinner, numba on 2 threads and OpenBLAS on 1 as speed.py's sampling children:
 
 The governor needs a second or more to see the busy core, so each child steps (generates)
 once (loading the kernels), then for at least SETTLE_S seconds more before it times at least
---steps steps (--sample-runs runs; 3 for a job without) and --min-seconds seconds; the repeats
+--steps steps (--sample-runs runs) and --min-seconds seconds; the repeats
 alternate the order of the sides, as speed.py's rows do.
 """
 
@@ -48,13 +48,13 @@ from speed_setup import (
     SAMPLE_LENGTH,
     SAMPLE_TEMPERATURE,
     THREADS,
-    Job,
     Row,
     build_numrnn_model,
     child_env,
     load_ids,
     load_numrnn_backend,
     say,
+    settings_job,
 )
 from speed_train import MAX_TRAIN_STEPS, numrnn_training, torch_training, train_result
 
@@ -75,7 +75,6 @@ NOISE_ALLOWANCE = 0.95  # the default passes at 95% of the 1-thread rate: run-to
 SAMPLE_LOAD_SIDES = {"sample default": None, "sample 1 thread": 1, "sample 2 threads": THREADS}
 SAMPLE_BASELINE = "sample 1 thread"
 SAMPLE_WEIGHTS = "int8"  # numrnn sample --weights int8: two threads by default on LOAD_ROW
-MIN_SAMPLE_RUNS = 3  # for a job built without runs (Job.runs 0)
 
 
 def time_settled(call, settle_s, *, min_calls, min_seconds, max_calls):
@@ -158,7 +157,7 @@ def child_numrnn_sample_load(job, settle_s, threads):
     warm, timed = time_settled(
         generate,
         settle_s,
-        min_calls=job.runs or MIN_SAMPLE_RUNS,
+        min_calls=job.runs,
         min_seconds=job.min_seconds,
         max_calls=MAX_SAMPLE_RUNS,
     )
@@ -232,13 +231,7 @@ def measure_sides(settings, sides, child_of, what):
 def measure_load(settings):
     """Every side of LOAD_SIDES whose library is in settings.sides, then of SAMPLE_LOAD_SIDES
     when numrnn is: {side: [raw result per repeat]} (the side names do not collide)."""
-    job = Job(
-        row=LOAD_ROW,
-        steps=settings.steps,
-        min_seconds=settings.min_seconds,
-        corpus=settings.corpus,
-        seed=settings.seed,
-    )
+    job = settings_job(settings, LOAD_ROW)
 
     def training_child(name):
         library, threads = LOAD_SIDES[name]
@@ -254,14 +247,7 @@ def measure_load(settings):
 
 def measure_sample_load(settings):
     """Every side of SAMPLE_LOAD_SIDES: {side: [raw result per repeat]}."""
-    job = Job(
-        row=LOAD_ROW,
-        runs=settings.sample_runs,
-        min_seconds=settings.min_seconds,
-        corpus=settings.corpus,
-        seed=settings.seed,
-        weights=SAMPLE_WEIGHTS,
-    )
+    job = settings_job(settings, LOAD_ROW, weights=SAMPLE_WEIGHTS)
     env = child_env("numrnn", "sample", settings.kernel_cache)
 
     def sampling_child(name):

@@ -125,7 +125,8 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu"):
             summary.update(gemm_share=ratio(gflops, gemm_peak))
     if summary["train_target"] is not None and gemm_peak is not None:
         # The share of the GEMM peak numrnn's step would need to run at target x PyTorch's
-        # speed (the same FLOPs a character): above 100% no kernel on this machine reaches it.
+        # speed (the same FLOPs a character): above 100%, beyond what OpenBLAS's kernels in
+        # use reach on this machine (the header names them).
         target_rate = summary["train_target"] * get("torch-train")
         summary.update(
             target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
@@ -372,7 +373,7 @@ def gpu_names(report):
 def numrnn_openblas_kernels(report):
     """The OpenBLAS kernels numrnn's training children ran on ("-" when none reported)."""
     found = {
-        f"{kernel}"
+        kernel
         for row in report["rows"]
         for result in row["runs"].get("numrnn-train", [])
         for kernel in (result.get("threads") or {}).get("openblas_kernels", {}).values()
@@ -445,7 +446,7 @@ def cpu_notes():
         "0 FLOPs) / numrnn's median step; % GEMM peak: of the peak above (target 65% at C, D); "
         "target needs: the share of that peak numrnn's step would run at if it trained at the "
         "target ratio times PyTorch's chars/s (the same FLOPs a character; above 100%, beyond "
-        "this machine).",
+        "the peak of the OpenBLAS kernels named above).",
         "bf16 / int8: numrnn's Sampler(weights=...) (numrnn sample --weights), each weight "
         "rounded to bfloat16 or to 8 bits with a scale per row, converted once before timing, "
         "the same prime, temperature and length; x float32 = its chars/s over numrnn's float32 "

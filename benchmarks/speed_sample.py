@@ -66,9 +66,8 @@ def child_numrnn_sample(job):
         generate, warmup=1, min_calls=job.runs, min_seconds=job.min_seconds, max_calls=MAX_SAMPLE_RUNS
     )
     about, warm = dict(numrnn_about(job.device), weights=job.weights), [first, *warm]
-    if (
-        job.device != "cpu" or job.weights != "float32"
-    ):  # the ceiling is float32's; one per row  # the host's read bandwidth does not bound a GPU's step
+    # The host's read bandwidth does not bound a GPU's step; the ceiling is float32's, one a row.
+    if job.device != "cpu" or job.weights != "float32":
         return sample_result(job, warm, timed, rss_base, about)
     bandwidth = read_bandwidth(sample_weight_bytes(job.row), min(job.min_seconds, 0.25))
     return sample_result(job, warm, timed, rss_base, about, dict(bandwidth=bandwidth))

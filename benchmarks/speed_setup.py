@@ -84,6 +84,21 @@ class Job:
     weights: str = "float32"  # what numrnn's sampler reads (``Sampler(weights=...)``)
 
 
+def settings_job(settings, row, **fields):
+    """The Job a child measuring ``row`` gets from the run's settings, ``fields`` on top."""
+    return Job(
+        row=row,
+        steps=settings.steps,
+        warmup=settings.warmup,
+        runs=settings.sample_runs,
+        min_seconds=settings.min_seconds,
+        corpus=settings.corpus,
+        seed=settings.seed,
+        device=settings.device,
+        **fields,
+    )
+
+
 @dataclass
 class Settings:
     """What the command line asked for, with the defaults filled in."""

@@ -14,13 +14,15 @@ import ctypes
 import os
 import time
 
-# OpenBLAS's thread functions under the prefixes and suffixes of its builds: plain, and
-# numpy's and scipy's wheels (scipy's is the one numba's compiled products call).
+# OpenBLAS's functions under the prefixes and suffixes of its builds: plain, and numpy's and
+# scipy's wheels (scipy's is the one numba's compiled products call).
 _AFFIXES = (("openblas", ""), ("scipy_openblas", ""), ("scipy_openblas", "64_"), ("openblas", "64_"))
 
 
-def openblas_threads():
-    """(set, get) thread functions of every OpenBLAS library this process has loaded."""
+def openblas_functions(*stems):
+    """[(path, [function per stem])] for every OpenBLAS library this process has loaded that
+    has all the functions ``stems`` names (e.g. "get_num_threads" for openblas_get_num_threads
+    or scipy_openblas_get_num_threads64_)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = sorted(
@@ -28,17 +30,23 @@ def openblas_threads():
             )
     except OSError:
         return []
-    functions = []
+    found = []
     for path in paths:
         try:
             library = ctypes.CDLL(path)
         except OSError:
             continue
         for prefix, suffix in _AFFIXES:
-            setter, getter = (f"{prefix}_{verb}_num_threads{suffix}" for verb in ("set", "get"))
-            if hasattr(library, setter) and hasattr(library, getter):
-                functions.append((getattr(library, setter), getattr(library, getter)))
-    return functions
+            names = [f"{prefix}_{stem}{suffix}" for stem in stems]
+            if all(hasattr(library, name) for name in names):
+                found.append((path, [getattr(library, name) for name in names]))
+                break
+    return found
+
+
+def openblas_threads():
+    """(set, get) thread functions of every OpenBLAS library this process has loaded."""
+    return [tuple(functions) for _, functions in openblas_functions("set_num_threads", "get_num_threads")]
 
 
 def set_threads(count):
