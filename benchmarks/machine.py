@@ -9,14 +9,35 @@ from pathlib import Path
 BUSY_LOAD = 0.5  # 1-minute load average at the start above which the speed columns get a warning
 
 
+# AMD's core generations by CPU family (Zen 3 and Zen 4 share family 25; Zen 4 has AVX-512).
+_AMD_CORES = {23: "Zen/Zen 2", 25: "Zen 3", 26: "Zen 5"}
+
+
 def cpu_name():
+    """The CPU's model name, with its family, model, core generation (AMD) and widest vector
+    instructions where /proc/cpuinfo says them: the same model name (a cloud's "AMD EPYC") can
+    be CPUs whose products run at half or twice the speed, e.g. "AMD EPYC (family 25 model 17,
+    Zen 4, AVX-512)"."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first CPU's block ends at a blank line
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        fields = {}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" not in fields:
+        return name
+    family, model = int(fields["cpu family"]), int(fields.get("model", "0"))
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    core = _AMD_CORES.get(family) if fields.get("vendor_id") == "AuthenticAMD" else None
+    if core == "Zen 3" and vector == "AVX-512":
+        core = "Zen 4"
+    details = [f"family {family} model {model}", core, vector]
+    return f"{name} ({', '.join(d for d in details if d)})"
 
 
 def openblas_kernels():
