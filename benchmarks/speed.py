@@ -39,6 +39,12 @@ generations. The table shows medians over all timed steps of all repeats, and:
   which is a row lookup) over its median step time, and that as a share of the machine's float32
   GEMM peak (numpy 2048^3 matmul, 2 BLAS threads, median, measured at the start and the end of
   this run, the higher kept).
+- What the per-step products allow: a recurrence multiplies by W_hh once a time step (B x H by
+  H x G forward, W_hh @ dgates.T backward), products too small for OpenBLAS's best rate. A
+  child times them alone at each row's shapes (numrnn's threads, the fastest of many calls);
+  "step allows" is the share of the peak a training step would reach if those products ran at
+  that rate, its other products at the peak and nothing else took time. A target that needs
+  more is marked "beyond": it asks for faster per-step products than OpenBLAS's.
 - The sampling bandwidth ceiling: a batch-1 step reads every weight once per character, so
   chars/s can be no more than the read bandwidth over a buffer of that many bytes (measured in
   each numrnn sampling child, a median: on 1 thread the best of numpy sum and the two
@@ -117,7 +123,7 @@ from pathlib import Path
 # Siblings beside this script (its folder is on sys.path); harness puts the repository there too.
 from harness import DEFAULT_CORPUS, median, run_in_own_process_or_error
 from machine import cpu_name, load_average, openblas_environment, package_version
-from speed_ceilings import measure_gemm
+from speed_ceilings import measure_gemm, measure_step_products
 from speed_load import measure_load, summarise_load
 from speed_report import print_report, summarise_row
 from speed_sample import MAX_SAMPLE_RUNS, child_numrnn_sample, child_torch_sample
@@ -400,6 +406,7 @@ def run_benchmark(settings, tmp):
     )
     if cpu:
         report["gemm"]["start"] = measure_gemm(settings, "start")
+    report["step_products"] = measure_step_products(settings) if cpu and "numrnn" in settings.sides else {}
     compile_times = measure_compile(settings) if "numrnn" in settings.sides else {}
     if "error" in compile_times:
         settings.notes.append(f"compiling failed: {compile_times['error']}")
@@ -413,7 +420,7 @@ def run_benchmark(settings, tmp):
     else:
         report["gemm_peak"] = None  # the CPU's peak bounds no GPU step
     report["rows"] = [
-        summarise_row(row, runs, compile_times, report["gemm_peak"], settings.device)
+        summarise_row(row, runs, compile_times, report["gemm_peak"], settings.device, report["step_products"])
         for row, runs in all_runs
     ]
     report["compile"] = compile_times

@@ -1,12 +1,14 @@
 """What the machine allows speed.py's rows at best: the float32 GEMM peak (a child of its own,
-at the start and the end of the run) and the read bandwidth over a buffer the size of a
-batch-1 step's weights (measured inside numrnn's sampling child).
+at the start and the end of the run), the rate of each row's per-time-step products (another
+child), and the read bandwidth over a buffer the size of a batch-1 step's weights (measured
+inside numrnn's sampling child).
 """
 
 import os
+from functools import partial
 
 from harness import median, run_in_own_process_or_error, time_calls
-from speed_setup import FLOAT32_BYTES, THREADS, Job, child_env, say
+from speed_setup import FLOAT32_BYTES, THREADS, Job, child_env, say, step_product_flops
 
 GEMM_N = 2048
 READS_PER_CALL = 8  # buffer reads per call of the threaded bandwidth probe
@@ -79,6 +81,61 @@ def child_gemm_peak(job):
         n=GEMM_N,
         openblas_env=os.environ.get("OPENBLAS_NUM_THREADS"),
     )
+
+
+def child_step_products(job):
+    """GFLOP/s of each row's per-time-step products, as numrnn's compiled recurrences call them
+    (numba's np.dot, so scipy's OpenBLAS, with numrnn's training threads): T products
+    ``h @ W_hh`` (B x H by H x G) forward and T ``W_hh @ dgates.T`` backward, one compiled loop
+    each, the fastest of many calls (a bound takes the best these products did: on a shared
+    machine the median of a short child swings by a third). The same h and dgates every step:
+    in a recurrence each step's operand was just written by the gate loop before it, so it is
+    in cache too. {row name: GFLOP/s over both}."""
+    import numba
+    import numpy as np
+
+    @numba.njit(nogil=True)
+    def forward(hw, h, Wh, steps):
+        for _ in range(steps):
+            np.dot(h, Wh, hw)
+
+    @numba.njit(nogil=True)
+    def backward(dh_T, dgates, Wh, steps):
+        for _ in range(steps):
+            np.dot(Wh, dgates.T, dh_T)
+
+    rng = np.random.default_rng(job.seed)
+    rates = {}
+    for row in job.rows:
+        T, B, H, G = row.seq_len, row.batch, row.hidden, row.gate_width
+        h = rng.standard_normal((B, H), dtype=np.float32)
+        dgates = rng.standard_normal((B, G), dtype=np.float32)
+        Wh = rng.standard_normal((H, G), dtype=np.float32)
+        hw, dh_T = np.empty((B, G), np.float32), np.empty((H, B), np.float32)
+        calls = (partial(forward, hw, h, Wh, T), partial(backward, dh_T, dgates, Wh, T))
+        seconds = sum(
+            min(time_calls(call, warmup=2, min_calls=20, min_seconds=job.min_seconds, max_calls=1000)[1])
+            for call in calls
+        )
+        # Both directions' FLOPs of one layer over T steps (step_product_flops / layers / B / T).
+        rates[row.name] = step_product_flops(row) / row.layers / seconds / 1e9
+    return rates
+
+
+def measure_step_products(settings):
+    """child_step_products for every row, in a child with numrnn's training threads."""
+    result, _ = run_in_own_process_or_error(
+        child_step_products,
+        Job(rows=tuple(settings.rows), seed=settings.seed, min_seconds=min(settings.min_seconds, 0.5)),
+        env=child_env("numrnn", "train", settings.kernel_cache),
+    )
+    if "error" not in result:
+        say(
+            "per-step products: "
+            + ", ".join(f"{name} {gflops:.0f}" for name, gflops in result.items())
+            + " GFLOP/s"
+        )
+    return result
 
 
 def measure_gemm(settings, when):

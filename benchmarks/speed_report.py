@@ -19,6 +19,7 @@ from speed_setup import (
     THREADS,
     Row,
     sample_weight_bytes,
+    step_product_flops,
     train_flops,
 )
 from tables import print_table
@@ -99,9 +100,19 @@ def summarise_side(results, task, row):
     return summary
 
 
-def summarise_row(row, runs, compile_times, gemm_peak, device="cpu"):
+def step_bound_share(row, step_gflops, gemm_peak):
+    """The largest share of the GEMM peak a training step of ``row`` can run at when its
+    per-time-step products run at ``step_gflops`` (measured) and everything else takes the
+    least time there is: its other products at the peak itself, its gate loops, loss and
+    optimizer no time at all. A target that needs more is beyond these products."""
+    small = step_product_flops(row) / train_flops(row)
+    return 1.0 / (small * gemm_peak / step_gflops + (1.0 - small))
+
+
+def summarise_row(row, runs, compile_times, gemm_peak, device="cpu", step_products=None):
     """One row's sides, ratios and shares. On the GPU (no gemm_peak) no share of the CPU's peak
-    and no targets: they are the CPU's."""
+    and no targets: they are the CPU's. step_products: {row name: GFLOP/s of its per-step
+    products} (measure_step_products), for the share of the peak they allow a step."""
     sides = {kind: summarise_side(results, kind.split("-")[1], row) for kind, results in runs.items()}
     get = lambda kind: (sides.get(kind) or {}).get("chars_per_s", float("nan"))  # noqa: E731
     cpu = device == "cpu"
@@ -130,6 +141,11 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu"):
         target_rate = summary["train_target"] * get("torch-train")
         summary.update(
             target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
+        )
+    step_gflops = (step_products or {}).get(row.name)
+    if step_gflops and gemm_peak:
+        summary.update(
+            step_product_gflops=step_gflops, step_bound_share=step_bound_share(row, step_gflops, gemm_peak)
         )
     for weights in PACKED_WEIGHTS:
         if f"numrnn-sample-{weights}" in sides:
@@ -169,6 +185,15 @@ def verdict(value, target):
     if value is None or math.isnan(value):
         return shown
     return f"{shown} {'ok' if value >= target else 'miss'}"
+
+
+def fmt_bound(summary):
+    """The share of the peak the per-step products allow; "beyond" where the target needs more."""
+    bound = summary.get("step_bound_share")
+    if bound is None:
+        return "-"
+    needs = summary.get("target_gemm_share")
+    return f"{bound:.0%}" + (" beyond" if needs is not None and needs > bound else "")
 
 
 def fmt_share(value, target):
@@ -234,6 +259,7 @@ COLUMNS = [
     "numrnn\nGFLOP/s",
     "% GEMM\npeak",
     "target\nneeds",
+    "step\nallows",
     f"bw ceiling c/s\n1 / {THREADS} threads",
     "share of\n1-thr. ceil.",
     "mem MB after\nimports nr/pt",
@@ -264,6 +290,7 @@ def table_row(summary):
         fmt_gflops(summary.get("gflops")),
         fmt_share(summary.get("gemm_share"), GEMM_SHARE_TARGET.get(row.config)),
         fmt_share(summary.get("target_gemm_share"), None),
+        fmt_bound(summary),
         fmt_ceilings(summary),
         fmt_share(summary.get("bandwidth_share"), BANDWIDTH_SHARE_TARGET.get(row.config)),
         fmt_memory(summary, "rss_growth_mb"),
@@ -446,7 +473,12 @@ def cpu_notes():
         "0 FLOPs) / numrnn's median step; % GEMM peak: of the peak above (target 65% at C, D); "
         "target needs: the share of that peak numrnn's step would run at if it trained at the "
         "target ratio times PyTorch's chars/s (the same FLOPs a character; above 100%, beyond "
-        "the peak of the OpenBLAS kernels named above).",
+        "the peak of the OpenBLAS kernels named above). step allows: the most a step can reach "
+        "when its per-time-step products (each layer's h @ W_hh forward and W_hh @ dgates.T "
+        "backward, B x H by H x G, measured at the start in a child with numrnn's threads, "
+        "line 'per-step products') run at their measured rate, its other products at the peak "
+        "and the rest (gate loops, loss, Adam) in no time; 'beyond' where the target needs "
+        "more, i.e. the target asks for faster per-step products than OpenBLAS's.",
         "bf16 / int8: numrnn's Sampler(weights=...) (numrnn sample --weights), each weight "
         "rounded to bfloat16 or to 8 bits with a scale per row, converted once before timing, "
         "the same prime, temperature and length; x float32 = its chars/s over numrnn's float32 "

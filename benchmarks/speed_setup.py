@@ -138,6 +138,13 @@ def train_flops(row):
     return 3 * forward_flops(row)
 
 
+def step_product_flops(row):
+    """The part of train_flops that runs as one small product a time step: each layer's
+    recurrent product ``h_{t-1} @ W_hh`` (B x H by H x G) forward, and ``W_hh @ dgates.T``
+    backward; the weight gradients and input projections are single large products."""
+    return 2 * row.layers * 2 * row.chars_per_step * row.hidden * row.gate_width
+
+
 def sample_weight_bytes(row):
     """The weight bytes one batch-1 step reads: an embedding row (or Wx row for one-hot), every
     layer's matrices and biases, the head."""
