@@ -754,23 +754,32 @@ def softmax_xent_fused(losses, dlogits, logits, targets, scale):
     # dlogits (N, V) out: scale * (softmax(logits[n]) - onehot(targets[n])); zero rows where
     #   targets[n] < 0. May be the same array as logits (computed in place).
     # logits (N, V); targets (N); scale: d(total loss)/d(sum of per-row losses), e.g. 1/N
-    N, V = logits.shape
+    # The rows are worked in place in dlogits: with two names for one buffer (the callers'
+    # way) LLVM's overlap check fails and its loops run scalar (2.4x slower, measured).
+    if dlogits.ctypes.data != logits.ctypes.data:
+        dlogits[:] = logits
+    _softmax_xent_in_place(losses, dlogits, targets, scale)
+
+
+@kernel
+def _softmax_xent_in_place(losses, z, targets, scale):
+    # softmax_xent_fused on z (N, V): in, the logits; out, their gradient
+    N, V = z.shape
     for n in range(N):
         target = targets[n]
-        row = logits[n]
-        drow = dlogits[n]
+        drow = z[n]
         if target < 0:
             losses[n] = 0.0
             for v in range(V):
                 drow[v] = 0.0
             continue
-        target_logit = row[target]  # read before drow (maybe row itself) is written
-        peak = row[0]
+        target_logit = drow[target]  # read before the row is overwritten
+        peak = drow[0]
         for v in range(1, V):
-            peak = max(peak, row[v])
+            peak = max(peak, drow[v])
         # Two loops: the first vectorises (no running sum), the second is the sum.
         for v in range(V):
-            drow[v] = activations.exp(row[v] - peak)
+            drow[v] = activations.exp(drow[v] - peak)
         total = 0.0
         for v in range(V):
             total += drow[v]
