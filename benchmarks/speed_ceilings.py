@@ -117,7 +117,7 @@ def child_step_products(job):
             min(time_calls(call, warmup=2, min_calls=20, min_seconds=job.min_seconds, max_calls=1000)[1])
             for call in calls
         )
-        # Both directions' FLOPs of one layer over T steps (step_product_flops / layers / B / T).
+        # step_product_flops counts every layer; the two loops above are one layer's T steps.
         rates[row.name] = step_product_flops(row) / row.layers / seconds / 1e9
     return rates
 
