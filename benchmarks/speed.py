@@ -407,6 +407,8 @@ def run_benchmark(settings, tmp):
     if cpu:
         report["gemm"]["start"] = measure_gemm(settings, "start")
     report["step_products"] = measure_step_products(settings) if cpu and "numrnn" in settings.sides else {}
+    if "error" in report["step_products"]:
+        settings.notes.append(f"timing the per-step products failed: {report['step_products']['error']}")
     compile_times = measure_compile(settings) if "numrnn" in settings.sides else {}
     if "error" in compile_times:
         settings.notes.append(f"compiling failed: {compile_times['error']}")
