@@ -323,6 +323,20 @@ class Sampler:
         return self._chunks(np.ascontiguousarray(prime), config, rng)
 
     def _chunks(self, prime, config, rng):
+        if self._governor is None:
+            yield from self._generated_chunks(prime, config, rng)
+            return
+        import numba
+
+        threads = numba.get_num_threads()
+        try:
+            yield from self._generated_chunks(prime, config, rng)
+        finally:
+            # The governor may have lowered numba's threads (the process's) for this
+            # generation: whatever the caller runs next gets the count it had.
+            numba.set_num_threads(threads)
+
+    def _generated_chunks(self, prime, config, rng):
         self._h[...] = 0.0
         self._c[...] = 0.0
         if config.length == 0:

@@ -2,6 +2,7 @@
 the draw follows the filtered distribution, and the text is deterministic, chunk-size
 independent and cut at the stop string."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ F64_ATOL = 1e-12
 F32_RTOL = 1e-5
 F32_ATOL = 1e-5
 PROB_RTOL = 1e-12
+NUMBA_THREADS = numba.config.NUMBA_NUM_THREADS
 CELLS = ["rnn", "lstm", "gru"]
 VOCAB = Vocab("abcdefghij \n")
 V = len(VOCAB)
@@ -557,6 +559,42 @@ def test_sampler_following_the_free_cores_writes_the_same_text(cell, dtype, weig
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert following._governor.counts[:3] == [1, 2, 1] and len(following._governor.counts) == 10
     assert Sampler(model, VOCAB, threads=1, weights=weights)._governor is None
+
+
+class LoweringGovernor:
+    """A ThreadGovernor that finds one core free at every check."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def check(self):
+        self.sampler._use_parts(1)
+
+
+@pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba has one thread here: nothing to lower")
+@pytest.mark.parametrize("length", [300, 1000])  # to the end, and stopped after the first chunk
+def test_a_governed_generation_gives_back_the_thread_count_it_found(length, rng, monkeypatch):
+    import numba
+
+    from numrnn import sampling
+
+    monkeypatch.setattr(sampling, "_default_threads", lambda model, weights="float32": 2)
+    sampler = Sampler(make_model("lstm", rng, hidden=48), VOCAB)
+    sampler._governor = LoweringGovernor(sampler)
+    numba.set_num_threads(2)
+    try:
+        chunks = sampler.generate(
+            np.array([1, 2]), SampleConfig(length=length, chunk=100), np.random.default_rng(0)
+        )
+        next(chunks)
+        assert numba.get_num_threads() == 1  # the governor's count while generating
+        if length == 300:
+            assert len("".join(chunks)) == 200
+        else:
+            chunks.close()
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 def test_part_bounds_cover_the_units_on_aligned_cuts():
