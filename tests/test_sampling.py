@@ -574,8 +574,6 @@ class LoweringGovernor:
 @pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba has one thread here: nothing to lower")
 @pytest.mark.parametrize("length", [300, 1000])  # to the end, and stopped after the first chunk
 def test_a_governed_generation_gives_back_the_thread_count_it_found(length, rng, monkeypatch):
-    import numba
-
     from numrnn import sampling
 
     monkeypatch.setattr(sampling, "_default_threads", lambda model, weights="float32": 2)
