@@ -84,8 +84,8 @@ def child_gemm_peak(job):
 
 
 def child_step_products(job):
-    """GFLOP/s of each row's per-time-step products, as numrnn's compiled recurrences call them
-    (numba's np.dot, so scipy's OpenBLAS, with numrnn's training threads): T products
+    """GFLOP/s of each row's per-time-step products, through the helpers numrnn's compiled
+    recurrences call (numba's np.dot, so scipy's OpenBLAS, with numrnn's training threads): T products
     ``h @ W_hh`` (B x H by H x G) forward and T ``W_hh @ dgates.T`` backward, one compiled loop
     each, the fastest of many calls (a bound takes the best these products did: on a shared
     machine the median of a short child swings by a third). The same h and dgates every step:
@@ -94,15 +94,17 @@ def child_step_products(job):
     import numba
     import numpy as np
 
+    from numrnn.kernels.cpu import _recurrent_grad, _recurrent_product
+
     @numba.njit(nogil=True)
     def forward(hw, h, Wh, steps):
         for _ in range(steps):
-            np.dot(h, Wh, hw)
+            _recurrent_product(hw, h, Wh, False)
 
     @numba.njit(nogil=True)
     def backward(dh_T, dgates, Wh, steps):
         for _ in range(steps):
-            np.dot(Wh, dgates.T, dh_T)
+            _recurrent_grad(dh_T, dgates, Wh)
 
     rng = np.random.default_rng(job.seed)
     rates = {}
