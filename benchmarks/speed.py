@@ -22,7 +22,8 @@ float32) is trained and sampled by numrnn and by the same architecture in PyTorc
   20-character prime. numrnn through ``Sampler(model, vocab).generate`` (its compiled loop);
   PyTorch in a ``torch.no_grad()`` Python loop with ``torch.multinomial``.
 - Threads: 2 per side. numrnn's training children get OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
-  NUMBA_NUM_THREADS = 2, set before numpy loads; its sampling children get
+  NUMBA_NUM_THREADS = 2, set before numpy loads (numrnn itself then keeps OpenBLAS at one thread
+  and shares its products out on numba's two: one thread pool); its sampling children get
   OPENBLAS_NUM_THREADS=1, as ``numrnn sample`` sets it (batch-1 products are too small to share).
   PyTorch children call ``torch.set_num_threads(2)`` for both.
 
@@ -40,11 +41,13 @@ generations. The table shows medians over all timed steps of all repeats, and:
   GEMM peak (numpy 2048^3 matmul, 2 BLAS threads, median, measured at the start and the end of
   this run, the higher kept).
 - What the per-step products allow: a recurrence multiplies by W_hh once a time step (B x H by
-  H x G forward, W_hh @ dgates.T backward), products too small for OpenBLAS's best rate. A
-  child times them alone at each row's shapes (numrnn's threads, the fastest of many calls);
-  "step allows" is the share of the peak a training step would reach if those products ran at
-  that rate, its other products at the peak and nothing else took time. A target that needs
-  more is marked "beyond": it asks for faster per-step products than OpenBLAS's.
+  H x G forward, dgates @ W_hh.T backward), small products numrnn runs on W_hh's panels packed
+  once per call (kernels/microkernel.py), split into parts of the units. A child times them
+  alone at each row's shapes, as the recurrences run them (numrnn's threads, the fastest of
+  many calls); "step allows" is the share of the peak a training step would reach if those
+  products ran at that rate, its other products at the peak and nothing else took time. A
+  target that needs more is marked "beyond": it asks for faster per-step products than
+  numrnn's reach (they can pass 100%: the peak is OpenBLAS's, which repacks at every call).
 - The sampling bandwidth ceiling: a batch-1 step reads every weight once per character, so
   chars/s can be no more than the read bandwidth over a buffer of that many bytes (measured in
   each numrnn sampling child, a median: on 1 thread the best of numpy sum and the two

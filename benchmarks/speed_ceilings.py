@@ -85,26 +85,46 @@ def child_gemm_peak(job):
 
 def child_step_products(job):
     """GFLOP/s of each row's per-time-step products, through the helpers numrnn's compiled
-    recurrences call (numba's np.dot, so scipy's OpenBLAS, with numrnn's training threads): T products
-    ``h @ W_hh`` (B x H by H x G) forward and T ``W_hh @ dgates.T`` backward, one compiled loop
-    each, the fastest of many calls (a bound takes the best these products did: on a shared
-    machine the median of a short child swings by a third). The same h and dgates every step:
-    in a recurrence each step's operand was just written by the gate loop before it, so it is
-    in cache too. {row name: GFLOP/s over both}."""
+    recurrences call, split into the same parts on numrnn's training threads: T products
+    ``h @ W_hh`` (B x H by H x G) forward and T ``dgates @ W_hh.T`` backward, on the weight's
+    panels packed once, one compiled loop each, the fastest of many calls (a bound takes the
+    best these products did: on a shared machine the median of a short child swings by a
+    third). The same h and dgates every step: in a recurrence each step's operand was just
+    written by the gate loop before it, so it is in cache too. {row name: GFLOP/s over both}."""
     import numba
     import numpy as np
 
-    from numrnn.kernels.cpu import _recurrent_grad, _recurrent_product
+    from numrnn.kernels import cpu, microkernel
 
-    @numba.njit(nogil=True)
-    def forward(hw, h, Wh, steps):
+    @numba.njit(nogil=True, parallel=True)
+    def forward(hw, h, Wh, packed, steps):
+        B, H = h.shape
+        G = Wh.shape[1]
+        parts = cpu._part_count(B, H, G, H, Wh)
+        if parts > 1:
+            microkernel.pack(packed, Wh, G // H)
         for _ in range(steps):
-            _recurrent_product(hw, h, Wh, False)
+            if parts == 1:
+                cpu._step_product(hw, h, Wh, packed, False, G // H, B, False, 0, 0, 0, H)
+            else:
+                for p in numba.prange(parts):
+                    q0, q1, j0, j1 = cpu._part_units(p, parts, H, Wh)
+                    cpu._step_product(hw, h, Wh, packed, True, G // H, B, False, q0, q1, j0, j1)
 
-    @numba.njit(nogil=True)
-    def backward(dh_T, dgates, Wh, steps):
+    @numba.njit(nogil=True, parallel=True)
+    def backward(dh, dgates, Wh, packed, scratch, steps):
+        B, H = dh.shape
+        G = Wh.shape[1]
+        parts = cpu._part_count(B, G, H, H, Wh)
+        if parts > 1:
+            microkernel.pack(packed, Wh.T, 1)
         for _ in range(steps):
-            _recurrent_grad(dh_T, dgates, Wh)
+            if parts == 1:
+                cpu._carry_part(dh, dgates, Wh, packed, False, B, False, 0, 0, scratch)
+            else:
+                for p in numba.prange(parts):
+                    q0, q1, _, _ = cpu._part_units(p, parts, H, Wh)
+                    cpu._carry_part(dh, dgates, Wh, packed, True, B, False, q0, q1, scratch)
 
     rng = np.random.default_rng(job.seed)
     rates = {}
@@ -113,8 +133,13 @@ def child_step_products(job):
         h = rng.standard_normal((B, H), dtype=np.float32)
         dgates = rng.standard_normal((B, G), dtype=np.float32)
         Wh = rng.standard_normal((H, G), dtype=np.float32)
-        hw, dh_T = np.empty((B, G), np.float32), np.empty((H, B), np.float32)
-        calls = (partial(forward, hw, h, Wh, T), partial(backward, dh_T, dgates, Wh, T))
+        hw, dh = np.empty((B, G), np.float32), np.empty((B, H), np.float32)
+        packed = np.empty(cpu.packed_weight_size(H, G, np.float32), np.float32)
+        scratch = np.empty(B * H, np.float32)
+        calls = (
+            partial(forward, hw, h, Wh, packed, T),
+            partial(backward, dh, dgates, Wh, packed, scratch, T),
+        )
         seconds = sum(
             min(time_calls(call, warmup=2, min_calls=20, min_seconds=job.min_seconds, max_calls=1000)[1])
             for call in calls

@@ -137,7 +137,7 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu", step_produc
     if summary["train_target"] is not None and gemm_peak is not None:
         # The share of the GEMM peak numrnn's step would need to run at target x PyTorch's
         # speed (the same FLOPs a character): above 100%, beyond what OpenBLAS's kernels in
-        # use reach on this machine (the header names them).
+        # use reach on this machine at large products (the header names them).
         target_rate = summary["train_target"] * get("torch-train")
         summary.update(
             target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
@@ -474,11 +474,12 @@ def cpu_notes():
         "target needs: the share of that peak numrnn's step would run at if it trained at the "
         "target ratio times PyTorch's chars/s (the same FLOPs a character; above 100%, beyond "
         "the peak of the OpenBLAS kernels named above). step allows: the most a step can reach "
-        "when its per-time-step products (each layer's h @ W_hh forward and W_hh @ dgates.T "
-        "backward, B x H by H x G, measured at the start in a child with numrnn's threads, "
-        "line 'per-step products') run at their measured rate, its other products at the peak "
-        "and the rest (gate loops, loss, Adam) in no time; 'beyond' where the target needs "
-        "more, i.e. the target asks for faster per-step products than OpenBLAS's.",
+        "when its per-time-step products (each layer's h @ W_hh forward and dgates @ W_hh.T "
+        "backward, B x H by H x G, on numrnn's packed panels and parts, measured at the start "
+        "in a child with numrnn's threads, line 'per-step products') run at their measured "
+        "rate, its other products at the peak and the rest (gate loops, loss, Adam) in no "
+        "time; 'beyond' where the target needs more, i.e. the target asks for faster per-step "
+        "products than numrnn's.",
         "bf16 / int8: numrnn's Sampler(weights=...) (numrnn sample --weights), each weight "
         "rounded to bfloat16 or to 8 bits with a scale per row, converted once before timing, "
         "the same prime, temperature and length; x float32 = its chars/s over numrnn's float32 "

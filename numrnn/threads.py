@@ -1,13 +1,13 @@
 """CPU threads that follow the cores other processes leave free (Linux).
 
-BLAS threads wait for each other at every product, spinning. With another process busy on one
+Threads wait for each other at every parallel step, spinning. With another process busy on one
 of two cores, a second thread gets half a core and every product waits for it: a training step
 then takes about twice as long as on one thread. ``ThreadGovernor.check`` (called between
 training steps) measures, over the last second, how much of this process's cores other
-processes used (``/proc/stat`` less this process's own CPU time), and sets the BLAS and numba
-thread counts to the free cores it finds (1 at least, ``limit`` at most), through OpenBLAS's
-``openblas_set_num_threads`` and ``numba.set_num_threads``, so the step runs on the cores it
-can have. Elsewhere than Linux it changes nothing.
+processes used (``/proc/stat`` less this process's own CPU time), and sets numba's thread
+count (the only pool numrnn's kernels run on; OpenBLAS stays at one thread) to the free cores it
+finds (1 at least, ``limit`` at most), so the step runs on the cores it can have. Elsewhere
+than Linux it changes nothing.
 """
 
 import ctypes
@@ -49,12 +49,21 @@ def openblas_threads():
     return [tuple(functions) for _, functions in openblas_functions("set_num_threads", "get_num_threads")]
 
 
-def set_threads(count):
-    """BLAS (OpenBLAS, every copy loaded) and numba to ``count`` threads."""
-    import numba
+def one_blas_thread():
+    """Every OpenBLAS this process has loaded (scipy's, which numba's products call, loaded
+    first) to one thread. numrnn's CPU kernels share their work out on numba's threads alone:
+    OpenBLAS's threads spin for about 0.1 s after each call and would take the cores numba's
+    threads are running on (kernels/cpu.py, "One thread pool")."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
 
     for setter, _ in openblas_threads():
-        setter(ctypes.c_int(count))
+        setter(ctypes.c_int(1))
+
+
+def set_threads(count):
+    """numba to ``count`` threads (BLAS stays at one: ``one_blas_thread``)."""
+    import numba
+
     numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
 
 
@@ -78,7 +87,7 @@ class ThreadGovernor:
     cheap between its measurements (one clock read)."""
 
     def __init__(self, limit, interval=1.0, clock=time.monotonic, apply=None):
-        """limit: the most threads; apply(count): sets the count (by default BLAS's and numba's;
+        """limit: the most threads; apply(count): sets the count (by default numba's: set_threads;
         the sampler, which calls no BLAS, sets numba's and its own part count)."""
         self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         self.limit = max(1, int(limit))

@@ -92,13 +92,15 @@ def forward_args(cell, rng, dtype, T=4, B=4, H=5, active=None):
     hs[0] = u(B, H)
     xg = u(T, B, G)
     Wh, bh, hw = u(H, G), u(G), np.zeros((B, G), dtype)
+    packed = np.zeros(cpu.packed_weight_size(H, G, dtype), dtype)  # the CPU's; unused on the GPU
     if cell == "rnn":
-        return dict(hs=hs, xg=xg, active=active, Wh=Wh, bh=bh, hw=hw)
+        return dict(hs=hs, xg=xg, active=active, Wh=Wh, bh=bh, hw=hw, packed=packed)
     if cell == "lstm":
         cs = np.zeros((T + 1, B, H), dtype)
         cs[0] = u(B, H)
-        return dict(hs=hs, cs=cs, gates=xg, active=active, Wh=Wh, bh=bh, hw=hw)
-    return dict(hs=hs, gates=xg, hn=np.zeros((T, B, H), dtype), active=active, Wh=Wh, bh=bh, hw=hw)
+        return dict(hs=hs, cs=cs, gates=xg, active=active, Wh=Wh, bh=bh, hw=hw, packed=packed)
+    hn = np.zeros((T, B, H), dtype)
+    return dict(hs=hs, gates=xg, hn=hn, active=active, Wh=Wh, bh=bh, hw=hw, packed=packed)
 
 
 def run_both(name, args):
@@ -140,7 +142,7 @@ def assert_same(expected, got, dtype, skip=()):
 def test_cell_forward_matches_cpu(cell, active, dtype, rng):
     args = forward_args(cell, rng, dtype, active=active)
     expected, got = run_both(f"{cell}_forward", args)
-    assert_same(expected, got, dtype, skip=("hw",))  # hw: a workspace
+    assert_same(expected, got, dtype, skip=("hw", "packed"))  # workspaces
     assert np.abs(got["hs"][1:]).max() > 0.05  # the steps ran
 
 
@@ -164,7 +166,8 @@ def test_cell_backward_matches_cpu(cell, active, initial_grad, dtype, rng):
         active=forward["active"],
         initial_grad=initial_grad,
         Wh=forward["Wh"],
-        scratch=np.zeros(H * max(G, B) + G, dtype),
+        scratch=np.zeros(H * max(2 * G, B) + G, dtype),
+        packed=forward["packed"],
     )
     if cell == "rnn":
         args = dict(dxg=np.zeros((T, B, G), dtype), **common)
@@ -187,7 +190,7 @@ def test_cell_backward_matches_cpu(cell, active, initial_grad, dtype, rng):
         )
     expected, got = run_both(f"{cell}_backward", args)
     # Without initial_grad the initial state's gradients are partial values nobody reads.
-    skip = ("scratch",) + (() if initial_grad else ("dh0", "dc0"))
+    skip = ("scratch", "packed") + (() if initial_grad else ("dh0", "dc0"))
     assert_same(expected, got, dtype, skip=skip)
     assert np.abs(got["dWh"] - args["dWh"]).max() > 1e-3  # gradients accumulated
 
@@ -208,7 +211,8 @@ def test_the_launchers_take_the_cpu_kernels_arguments():
     assert {f"{cell}_{part}" for cell in CELLS for part in ("forward", "backward")} <= set(launchers)
     for name in launchers:
         assert hasattr(cpu, name), f"cuda.{name} has no CPU kernel"
-        cpu_params = list(inspect.signature(getattr(cpu, name).py_func).parameters)
+        cpu_function = getattr(cpu, name)
+        cpu_params = list(inspect.signature(getattr(cpu_function, "py_func", cpu_function)).parameters)
         assert list(inspect.signature(getattr(cuda, name)).parameters) == cpu_params, name
 
 

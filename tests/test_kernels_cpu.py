@@ -1,5 +1,6 @@
 """Level 2 and 4: the CPU kernels against the numpy reference, and chained equals batched."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -25,7 +26,9 @@ class LayerRun:
         T, B, _ = self.c["x"].shape
         H = self.c["h0"].shape[1]
         self.T, self.B, self.H, self.G = T, B, H, GATES_PER_CELL[cell] * H
-        self.scratch = np.zeros(4096, dtype)
+        D = self.c["x"].shape[2]
+        self.scratch = np.zeros(max(4096, 2 * H * self.G, 2 * D * self.G, H * B), dtype)
+        self.packed = np.zeros(cpu.packed_weight_size(H, self.G, dtype), dtype)
         self.active = np.full(T, B, np.intp) if active is None else np.asarray(active, np.intp)
 
     def forward(self, h0=None, c0=None):
@@ -37,14 +40,14 @@ class LayerRun:
         self.xg = self.gates.copy()
         hw = np.zeros((B, G), self.dtype)
         if self.cell == "rnn":
-            cpu.rnn_forward(self.hs, self.xg, self.active, c["Wh"], c["bh"], hw)
+            cpu.rnn_forward(self.hs, self.xg, self.active, c["Wh"], c["bh"], hw, self.packed)
         elif self.cell == "lstm":
             self.cs = np.zeros((T + 1, B, H), self.dtype)
             self.cs[0] = c["c0"] if c0 is None else c0
-            cpu.lstm_forward(self.hs, self.cs, self.gates, self.active, c["Wh"], c["bh"], hw)
+            cpu.lstm_forward(self.hs, self.cs, self.gates, self.active, c["Wh"], c["bh"], hw, self.packed)
         else:
             self.hn = np.zeros((T, B, H), self.dtype)
-            cpu.gru_forward(self.hs, self.gates, self.hn, self.active, c["Wh"], c["bh"], hw)
+            cpu.gru_forward(self.hs, self.gates, self.hn, self.active, c["Wh"], c["bh"], hw, self.packed)
         return self
 
     def backward(self, dhs, dhT, dcT, initial_grad=True):
@@ -66,6 +69,7 @@ class LayerRun:
                 initial_grad,
                 c["Wh"],
                 self.scratch,
+                self.packed,
             )
         elif self.cell == "lstm":
             g["c0"] = np.zeros((B, H), self.dtype)
@@ -85,6 +89,7 @@ class LayerRun:
                 initial_grad,
                 c["Wh"],
                 self.scratch,
+                self.packed,
             )
         else:
             cpu.gru_backward(
@@ -102,6 +107,7 @@ class LayerRun:
                 c["Wh"],
                 np.zeros((T, B, G), self.dtype),
                 self.scratch,
+                self.packed,
             )
         g["x"] = np.zeros_like(c["x"])
         cpu.linear_backward(
@@ -304,9 +310,99 @@ def test_backward_accumulates_into_parameter_gradients(rng):
         True,
         run.c["Wh"],
         run.scratch,
+        run.packed,
     )
     np.testing.assert_allclose(dWh, 2 * once["Wh"], rtol=F64_RTOL)
     np.testing.assert_allclose(dbh, 2 * once["bh"], rtol=F64_RTOL)
+
+
+# --------------------------------------------------------------------------- the recurrences on parts
+# Past cpu._PARALLEL_WORK a step's product runs on Wh's packed panels, split into parts of the
+# units (one thread each); the tiny cases above run the plain product. H = 70 leaves a ragged
+# last panel; B = 48 is more than four tiles of rows and not a multiple of one.
+
+PART_B, PART_H = 48, 70
+
+
+def _runs_on_parts(cell, dtype):
+    G = GATES_PER_CELL[cell] * PART_H
+    like = np.zeros(1, dtype)
+    forward = cpu._part_count(PART_B, PART_H, G, PART_H, like)
+    backward = cpu._part_count(PART_B, G, PART_H, PART_H, like)
+    return forward > 1 and backward > 1
+
+
+@pytest.mark.parametrize("cell", CELLS)
+# float32 sums of 48-row products: gradients of a few units carry errors of a few 1e-5
+@pytest.mark.parametrize("dtype,rtol,atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, 1e-3, 2e-4)])
+@pytest.mark.parametrize("zero_start", [False, True])
+def test_parts_match_reference(cell, dtype, rtol, atol, zero_start, rng):
+    assert _runs_on_parts(cell, dtype)
+    T = 3
+    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
+    if zero_start:
+        case["h0"][...] = 0.0
+        case["c0"][...] = 0.0
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    hs, cs, _, grads = _reference(cell, case, dhs, dhT, dcT)
+    run = LayerRun(cell, case, dtype).forward()
+    got = run.backward(dhs, dhT, dcT)
+    np.testing.assert_allclose(run.hs[1:], hs, rtol=rtol, atol=atol)
+    if cell == "lstm":
+        np.testing.assert_allclose(run.cs[1:], cs, rtol=rtol, atol=atol)
+    for name in grads:
+        np.testing.assert_allclose(got[name], grads[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_parts_hold_the_rows_that_ended(cell, rng):
+    """Packed sequences on parts: each row equals the row computed alone (the plain product)."""
+    assert _runs_on_parts(cell, np.float64)
+    T = 3
+    lengths = np.sort(rng.integers(1, T + 1, PART_B))[::-1]
+    lengths[:2] = T
+    active = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
+    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    dhs[np.arange(T)[:, None] >= lengths[None, :]] = 0.0
+    packed = LayerRun(cell, case, np.float64, active=active).forward()
+    got = packed.backward(dhs, dhT, dcT)
+    for b in (0, 17, PART_B - 1):
+        n = lengths[b]
+        row = {
+            k: v[:n, b : b + 1] if k == "x" else v[b : b + 1] if k in ("h0", "c0") else v
+            for k, v in case.items()
+        }
+        alone = LayerRun(cell, row, np.float64).forward()
+        grads = alone.backward(dhs[:n, b : b + 1], dhT[b : b + 1], dcT[b : b + 1])
+        np.testing.assert_allclose(packed.hs[1 : n + 1, b], alone.hs[1:, 0], rtol=F64_RTOL, atol=F64_ATOL)
+        assert (packed.hs[n + 1 :, b] == packed.hs[n, b]).all()
+        np.testing.assert_allclose(got["x"][:n, b], grads["x"][:, 0], rtol=F64_RTOL, atol=F64_ATOL)
+        np.testing.assert_allclose(got["h0"][b], grads["h0"][0], rtol=F64_RTOL, atol=F64_ATOL)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread here: nothing to split")
+@pytest.mark.parametrize("cell", CELLS)
+def test_parts_give_the_same_bits_on_one_thread_or_two(cell, rng):
+    """The thread governor may change numba's thread count between steps: a result never
+    depends on it, so resuming stays bit-exact."""
+    assert _runs_on_parts(cell, np.float32)
+    T = 4
+    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            run = LayerRun(cell, case, np.float32).forward()
+            results.append((run.hs, run.backward(dhs, dhT, dcT)))
+    finally:
+        numba.set_num_threads(before)
+    (hs_one, grads_one), (hs_two, grads_two) = results
+    np.testing.assert_array_equal(hs_one, hs_two)
+    for name in grads_one:
+        np.testing.assert_array_equal(grads_one[name], grads_two[name], err_msg=name)
 
 
 # --------------------------------------------------------------------------- the other kernels
@@ -383,19 +479,6 @@ def test_clip_global_norm(rng):
     cpu.clip_global_norm(clipped, 1.0)
     assert np.linalg.norm(clipped) == pytest.approx(1.0, rel=1e-5)
     np.testing.assert_allclose(clipped / np.linalg.norm(clipped), grads / norm, rtol=F64_RTOL)
-
-
-@pytest.mark.parametrize("shape", [(3, 12), (33, 132), (70, 35)])
-def test_transposed_store_and_add_are_exact_across_tile_edges(shape, rng):
-    B, H = shape
-    src_T = rng.standard_normal((H, B))
-    dst = np.full((B, H), np.nan)
-    cpu._store_transposed(dst, src_T)
-    np.testing.assert_array_equal(dst, src_T.T)
-    base = rng.standard_normal((B, H))
-    total = base.copy()
-    cpu._add_transposed(total, src_T)
-    np.testing.assert_array_equal(total, base + src_T.T)
 
 
 # --------------------------------------------------------------------------- attention

@@ -1,5 +1,6 @@
 """threads.py: the thread count follows the cores other processes leave free."""
 
+import ctypes
 import sys
 
 import pytest
@@ -59,17 +60,24 @@ def test_a_governor_given_apply_sets_the_count_through_it(monkeypatch):
     assert governor.check() == 1 and applied == [1] and machine.set_to == []
 
 
-def test_set_threads_reaches_openblas_and_numba():
+def test_blas_stays_at_one_thread_and_set_threads_moves_numba_alone():
     import numba
     import numpy  # noqa: F401  (its OpenBLAS)
     import scipy.linalg.cython_blas  # noqa: F401  (numba's BLAS: scipy's OpenBLAS)
 
-    getters = [get for _, get in threads.openblas_threads()]
-    assert len(getters) >= 2, "numpy's and scipy's OpenBLAS should both be found"
+    pairs = threads.openblas_threads()
+    assert len(pairs) >= 2, "numpy's and scipy's OpenBLAS should both be found"
+    for setter, _ in pairs:
+        setter(ctypes.c_int(2))
+    threads.one_blas_thread()
+    assert [get() for _, get in pairs] == [1] * len(pairs)
     before = numba.get_num_threads()
     try:
         threads.set_threads(1)
-        assert numba.get_num_threads() == 1 and [get() for get in getters] == [1] * len(getters)
+        assert numba.get_num_threads() == 1
+        threads.set_threads(2)
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        assert [get() for _, get in pairs] == [1] * len(pairs)
     finally:
         threads.set_threads(before)
     assert numba.get_num_threads() == before

@@ -26,11 +26,12 @@ from llvmlite import ir as llvm_ir
 from numba.core import types as numba_types
 from numba.extending import intrinsic, overload
 
-from numrnn import tunables
+from numrnn import threads, tunables
 from numrnn.cells import CELL_TABLE
-from numrnn.kernels import activations, pointwise
+from numrnn.kernels import activations, microkernel, pointwise
 
 _CACHE = tunables.configure_numba()
+threads.one_blas_thread()  # one thread pool, numba's: see "One thread pool" below
 _JIT = tunables.jit_options(_CACHE)
 _DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
 
@@ -106,77 +107,87 @@ def _split4(row, H):
 
 
 @kernel
-def _recurrent_grad(dstate_T, dpre, Wh):
-    # dstate_T (H, B) out = (dpre @ Wh.T).T = Wh @ dpre.T: the gradient reaching the previous
-    # state through the recurrent product. dpre (B, G); Wh (H, G)
-    # This orientation (the weight as the left operand) runs the per-step GEMM 1.1-1.4x
-    # faster in OpenBLAS than dpre @ Wh.T or dpre @ (a copy of Wh.T) (measured at B50 x H512
-    # and B64 x H1024); transposing the small (H, B) result back costs little.
-    np.dot(Wh, dpre.T, dstate_T)
-
-
-@kernel
-def _store_transposed(dst, src_T):
-    # dst (B, H) = src_T.T; src_T (H, B). Tiles keep the strided side in cache.
-    B, H = dst.shape
-    for h0 in range(0, H, 32):
-        for b in range(B):
-            dst_b = dst[b]
-            for h in range(h0, min(h0 + 32, H)):
-                dst_b[h] = src_T[h, b]
-
-
-@kernel
-def _add_transposed(dst, src_T):
-    # dst (B, H) += src_T.T; src_T (H, B)
-    B, H = dst.shape
-    for h0 in range(0, H, 32):
-        for b in range(B):
-            dst_b = dst[b]
-            for h in range(h0, min(h0 + 32, H)):
-                dst_b[h] += src_T[h, b]
-
-
-@kernel
-def _previous_state_grad(dh, dpre, Wh, scratch, add):
-    # dh (n, H) = (add: +=) dpre (n, G) @ Wh.T: the gradient reaching the running rows'
-    # previous states through the recurrent product; Wh (H, G); scratch (>= H*n) workspace
-    n, H = dh.shape
-    if n == 0:
-        return
-    dh_T = scratch[: H * n].reshape((H, n))
-    _recurrent_grad(dh_T, dpre, Wh)
-    if add:
-        _add_transposed(dh, dh_T)
-    else:
-        _store_transposed(dh, dh_T)
-
-
-@kernel
 def _rows(a):
     # a (T, B, X) contiguous -> (T*B, X) view
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
 
 
+# One thread pool. numba's threads run the recurrences (below), so OpenBLAS is kept at one
+# thread (threads.py) and the large dense products are split between numba's threads here:
+# OpenBLAS's own threads, spinning for about 0.1 s after each call, would take the cores the
+# recurrences run on (measured: a B-size training step 7-8x slower with both pools). The split
+# is fixed (_DENSE_PARTS row halves, whatever the thread count), so results never depend on
+# how many threads ran them.
+parallel_kernel = numba.njit(parallel=True, **_JIT)
+_DENSE_PARTS = 2
+_DENSE_WORK = 1_000_000  # multiply-adds below which a product runs whole on the calling thread
+
+
+@kernel
+def _dense_parts(N, D, K):
+    # how many row parts an (N, D) by (D, K) product is split into
+    return _DENSE_PARTS if N >= 2 * _DENSE_PARTS and N * D * K >= _DENSE_WORK else 1
+
+
+@kernel
+def _product_rows(y, x, W):
+    # y (N, K) out = x (N, D) @ W (D, K); W may be a transposed view
+    parts = _dense_parts(x.shape[0], x.shape[1], W.shape[1])
+    if parts == 1:
+        np.dot(x, W, y)
+    else:
+        _product_row_parts(y, x, W, parts)
+
+
+@parallel_kernel
+def _product_row_parts(y, x, W, parts):
+    # _product_rows' split: ``parts`` row ranges, one thread each
+    N = x.shape[0]
+    for p in numba.prange(parts):
+        r0 = p * N // parts
+        r1 = (p + 1) * N // parts
+        np.dot(x[r0:r1], W, y[r0:r1])
+
+
+@parallel_kernel
+def _partial_products_tn(partial, A, dY):
+    # partial (P, X, K) out: partial[p] = A[rows p].T @ dY[rows p], P row parts of A (N, X)
+    # and dY (N, K)
+    parts = partial.shape[0]
+    N = A.shape[0]
+    for p in numba.prange(parts):
+        r0 = p * N // parts
+        r1 = (p + 1) * N // parts
+        np.dot(A[r0:r1].T, dY[r0:r1], partial[p])
+
+
 @kernel
 def _weight_grad_tn(dW, A, dY, scratch):
     # dW (X, K) += A.T @ dY
-    # A (N, X), dY (N, K); scratch (>= X*K) workspace
+    # A (N, X), dY (N, K); scratch (>= 2*X*K) workspace
+    # Large products run as two halves of the rows, one thread each, their partial sums added
+    # in a fixed order: the same bits on one thread or two (see _DENSE_PARTS).
     X = A.shape[1]
     K = dY.shape[1]
-    tmp = scratch[: X * K].reshape((X, K))
-    np.dot(A.T, dY, tmp)
-    for x in range(X):
-        dW_x = dW[x]
-        tmp_x = tmp[x]
-        for k in range(K):
-            dW_x[k] += tmp_x[k]
+    N = A.shape[0]
+    parts = _dense_parts(N, X, K)
+    partial = scratch[: parts * X * K].reshape((parts, X, K))
+    if parts == 1:
+        np.dot(A.T, dY, partial[0])
+    else:
+        _partial_products_tn(partial, A, dY)
+    for p in range(parts):
+        for x in range(X):
+            dW_x = dW[x]
+            partial_x = partial[p, x]
+            for k in range(K):
+                dW_x[k] += partial_x[k]
 
 
 @kernel
 def _accumulate_tn(dW, db, A, dY, scratch):
     # dW (X, K) += A.T @ dY;  db (K) += column sums of dY
-    # A (N, X), dY (N, K); scratch (>= X*K) workspace
+    # A (N, X), dY (N, K); scratch (>= 2*X*K) workspace
     _weight_grad_tn(dW, A, dY, scratch)
     bias_backward(db, dY)
 
@@ -191,18 +202,6 @@ def _is_zero(a):
             if row[j] != 0.0:
                 return False
     return True
-
-
-@kernel
-def _recurrent_product(hw, h_prev, Wh, h_prev_is_zero):
-    # hw (B, G) out = h_prev (B, H) @ Wh (H, G). A sequence that starts from the zero state
-    # (a classifier's, a language model's first chunk) has an exactly zero product at its first
-    # step: skipping it saves one of T GEMMs (a seventh of the forward's on names).
-    # hw and h_prev may have no rows (a step where every row has ended).
-    if h_prev_is_zero or h_prev.shape[0] == 0:
-        hw[:] = 0.0
-    else:
-        np.dot(h_prev, Wh, hw)
 
 
 @kernel
@@ -245,7 +244,7 @@ def _pass_rows(dpre_t, dh_carry, dhs_t, n):
 def linear_forward(y, x, W, b):
     # y (N, K) out = x @ W + b
     # x (N, D); W (D, K); b (K)
-    np.dot(x, W, y)
+    _product_rows(y, x, W)
     bias_forward(y, b)
 
 
@@ -253,10 +252,10 @@ def linear_forward(y, x, W, b):
 def linear_backward(dx, dW, db, dy, x, W, scratch):
     # dx (N, D) out = dy @ W.T, skipped when dx has no rows (input needs no gradient)
     # dW (D, K) += x.T @ dy;  db (K) += column sums of dy
-    # dy (N, K); x (N, D); W (D, K); scratch (>= D*K) workspace
+    # dy (N, K); x (N, D); W (D, K); scratch (>= 2*D*K) workspace
     _accumulate_tn(dW, db, x, dy, scratch)
     if dx.shape[0] > 0:
-        np.dot(dy, W.T, dx)
+        _product_rows(dx, dy, W.T)
 
 
 @kernel
@@ -265,15 +264,15 @@ def matmul(y, x, W):
     # Every product goes through a kernel: numba's BLAS is scipy's, numpy's is another
     # OpenBLAS with its own threads, and the two pools spinning side by side on two cores made
     # a training step 5-9x slower (measured on the translator).
-    np.dot(x, W, y)
+    _product_rows(y, x, W)
 
 
 @kernel
 def matmul_backward(dx, dW, dy, x, W, scratch):
     # dx (N, D) out = dy @ W.T;  dW (D, K) += x.T @ dy
-    # dy (N, K); x (N, D); W (D, K); scratch (>= D*K) workspace
+    # dy (N, K); x (N, D); W (D, K); scratch (>= 2*D*K) workspace
     _weight_grad_tn(dW, x, dy, scratch)
-    np.dot(dy, W.T, dx)
+    _product_rows(dx, dy, W.T)
 
 
 @kernel
@@ -298,34 +297,171 @@ def embed_backward(dW, dout, tokens):
             row[e] += dout_n[e]
 
 
+# --------------------------------------------------------------------------- recurrences on parts
+# A recurrence multiplies by Wh once a step. Each kernel packs Wh once per call into panels
+# (microkernel.py) and runs every step's product on them; the units are split into parts of
+# whole panels, one numba thread each. A part computes its units' gate columns of the product
+# and then those units' cell update, so the end of each step's parallel region is the only
+# synchronisation (every part reads the whole previous state); numba's threads share the parts
+# out in equal runs. BPTT splits the same way: a
+# part computes its units' columns of dh_{t-1} = dpre_t @ Wh.T (Wh.T's panels) and then, in
+# the same region, those units' gate gradients of step t-1. A result never depends on the
+# number of parts (each output is one chain of multiply-adds), so the thread governor can
+# change it between steps and resume stays bit-exact. A step too small to pay for a parallel
+# region (below _PARALLEL_WORK multiply-adds; a region costs a few microseconds) runs as one
+# part on the calling thread.
+
+_PARALLEL_WORK = 200_000
+# Two panels a part: a part's gate loop then runs over 2 x NR units (64 in float32 with
+# AVX-512), long enough to vectorise well, and H = 128 still gives two parts.
+_PART_PANELS = 2
+
+
+def packed_weight_size(H, G, dtype):
+    """Elements of the recurrences' ``packed`` workspace for a (H, G) recurrent weight."""
+    lanes = microkernel.VECTORS * microkernel.VECTOR_BYTES // np.dtype(dtype).itemsize
+    return -(-H // lanes) * (G // H) * H * lanes
+
+
+@kernel
+def _part_count(n, K, G, H, like):
+    # The parts a step's product of n rows by a (K, G) weight runs on. One for a product too
+    # small to pay for a parallel region and for packing Wh (a batch of one): that one runs as
+    # a plain product (np.dot) on the calling thread. Else a part per PART_PANELS panels of
+    # each gate block (numba's threads take equal runs of them), two at least.
+    Q = microkernel.chunks(H, like)
+    if n * K * G < _PARALLEL_WORK or Q < 2:
+        return 1
+    return max(2, Q // _PART_PANELS)
+
+
+@kernel
+def _part_units(p, parts, H, like):
+    # (q0, q1, j0, j1): part p's panels q0:q1 of every gate block and its units j0:j1
+    Q = microkernel.chunks(H, like)
+    NR = microkernel.panel_width(like)
+    q0 = p * Q // parts
+    q1 = (p + 1) * Q // parts
+    return q0, q1, q0 * NR, min(q1 * NR, H)
+
+
+@kernel
+def _step_product(hw, h_prev, Wh, packed, use_packed, blocks, n, is_zero, q0, q1, j0, j1):
+    # hw (B, G)[:n] = h_prev (B, H)[:n] @ Wh in the columns of units j0:j1 of every gate block:
+    # on Wh's panels (packed) when use_packed, else all of it by np.dot. A zero previous state
+    # (a sequence's first step from the zero state, a classifier's, a language model's first
+    # chunk) has an exactly zero product: skipped.
+    H = hw.shape[1] // blocks
+    if is_zero:
+        for b in range(n):
+            for g in range(blocks):
+                hw[b, g * H + j0 : g * H + j1] = 0.0
+    elif use_packed:
+        microkernel.packed_product(hw[:n], h_prev[:n], packed, blocks, q0, q1, False)
+    elif n > 0:
+        np.dot(h_prev[:n], Wh, hw[:n])
+
+
+@kernel
+def _units3(row, H, j0, j1):
+    # row (3H) -> the units j0:j1 of each gate, as zero-based views (see _split3)
+    return row[j0:j1], row[H + j0 : H + j1], row[2 * H + j0 : 2 * H + j1]
+
+
+@kernel
+def _units4(row, H, j0, j1):
+    # row (4H) -> the units j0:j1 of each gate, as zero-based views (see _split3)
+    return row[j0:j1], row[H + j0 : H + j1], row[2 * H + j0 : 2 * H + j1], row[3 * H + j0 : 3 * H + j1]
+
+
+@kernel
+def _carry_part(dh_carry, dpre_t, Wh, packed, use_packed, m, accumulate, q0, q1, scratch):
+    # dh_carry (B, H)[:m] (+)= dpre_t (B, G)[:m] @ Wh.T in the units of panels q0:q1 (Wh.T's
+    # panels in packed) when use_packed, else all of it by np.dot (scratch (>= m*H) holds the
+    # product that is added). The gradient reaching step t's previous state through the product.
+    if m == 0:
+        return
+    if use_packed:
+        microkernel.packed_product(dh_carry[:m], dpre_t[:m], packed, 1, q0, q1, accumulate)
+    elif accumulate:
+        H = dh_carry.shape[1]
+        product = scratch[: m * H].reshape((m, H))
+        np.dot(dpre_t[:m], Wh.T, product)
+        for b in range(m):
+            carry_b = dh_carry[b]
+            product_b = product[b]
+            for j in range(H):
+                carry_b[j] += product_b[j]
+    else:
+        np.dot(dpre_t[:m], Wh.T, dh_carry[:m])
+
+
 # --------------------------------------------------------------------------- vanilla RNN
 
 
 @kernel
-def rnn_forward(hs, xg, active, Wh, bh, hw):
+def _rnn_forward_part(hs, xg, Wh, bh, hw, packed, use_packed, t, n, is_zero, q0, q1, j0, j1):
+    # step t of rnn_forward for units j0:j1
+    _step_product(hw, hs[t], Wh, packed, use_packed, 1, n, is_zero, q0, q1, j0, j1)
+    b = bh[j0:j1]
+    for row in range(n):
+        x = xg[t, row, j0:j1]
+        w = hw[row, j0:j1]
+        h = hs[t + 1, row, j0:j1]
+        for j in range(j1 - j0):
+            h[j] = rnn_cell(x[j] + w[j] + b[j])
+
+
+@kernel
+def rnn_forward(hs, xg, active, Wh, bh, hw, packed):
     # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = tanh(xg[t] + hs[t] @ Wh + bh)
     # xg (T, B, H) in: x_t @ Wx + bx
     # active (T) in: step t computes rows 0..active[t]-1; the other rows hold their state
     #   (rows that have ended, when the batch is sorted longest first: packed sequences)
-    # Wh (H, H); bh (H); hw (B, H) workspace
-    T, _, H = xg.shape
+    # Wh (H, H); bh (H); hw (B, H), packed (packed_weight_size) workspaces
+    T, B, H = xg.shape
     zero_start = _is_zero(hs[0])
+    parts = _part_count(B, H, H, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh, 1)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     for t in range(T):
         n = active[t]
-        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
-        xg_t = xg[t]
-        h_t = hs[t + 1]
+        is_zero = t == 0 and zero_start
         _hold_rows(hs, t, n)
-        for b in range(n):
-            xg_b = xg_t[b]
-            hw_b = hw[b]
-            h_b = h_t[b]
-            for j in range(H):
-                h_b[j] = rnn_cell(xg_b[j] + hw_b[j] + bh[j])
+        if parts == 1:
+            _rnn_forward_part(hs, xg, Wh, bh, hw, packed, False, t, n, is_zero, q0, q1, j0, j1)
+        else:
+            _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, is_zero, parts)
+
+
+@parallel_kernel
+def _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, is_zero, parts):
+    # step t of rnn_forward on ``parts`` parts, numba's threads sharing them
+    H = hs.shape[2]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _rnn_forward_part(hs, xg, Wh, bh, hw, packed, True, t, n, is_zero, q0, q1, j0, j1)
 
 
 @kernel
-def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scratch):
+def _rnn_backward_part(dxg, dh_carry, dhs, hs, Wh, packed, use_packed, scratch, t, n, m, q0, q1, j0, j1):
+    # Units j0:j1: first the carry dh_t (rows < m, those that ran step t+1; m = 0: none) from
+    # step t+1's pre-activation gradients, then step t's (rows < n). t = -1 with n = 0: step
+    # 0's product alone, the gradient of the initial state.
+    if t + 1 < dxg.shape[0]:
+        _carry_part(dh_carry, dxg[t + 1], Wh, packed, use_packed, m, False, q0, q1, scratch)
+    for row in range(n):
+        h = hs[t + 1, row, j0:j1]
+        dh_above = dhs[t, row, j0:j1]
+        carry = dh_carry[row, j0:j1]
+        d = dxg[t, row, j0:j1]
+        for j in range(j1 - j0):
+            d[j] = rnn_cell_backward(h[j], dh_above[j] + carry[j])
+
+
+@kernel
+def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scratch, packed):
     # dxg (T, B, H) out: gradient of the pre-activations (= of xg)
     # dh0 (B, H) out: gradient of the initial state hs[0]; also the running carry dh_{t-1}
     # dWh (H, H), dbh (H) accumulate
@@ -333,71 +469,137 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scr
     # hs (T+1, B, H) in: states of the forward; active (T) in: as the forward's
     # initial_grad in: False when the caller discards dh0, which then holds a partial value
     #   (the first step's recurrent product, needed only for it, is skipped)
-    # Wh (H, H); scratch (>= H*max(H, B)) workspace
-    T, _, H = dhs.shape
+    # Wh (H, H); scratch (>= H*max(2H, B)), packed (packed_weight_size) workspaces
+    T, B, H = dhs.shape
+    parts = _part_count(B, H, H, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh.T, 1)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
         n = active[t]
-        h_t = hs[t + 1]
-        dhs_t = dhs[t]
-        dxg_t = dxg[t]
-        _pass_rows(dxg_t, dh0, dhs_t, n)
-        for b in range(n):
-            h_b = h_t[b]
-            dhs_b = dhs_t[b]
-            carry_b = dh0[b]
-            dxg_b = dxg_t[b]
-            for j in range(H):
-                dxg_b[j] = rnn_cell_backward(h_b[j], dhs_b[j] + carry_b[j])
-        if t > 0 or initial_grad:
-            _previous_state_grad(dh0[:n], dxg_t[:n], Wh, scratch, False)
+        m = active[t + 1] if t + 1 < T else 0
+        _pass_rows(dxg[t], dh0, dhs[t], n)
+        if parts == 1:
+            _rnn_backward_part(dxg, dh0, dhs, hs, Wh, packed, False, scratch, t, n, m, q0, q1, j0, j1)
+        else:
+            _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, t, n, m, parts)
+    if initial_grad:
+        # step 0's product alone: a step -1 with no rows of its own
+        if parts == 1:
+            _rnn_backward_part(
+                dxg, dh0, dhs, hs, Wh, packed, False, scratch, -1, 0, active[0], q0, q1, j0, j1
+            )
+        else:
+            _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, -1, 0, active[0], parts)
     _accumulate_recurrent(dWh, dbh, hs, dxg, scratch)
+
+
+@parallel_kernel
+def _rnn_backward_parts(dxg, dh_carry, dhs, hs, Wh, packed, scratch, t, n, m, parts):
+    # step t of rnn_backward on ``parts`` parts, numba's threads sharing them
+    H = dh_carry.shape[1]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _rnn_backward_part(dxg, dh_carry, dhs, hs, Wh, packed, True, scratch, t, n, m, q0, q1, j0, j1)
 
 
 # --------------------------------------------------------------------------- LSTM
 
 
 @kernel
-def lstm_forward(hs, cs, gates, active, Wh, bh, hw):
+def _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, use_packed, t, n, is_zero, q0, q1, j0, j1):
+    # step t of lstm_forward for units j0:j1
+    H = hs.shape[2]
+    _step_product(hw, hs[t], Wh, packed, use_packed, 4, n, is_zero, q0, q1, j0, j1)
+    b_i, b_f, b_g, b_o = _units4(bh, H, j0, j1)
+    for row in range(n):
+        a_i, a_f, a_g, a_o = _units4(gates[t, row], H, j0, j1)
+        w_i, w_f, w_g, w_o = _units4(hw[row], H, j0, j1)
+        c_prev = cs[t, row, j0:j1]
+        c_next = cs[t + 1, row, j0:j1]
+        h_next = hs[t + 1, row, j0:j1]
+        for j in range(j1 - j0):
+            i, f, g, o, c, h = lstm_cell(
+                a_i[j] + w_i[j] + b_i[j],
+                a_f[j] + w_f[j] + b_f[j],
+                a_g[j] + w_g[j] + b_g[j],
+                a_o[j] + w_o[j] + b_o[j],
+                c_prev[j],
+            )
+            a_i[j] = i
+            a_f[j] = f
+            a_g[j] = g
+            a_o[j] = o
+            c_next[j] = c
+            h_next[j] = h
+
+
+@kernel
+def lstm_forward(hs, cs, gates, active, Wh, bh, hw, packed):
     # hs, cs (T+1, B, H) in/out: row 0 the initial hidden and cell state in, row t+1 step t out
     # gates (T, B, 4H) in/out: in, x_t @ Wx + bx; out, the activated gates i, f, g, o, which
     #   backward needs (it recomputes tanh(c) instead of caching it); rows that hold keep x_t @ Wx + bx
     # active (T) in: as rnn_forward's (held rows keep h and c)
-    # Wh (H, 4H); bh (4H); hw (B, 4H) workspace
-    T, _, G = gates.shape
+    # Wh (H, 4H); bh (4H); hw (B, 4H), packed (packed_weight_size) workspaces
+    T, B, G = gates.shape
     H = G // 4
-    b_i, b_f, b_g, b_o = _split4(bh, H)
     zero_start = _is_zero(hs[0])
+    parts = _part_count(B, H, G, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh, 4)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     for t in range(T):
         n = active[t]
-        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
+        is_zero = t == 0 and zero_start
         _hold_rows(hs, t, n)
         _hold_rows(cs, t, n)
-        for b in range(n):
-            a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
-            w_i, w_f, w_g, w_o = _split4(hw[b], H)
-            c_prev = cs[t, b]
-            c_next = cs[t + 1, b]
-            h_next = hs[t + 1, b]
-            for j in range(H):
-                i, f, g, o, c, h = lstm_cell(
-                    a_i[j] + w_i[j] + b_i[j],
-                    a_f[j] + w_f[j] + b_f[j],
-                    a_g[j] + w_g[j] + b_g[j],
-                    a_o[j] + w_o[j] + b_o[j],
-                    c_prev[j],
-                )
-                a_i[j] = i
-                a_f[j] = f
-                a_g[j] = g
-                a_o[j] = o
-                c_next[j] = c
-                h_next[j] = h
+        if parts == 1:
+            _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, False, t, n, is_zero, q0, q1, j0, j1)
+        else:
+            _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, is_zero, parts)
+
+
+@parallel_kernel
+def _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, is_zero, parts):
+    # step t of lstm_forward on ``parts`` parts, numba's threads sharing them
+    H = hs.shape[2]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, True, t, n, is_zero, q0, q1, j0, j1)
+
+
+@kernel
+def _lstm_backward_part(
+    dgates, dh_carry, dc_carry, dhs, cs, gates, Wh, packed, use_packed, scratch, t, n, m, q0, q1, j0, j1
+):
+    # Units j0:j1: the carry dh_t from step t+1 (rows < m), then step t's gradients (rows < n);
+    # t = -1, n = 0: step 0's product alone (see _rnn_backward_part)
+    H = dh_carry.shape[1]
+    if t + 1 < dgates.shape[0]:
+        _carry_part(dh_carry, dgates[t + 1], Wh, packed, use_packed, m, False, q0, q1, scratch)
+    for row in range(n):
+        a_i, a_f, a_g, a_o = _units4(gates[t, row], H, j0, j1)
+        d_i, d_f, d_g, d_o = _units4(dgates[t, row], H, j0, j1)
+        c_prev = cs[t, row, j0:j1]
+        c_t = cs[t + 1, row, j0:j1]
+        dh_above = dhs[t, row, j0:j1]
+        dh = dh_carry[row, j0:j1]
+        dc = dc_carry[row, j0:j1]
+        for j in range(j1 - j0):
+            da_i, da_f, da_g, da_o, dc_prev = lstm_cell_backward(
+                a_i[j], a_f[j], a_g[j], a_o[j], c_prev[j], c_t[j], dh_above[j] + dh[j], dc[j]
+            )
+            d_i[j] = da_i
+            d_f[j] = da_f
+            d_g[j] = da_g
+            d_o[j] = da_o
+            dc[j] = dc_prev
 
 
 @kernel
 def lstm_backward(
-    dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, active, initial_grad, Wh, scratch
+    dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, active, initial_grad, Wh, scratch, packed
 ):
     # dgates (T, B, 4H) out: gradient of the pre-activations (= of xg)
     # dh0, dc0 (B, H) out: gradients of the initial states; also the running carries
@@ -406,88 +608,141 @@ def lstm_backward(
     # hs, cs (T+1, B, H), gates (T, B, 4H) in: the forward's states and activated gates
     # active (T) in: as the forward's (held rows pass dh and dc on)
     # initial_grad in: False when the caller discards dh0 and dc0 (see rnn_backward)
-    # Wh (H, 4H); scratch (>= H*max(4H, B)) workspace
-    T, _, G = gates.shape
+    # Wh (H, 4H); scratch (>= H*max(8H, B)), packed (packed_weight_size) workspaces
+    T, B, G = gates.shape
     H = G // 4
+    parts = _part_count(B, G, H, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh.T, 1)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     dh0[:] = dhT
     dc0[:] = dcT
     for t in range(T - 1, -1, -1):
         n = active[t]
+        m = active[t + 1] if t + 1 < T else 0
         _pass_rows(dgates[t], dh0, dhs[t], n)
-        for b in range(n):
-            a_i, a_f, a_g, a_o = _split4(gates[t, b], H)
-            d_i, d_f, d_g, d_o = _split4(dgates[t, b], H)
-            c_prev = cs[t, b]
-            c_t = cs[t + 1, b]
-            dhs_b = dhs[t, b]
-            dh_carry = dh0[b]
-            dc_carry = dc0[b]
-            for j in range(H):
-                da_i, da_f, da_g, da_o, dc_prev = lstm_cell_backward(
-                    a_i[j],
-                    a_f[j],
-                    a_g[j],
-                    a_o[j],
-                    c_prev[j],
-                    c_t[j],
-                    dhs_b[j] + dh_carry[j],
-                    dc_carry[j],
-                )
-                d_i[j] = da_i
-                d_f[j] = da_f
-                d_g[j] = da_g
-                d_o[j] = da_o
-                dc_carry[j] = dc_prev
-        if t > 0 or initial_grad:
-            _previous_state_grad(dh0[:n], dgates[t, :n], Wh, scratch, False)
+        if parts == 1:
+            _lstm_backward_part(
+                dgates, dh0, dc0, dhs, cs, gates, Wh, packed, False, scratch, t, n, m, q0, q1, j0, j1
+            )
+        else:
+            _lstm_backward_parts(dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, t, n, m, parts)
+    if initial_grad:
+        # step 0's product alone: a step -1 with no rows of its own
+        if parts == 1:
+            _lstm_backward_part(
+                dgates, dh0, dc0, dhs, cs, gates, Wh, packed, False, scratch, -1, 0, active[0], q0, q1, j0, j1
+            )
+        else:
+            _lstm_backward_parts(
+                dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, -1, 0, active[0], parts
+            )
     _accumulate_recurrent(dWh, dbh, hs, dgates, scratch)
+
+
+@parallel_kernel
+def _lstm_backward_parts(dgates, dh_carry, dc_carry, dhs, cs, gates, Wh, packed, scratch, t, n, m, parts):
+    # step t of lstm_backward on ``parts`` parts, numba's threads sharing them
+    H = dh_carry.shape[1]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _lstm_backward_part(
+            dgates, dh_carry, dc_carry, dhs, cs, gates, Wh, packed, True, scratch, t, n, m, q0, q1, j0, j1
+        )
 
 
 # --------------------------------------------------------------------------- GRU
 
 
 @kernel
-def gru_forward(hs, gates, hn, active, Wh, bh, hw):
+def _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, use_packed, t, n, is_zero, q0, q1, j0, j1):
+    # step t of gru_forward for units j0:j1
+    H = hs.shape[2]
+    _step_product(hw, hs[t], Wh, packed, use_packed, 3, n, is_zero, q0, q1, j0, j1)
+    b_r, b_z, b_n = _units3(bh, H, j0, j1)
+    for row in range(n):
+        a_r, a_z, a_n = _units3(gates[t, row], H, j0, j1)
+        w_r, w_z, w_n = _units3(hw[row], H, j0, j1)
+        h_prev = hs[t, row, j0:j1]
+        h_next = hs[t + 1, row, j0:j1]
+        hn_row = hn[t, row, j0:j1]
+        for j in range(j1 - j0):
+            h_n = w_n[j] + b_n[j]
+            r, z, n_j, h = gru_cell(a_r[j], a_z[j], a_n[j], w_r[j] + b_r[j], w_z[j] + b_z[j], h_n, h_prev[j])
+            a_r[j] = r
+            a_z[j] = z
+            a_n[j] = n_j
+            hn_row[j] = h_n
+            h_next[j] = h
+
+
+@kernel
+def gru_forward(hs, gates, hn, active, Wh, bh, hw, packed):
     # hs (T+1, B, H) in/out: hs[0] the initial state in, hs[t+1] = h_t out
     # gates (T, B, 3H) in/out: in, x_t @ Wx + bx; out, the activated gates r, z, n
     # hn (T, B, H) out: h_{t-1} @ Wh_n + bh_n, the part the reset gate scales (backward needs it)
     # active (T) in: as rnn_forward's (held rows keep their state; their gates and hn are not
     #   written)
-    # Wh (H, 3H); bh (3H); hw (B, 3H) workspace
-    T, _, G = gates.shape
+    # Wh (H, 3H); bh (3H); hw (B, 3H), packed (packed_weight_size) workspaces
+    T, B, G = gates.shape
     H = G // 3
-    b_r, b_z, b_n = _split3(bh, H)
     zero_start = _is_zero(hs[0])
+    parts = _part_count(B, H, G, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh, 3)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     for t in range(T):
         n = active[t]
-        _recurrent_product(hw[:n], hs[t, :n], Wh, t == 0 and zero_start)
+        is_zero = t == 0 and zero_start
         _hold_rows(hs, t, n)
-        for b in range(n):
-            a_r, a_z, a_n = _split3(gates[t, b], H)
-            w_r, w_z, w_n = _split3(hw[b], H)
-            h_prev = hs[t, b]
-            h_next = hs[t + 1, b]
-            hn_b = hn[t, b]
-            for j in range(H):
-                h_n = w_n[j] + b_n[j]
-                r, z, n, h = gru_cell(
-                    a_r[j],
-                    a_z[j],
-                    a_n[j],
-                    w_r[j] + b_r[j],
-                    w_z[j] + b_z[j],
-                    h_n,
-                    h_prev[j],
-                )
-                a_r[j] = r
-                a_z[j] = z
-                a_n[j] = n
-                hn_b[j] = h_n
-                h_next[j] = h
+        if parts == 1:
+            _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, False, t, n, is_zero, q0, q1, j0, j1)
+        else:
+            _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, is_zero, parts)
+
+
+@parallel_kernel
+def _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, is_zero, parts):
+    # step t of gru_forward on ``parts`` parts, numba's threads sharing them
+    H = hs.shape[2]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, True, t, n, is_zero, q0, q1, j0, j1)
 
 
 @kernel
-def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_grad, Wh, dhg, scratch):
+def _gru_backward_part(
+    dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, use_packed, scratch, t, n, m, q0, q1, j0, j1
+):
+    # Units j0:j1: the carry dh_t from step t+1 (rows < m; added to the direct path the gate
+    # loop left there), then step t's gradients (rows < n); t = -1, n = 0: step 0's product
+    # alone (see _rnn_backward_part)
+    H = dh_carry.shape[1]
+    if t + 1 < dxg.shape[0]:
+        _carry_part(dh_carry, dhg[t + 1], Wh, packed, use_packed, m, True, q0, q1, scratch)
+    for row in range(n):
+        a_r, a_z, a_n = _units3(gates[t, row], H, j0, j1)
+        dx_r, dx_z, dx_n = _units3(dxg[t, row], H, j0, j1)
+        dh_r, dh_z, dh_nn = _units3(dhg[t, row], H, j0, j1)
+        h_prev = hs[t, row, j0:j1]
+        hn_row = hn[t, row, j0:j1]
+        dh_above = dhs[t, row, j0:j1]
+        carry = dh_carry[row, j0:j1]
+        for j in range(j1 - j0):
+            da_r, da_z, da_n, dh_n, dh_prev = gru_cell_backward(
+                a_r[j], a_z[j], a_n[j], hn_row[j], h_prev[j], dh_above[j] + carry[j]
+            )
+            dx_r[j] = da_r
+            dx_z[j] = da_z
+            dx_n[j] = da_n
+            dh_r[j] = da_r
+            dh_z[j] = da_z
+            dh_nn[j] = dh_n
+            carry[j] = dh_prev
+
+
+@kernel
+def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_grad, Wh, dhg, scratch, packed):
     # dxg (T, B, 3H) out: gradient of xg (input part of the pre-activations)
     # dh0 (B, H) out: gradient of the initial state; also the running carry
     # dWh (H, 3H), dbh (3H) accumulate
@@ -497,37 +752,64 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
     # initial_grad in: False when the caller discards dh0 (see rnn_backward)
     # Wh (H, 3H)
     # dhg (T, B, 3H) workspace: gradient of h_{t-1} @ Wh + bh (differs from dxg in the n part)
-    # scratch (>= H*max(3H, B)) workspace
-    T, _, G = gates.shape
+    # scratch (>= H*max(6H, B)), packed (packed_weight_size) workspaces
+    T, B, G = gates.shape
     H = G // 3
+    parts = _part_count(B, G, H, H, Wh)
+    if parts > 1:
+        microkernel.pack(packed, Wh.T, 1)
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
     dh0[:] = dhT
     for t in range(T - 1, -1, -1):
         n = active[t]
+        m = active[t + 1] if t + 1 < T else 0
         _pass_rows(dxg[t], dh0, dhs[t], n)
         dhg[t, n:] = 0.0
-        for b in range(n):
-            a_r, a_z, a_n = _split3(gates[t, b], H)
-            dx_r, dx_z, dx_n = _split3(dxg[t, b], H)
-            dh_r, dh_z, dh_nn = _split3(dhg[t, b], H)
-            h_prev = hs[t, b]
-            hn_b = hn[t, b]
-            dhs_b = dhs[t, b]
-            carry = dh0[b]
-            for j in range(H):
-                da_r, da_z, da_n, dh_n, dh_prev = gru_cell_backward(
-                    a_r[j], a_z[j], a_n[j], hn_b[j], h_prev[j], dhs_b[j] + carry[j]
-                )
-                dx_r[j] = da_r
-                dx_z[j] = da_z
-                dx_n[j] = da_n
-                dh_r[j] = da_r
-                dh_z[j] = da_z
-                dh_nn[j] = dh_n
-                carry[j] = dh_prev
-        if t > 0 or initial_grad:
-            # The GRU's previous state also has a direct path (already in dh0): add to it.
-            _previous_state_grad(dh0[:n], dhg[t, :n], Wh, scratch, True)
+        if parts == 1:
+            _gru_backward_part(
+                dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, False, scratch, t, n, m, q0, q1, j0, j1
+            )
+        else:
+            _gru_backward_parts(dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, t, n, m, parts)
+    if initial_grad:
+        # The GRU's previous state also has a direct path (already in dh0): add to it.
+        if parts == 1:
+            _gru_backward_part(
+                dxg,
+                dh0,
+                dhs,
+                hs,
+                gates,
+                hn,
+                dhg,
+                Wh,
+                packed,
+                False,
+                scratch,
+                -1,
+                0,
+                active[0],
+                q0,
+                q1,
+                j0,
+                j1,
+            )
+        else:
+            _gru_backward_parts(
+                dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, -1, 0, active[0], parts
+            )
     _accumulate_recurrent(dWh, dbh, hs, dhg, scratch)
+
+
+@parallel_kernel
+def _gru_backward_parts(dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, scratch, t, n, m, parts):
+    # step t of gru_backward on ``parts`` parts, numba's threads sharing them
+    H = dh_carry.shape[1]
+    for p in numba.prange(parts):
+        q0, q1, j0, j1 = _part_units(p, parts, H, Wh)
+        _gru_backward_part(
+            dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, True, scratch, t, n, m, q0, q1, j0, j1
+        )
 
 
 # --------------------------------------------------------------------------- attention
@@ -1180,8 +1462,6 @@ def generate_until(
 # units' gate columns and updates those units, so each thread reads its share of every weight
 # row. No BLAS is called here, so its threads cannot fight numba's (shared/DESIGN.md section 8).
 # The arithmetic is generate_tokens'; only the order of each dot product's sum differs.
-
-parallel_kernel = numba.njit(parallel=True, **_JIT)
 
 
 @kernel

@@ -176,6 +176,11 @@ def _recurrent_product(hw, h_prev, Wh):
     _gemm(hw, h_prev, Wh)
 
 
+def packed_weight_size(H, G, dtype):
+    """As ``cpu.packed_weight_size``: none here (the products read Wh as it is)."""
+    return 0
+
+
 # --------------------------------------------------------------------------- RNN
 
 
@@ -195,9 +200,9 @@ def _rnn_step_backward(dxg_t, h_t, dhs_t, dh_carry, n):
         dxg_t[b, j] = rnn_cell_backward(h_t[b, j], dhs_t[b, j] + dh_carry[b, j])
 
 
-def rnn_forward(hs, xg, active, Wh, bh, hw):
+def rnn_forward(hs, xg, active, Wh, bh, hw, packed):
     """As ``cpu.rnn_forward``: hs (T+1, B, H) in/out, xg (T, B, H), active (T) on the host,
-    Wh (H, H), bh (H), hw (B, H) workspace."""
+    Wh (H, H), bh (H), hw (B, H) workspace (packed unused: cuBLAS reads Wh as it is)."""
     T, B, H = xg.shape
     blocks, threads = _grid(B, H)
     for t in range(T):
@@ -207,8 +212,8 @@ def rnn_forward(hs, xg, active, Wh, bh, hw):
         _rnn_step[blocks, threads](hs[t + 1], xg[t], hw, bh, n)
 
 
-def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scratch):
-    """As ``cpu.rnn_backward`` (scratch unused: the products need no workspace here)."""
+def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scratch, packed):
+    """As ``cpu.rnn_backward`` (scratch and packed unused: the products need no workspace here)."""
     T, B, H = dhs.shape
     blocks, threads = _grid(B, H)
     _copy(dh0, dhT)
@@ -271,8 +276,8 @@ def _lstm_step_backward(dgates_t, dc_carry, gates_t, c_prev, c_t, dhs_t, dh_carr
         dc_carry[b, j] = dc_prev
 
 
-def lstm_forward(hs, cs, gates, active, Wh, bh, hw):
-    """As ``cpu.lstm_forward``."""
+def lstm_forward(hs, cs, gates, active, Wh, bh, hw, packed):
+    """As ``cpu.lstm_forward`` (packed unused)."""
     T, B, G = gates.shape
     blocks, threads = _grid(B, G // 4)
     for t in range(T):
@@ -284,9 +289,9 @@ def lstm_forward(hs, cs, gates, active, Wh, bh, hw):
 
 
 def lstm_backward(
-    dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, active, initial_grad, Wh, scratch
+    dgates, dh0, dc0, dWh, dbh, dhs, dhT, dcT, hs, cs, gates, active, initial_grad, Wh, scratch, packed
 ):
-    """As ``cpu.lstm_backward`` (scratch unused)."""
+    """As ``cpu.lstm_backward`` (scratch and packed unused)."""
     T, B, G = gates.shape
     blocks, threads = _grid(B, G // 4)
     _copy(dh0, dhT)
@@ -352,8 +357,8 @@ def _zero_rows_kernel(a, n):
         a[b, j] = 0.0
 
 
-def gru_forward(hs, gates, hn, active, Wh, bh, hw):
-    """As ``cpu.gru_forward``."""
+def gru_forward(hs, gates, hn, active, Wh, bh, hw, packed):
+    """As ``cpu.gru_forward`` (packed unused)."""
     T, B, G = gates.shape
     blocks, threads = _grid(B, G // 3)
     for t in range(T):
@@ -363,8 +368,8 @@ def gru_forward(hs, gates, hn, active, Wh, bh, hw):
         _gru_step[blocks, threads](hs[t + 1], hs[t], gates[t], hn[t], hw, bh, n)
 
 
-def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_grad, Wh, dhg, scratch):
-    """As ``cpu.gru_backward`` (scratch unused)."""
+def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_grad, Wh, dhg, scratch, packed):
+    """As ``cpu.gru_backward`` (scratch and packed unused)."""
     T, B, G = gates.shape
     blocks, threads = _grid(B, G // 3)
     _copy(dh0, dhT)
