@@ -50,13 +50,19 @@ def openblas_threads():
 
 
 def one_blas_thread():
-    """Every OpenBLAS this process has loaded (scipy's, which numba's products call, loaded
-    first) to one thread. numrnn's CPU kernels share their work out on numba's threads alone:
-    OpenBLAS's threads spin for about 0.1 s after each call and would take the cores numba's
-    threads are running on (kernels/cpu.py, "One thread pool")."""
+    """The OpenBLAS numba's compiled products call (scipy's, loaded first) to one thread.
+    numrnn's CPU kernels share their work out on numba's threads alone: OpenBLAS's threads
+    spin for about 0.1 s after each call and would take the cores numba's threads are running
+    on (kernels/cpu.py, "One thread pool"). numpy's own copy, which numrnn's kernels never
+    call, keeps its threads for the user's numpy code (unless it is the same library)."""
+    import numpy
     import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
 
-    for setter, _ in openblas_threads():
+    numpy_dir = os.path.dirname(os.path.abspath(numpy.__file__))
+    found = openblas_functions("set_num_threads")
+    for path, (setter,) in found:
+        if len(found) > 1 and (path.startswith(numpy_dir) or "/numpy.libs/" in path):
+            continue
         setter(ctypes.c_int(1))
 
 

@@ -65,19 +65,24 @@ def test_blas_stays_at_one_thread_and_set_threads_moves_numba_alone():
     import numpy  # noqa: F401  (its OpenBLAS)
     import scipy.linalg.cython_blas  # noqa: F401  (numba's BLAS: scipy's OpenBLAS)
 
-    pairs = threads.openblas_threads()
-    assert len(pairs) >= 2, "numpy's and scipy's OpenBLAS should both be found"
-    for setter, _ in pairs:
+    found = threads.openblas_functions("set_num_threads", "get_num_threads")
+    assert len(found) >= 2, "numpy's and scipy's OpenBLAS should both be found"
+    scipys = [functions for path, functions in found if "scipy.libs" in path or "scipy/" in path]
+    numpys = [functions for path, functions in found if "numpy" in path]
+    assert len(scipys) == 1 and len(numpys) == 1, [path for path, _ in found]
+    for setter, _ in scipys + numpys:
         setter(ctypes.c_int(2))
+    numpy_threads = numpys[0][1]()
     threads.one_blas_thread()
-    assert [get() for _, get in pairs] == [1] * len(pairs)
+    assert scipys[0][1]() == 1  # numba's products: one pool, numba's
+    assert numpys[0][1]() == numpy_threads  # the user's numpy keeps its threads
     before = numba.get_num_threads()
     try:
         threads.set_threads(1)
         assert numba.get_num_threads() == 1
         threads.set_threads(2)
         assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
-        assert [get() for _, get in pairs] == [1] * len(pairs)
+        assert scipys[0][1]() == 1
     finally:
         threads.set_threads(before)
     assert numba.get_num_threads() == before
