@@ -159,8 +159,8 @@ def training_options(
             "--threads",
             type=POSITIVE,
             default=None,
-            help="CPU threads for BLAS and numba, fixed (a resume is bit-identical only with the same "
-            "count).  [default: the cores other programs leave free, followed as it changes]",
+            help="CPU threads, fixed (the count never changes a result: a resume is bit-identical "
+            "with any).  [default: the cores other programs leave free, followed as it changes]",
         ),
         click.option(
             "--device",

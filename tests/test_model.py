@@ -238,3 +238,32 @@ def test_devices_resolve_without_a_silent_fallback(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # a GPU without CuPy
     assert kernels.resolve_device("auto")[0] == "cpu"
     assert "needs CuPy" in kernels.resolve_device("auto")[1]
+
+
+@pytest.mark.skipif(
+    __import__("numba").config.NUMBA_NUM_THREADS < 2, reason="numba has one thread here: nothing to split"
+)
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_training_step_gives_the_same_bits_on_one_thread_or_two(cell, rng):
+    """Large enough that the recurrences run on parts and the dense products in halves: the
+    thread count (which the governor changes under load) never changes a loss or a gradient,
+    so a resumed run is bit-identical whatever the threads."""
+    import numba
+
+    config = ModelConfig(cell=cell, vocab_size=30, hidden=96, layers=2, embed=16)
+    model = Model(config, np.float32).init_weights(rng)
+    tokens = rng.integers(0, 30, (10, 48))
+    targets = rng.integers(0, 30, (10, 48))
+    state = model.zero_state(48)
+    state.h[...] = rng.uniform(-0.5, 0.5, state.h.shape)
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            result = model.loss_and_grad(tokens, targets, state)
+            runs.append((result.loss, model.grads.copy()))
+    finally:
+        numba.set_num_threads(before)
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])

@@ -18,8 +18,10 @@ GFLOP/s). The same source serves float32 and float64 (the tests and gradcheck ru
 one): the vector holds 64 bytes of either on a CPU with AVX-512, 32 bytes elsewhere.
 
 Measured (Zen 4, float32, one thread against OpenBLAS's one thread, panels packed beforehand):
-50 x 128 by 128 x 128 115 against 112 GFLOP/s, 50 x 128 by 128 x 512 116 against 80, 50 x 512
-by 512 x 2048 104 against 70, 60 x 1024 by 1024 x 4096 90 against 62.
+50 x 128 by 128 x 128 108-115 against 112, 50 x 128 by 128 x 512 110-116 against 78-80, 50 x 512
+by 512 x 2048 104-113 against 69-75, 64 x 1024 by 1024 x 4096 92-102 against 62-66 GFLOP/s.
+On two threads, one panel run each, the per-step products reach 179-206 GFLOP/s at B, C and D
+(benchmarks/speed.py), above OpenBLAS's 2048^3 GEMM (186-204).
 """
 
 import numba
