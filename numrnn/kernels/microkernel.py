@@ -49,6 +49,9 @@ VECTOR_BYTES = 64 if _has_avx512() else 32
 # registers (32 with AVX-512, 16 with AVX2).
 ROWS = 10 if VECTOR_BYTES == 64 else 6
 VECTORS = 2
+# The row counts a tile has a loop of its own for (each adds to numba's compile time); fewer
+# rows run as a sum of them (_tile_rows).
+TILE_ROWS = (1, 2, 4, ROWS)
 
 
 def panel_width(array):
@@ -58,7 +61,7 @@ def panel_width(array):
 
 @overload(panel_width)
 def _panel_width_overload(array):
-    width = VECTORS * VECTOR_BYTES // array.dtype.bitwidth * 8
+    width = VECTORS * VECTOR_BYTES * 8 // array.dtype.bitwidth
     return lambda array: width
 
 
@@ -69,7 +72,7 @@ def _data_pointer(context, builder, array_type, array):
 @intrinsic
 def tile(typingctx, C, c_off, ldc, A, a_off, a_row, a_k, rows, P, p_off, K, width, accumulate):
     """C[c_off + i*ldc + j] (+)= sum_k A[a_off + i*a_row + k*a_k] * P[p_off + k*NR + j]
-    for i < rows (1..ROWS) and j < width (<= NR); offsets and strides in elements.
+    for i < rows (one of TILE_ROWS) and j < width (<= NR); offsets and strides in elements.
 
     Each row count has its own loop (a switch on ``rows``); ``accumulate`` adds to C instead of
     overwriting it. Each output is one sequential chain of fused multiply-adds over
@@ -153,7 +156,7 @@ def tile(typingctx, C, c_off, ldc, A, a_off, a_row, a_k, rows, P, p_off, K, widt
 
         done = builder.append_basic_block("tile.computed")
         switch = builder.switch(rows, done)
-        for count in range(1, ROWS + 1):
+        for count in TILE_ROWS:
             block = builder.append_basic_block(f"tile.rows{count}")
             switch.add_case(const(count), block)
             builder.position_at_end(block)
