@@ -115,7 +115,7 @@ def _rows(a):
 # One thread pool. numba's threads run the recurrences (below), so OpenBLAS is kept at one
 # thread (threads.py) and the large dense products are split between numba's threads here:
 # OpenBLAS's own threads, spinning for about 0.1 s after each call, would take the cores the
-# recurrences run on (measured: a B-size training step 7-8x slower with both pools). The split
+# recurrences run on (measured: a B-size training step 3-8x slower with both pools). The split
 # is fixed (_DENSE_PARTS row halves, whatever the thread count), so results never depend on
 # how many threads ran them.
 parallel_kernel = numba.njit(parallel=True, **_JIT)
