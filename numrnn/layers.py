@@ -46,6 +46,12 @@ def _aligned_count(count, dtype):
     return -(-count // per_line) * per_line
 
 
+def _packed_weight_size(H, G, dtype):
+    from numrnn.kernels import cpu  # the host's backend; loads numba, as any host pass does
+
+    return max(cpu.packed_weight_size(H, G, dtype), 1)
+
+
 def allocator(dtype, xp=np):
     """zeros(*shape, zeroed=True): new zeroed arrays of ``dtype`` in ``xp``'s memory (numpy,
     or the device's array module: ``kernels.xp``), the default for workspaces; host arrays
@@ -555,7 +561,9 @@ class RecurrentStack:
         ws.masks = [zeros(T, B, W) for _ in range(L - 1)] if self.dropout and backward else None
         ws.zero_bh = zeros(B, H)
         ws.hw = zeros(B, G)
-        ws.packed = None  # the recurrences' copy of Wh, sized by the backend: _packed
+        # The recurrences' copy of Wh in the layout their products read: the CPU's panels
+        # (written before they are read), nothing on a GPU, whose products read Wh as it is.
+        ws.packed = zeros(_packed_weight_size(H, G, dtype) if xp is np else 1, zeroed=False)
         ws.used_dropout = False
         ws.reverse = None
         ws.tokens = None
@@ -647,20 +655,12 @@ class RecurrentStack:
         hs[0] = state["h"][index]
         cell = self.cell.name
         if cell == "rnn":
-            k.rnn_forward(hs, gates, ws.active, Wh, bh, ws.hw, self._packed(k, ws))
+            k.rnn_forward(hs, gates, ws.active, Wh, bh, ws.hw, ws.packed)
         elif cell == "lstm":
             ws.cs[unit][0] = state["c"][index]
-            k.lstm_forward(hs, ws.cs[unit], gates, ws.active, Wh, bh, ws.hw, self._packed(k, ws))
+            k.lstm_forward(hs, ws.cs[unit], gates, ws.active, Wh, bh, ws.hw, ws.packed)
         else:
-            k.gru_forward(hs, gates, ws.hn[unit], ws.active, Wh, bh, ws.hw, self._packed(k, ws))
-
-    def _packed(self, k, ws):
-        # The workspace in which the recurrences keep Wh in the layout their products read
-        # (the CPU's panels; one element elsewhere), made at first use, when the backend is known.
-        if ws.packed is None:
-            size = k.packed_weight_size(self.hidden, self.gate_width, ws.hw.dtype)
-            ws.packed = ws.xp.zeros(max(size, 1), ws.hw.dtype)
-        return ws.packed
+            k.gru_forward(hs, gates, ws.hn[unit], ws.active, Wh, bh, ws.hw, ws.packed)
 
     def top_outputs(self, ws, direction=0):
         """(T, B, H): the top layer's outputs in one direction (its own time order)."""
@@ -773,7 +773,7 @@ class RecurrentStack:
                 state_grad,
                 Wh,
                 ws.scratch,
-                self._packed(k, ws),
+                ws.packed,
             )
         elif cell == "lstm":
             dcT = ws.zero_bh if dstate is None else ws.xp.ascontiguousarray(dstate["c"][index], ws.hw.dtype)
@@ -793,7 +793,7 @@ class RecurrentStack:
                 state_grad,
                 Wh,
                 ws.scratch,
-                self._packed(k, ws),
+                ws.packed,
             )
         else:
             k.gru_backward(
@@ -811,7 +811,7 @@ class RecurrentStack:
                 Wh,
                 ws.dhg,
                 ws.scratch,
-                self._packed(k, ws),
+                ws.packed,
             )
 
 

@@ -176,11 +176,6 @@ def _recurrent_product(hw, h_prev, Wh):
     _gemm(hw, h_prev, Wh)
 
 
-def packed_weight_size(H, G, dtype):
-    """As ``cpu.packed_weight_size``: none here (the products read Wh as it is)."""
-    return 0
-
-
 # --------------------------------------------------------------------------- RNN
 
 
