@@ -48,7 +48,7 @@ def run(function, x):
 def test_float32_tanh_is_within_4e7_of_the_exact_value():
     x = GRID.astype(np.float32)
     error = np.abs(run(apply_tanh, x).astype(np.float64) - np.tanh(x.astype(np.float64)))
-    assert error.max() < 4e-7  # measured 3.2e-7: 3 float32 ulps below 1
+    assert error.max() < 4e-7  # measured 2.6e-7 (3.2e-7 unfused): 3 float32 ulps below 1
     assert run(apply_tanh, np.array([0.0, 30.0, -30.0], np.float32)).tolist() == [0.0, 1.0, -1.0]
 
 

@@ -4,9 +4,9 @@ Without SVML, numba compiles ``math.tanh``/``math.exp`` to one libm call per ele
 12 ns each, DESIGN.md section 8), which made the gate loops the largest part of a training
 step. In float32 these functions use a branch-free rational approximation instead (Eigen's
 ``generic_fast_tanh_float``: odd degree-13 over even degree-6 polynomial on a clamped input,
-measured max abs error 3.2e-7 on [-20, 20] against float64 tanh, see the tests), which LLVM
-vectorises. float64 (the tests and gradcheck) keeps the exact functions, so the finite
-difference checks stay meaningful.
+its steps fused into multiply-adds where the CPU has them: measured max abs error 2.6e-7 on
+[-20, 20] against float64 tanh, see the tests), which LLVM vectorises. float64 (the tests and
+gradcheck) keeps the exact functions, so the finite difference checks stay meaningful.
 
 ``exp`` (the softmax's) is Cephes' ``expf`` in float32: ``2^n * e^r`` with ``|r| <= ln(2)/2``,
 a degree-7 polynomial for ``e^r`` and ``2^n`` built from its exponent bits (measured max
@@ -20,13 +20,16 @@ The dispatch happens at compile time through ``numba.extending.overload``: a ker
 import math
 
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
 _f32 = np.float32
-# |x| above this gives tanh(x) = +-1 in float32; clamping keeps the rational in range.
-_CLAMP = _f32(7.90531110763549805)
+# |x| above this gives tanh(x) = +-1 in float32; clamping keeps the rational in range. Eigen's
+# two clamps: the polynomials' steps as fused multiply-adds reach 1 a little later.
+_FUSED = bool(llvm.get_host_cpu_features().get("fma", False))
+_CLAMP = _f32(7.99881172180175781) if _FUSED else _f32(7.90531110763549805)
 _A1, _A3, _A5, _A7 = (
     _f32(4.89352455891786e-03),
     _f32(6.37261928875436e-04),
@@ -49,6 +52,9 @@ _LN2_HI, _LN2_LO = _f32(0.693359375), _f32(-2.12194440e-4)
 _E0, _E1, _E2 = _f32(1.9875691500e-4), _f32(1.3981999507e-3), _f32(8.3334519073e-3)
 _E3, _E4, _E5 = _f32(4.1665795894e-2), _f32(1.6666665459e-1), _f32(5.0000001201e-1)
 _ONE = _f32(1.0)
+# The float32 forms' multiply-adds may be fused (contract, nothing else): a quarter fewer
+# instructions in the gate loops (measured 4.2 -> 3.1 ns per LSTM element, C size).
+_FLOAT32_OPTIONS = {"fastmath": {"contract"}}
 
 
 def tanh(x):
@@ -139,14 +145,14 @@ def _is_float32(x):
     return isinstance(x, types.Float) and x.bitwidth == 32
 
 
-@overload(tanh)
+@overload(tanh, jit_options=_FLOAT32_OPTIONS)
 def _tanh_overload(x):
     if _is_float32(x):
         return _tanh_float32
     return lambda x: math.tanh(x)
 
 
-@overload(sigmoid)
+@overload(sigmoid, jit_options=_FLOAT32_OPTIONS)
 def _sigmoid_overload(x):
     if _is_float32(x):
         return _sigmoid_float32
@@ -160,7 +166,7 @@ def _one_like_overload(x):
     return lambda x: 1.0
 
 
-@overload(exp)
+@overload(exp, jit_options=_FLOAT32_OPTIONS)
 def _exp_overload(x):
     if _is_float32(x):
         return _exp_float32
