@@ -49,6 +49,17 @@ def openblas_threads():
     return [tuple(functions) for _, functions in openblas_functions("set_num_threads", "get_num_threads")]
 
 
+def start_pool():
+    """Start numba's thread pool (its threading layer) now, before any kernel runs. Kernels
+    loaded from numba's cache call into the pool through pointers that only starting it sets,
+    and a serial kernel that reaches a parallel one (generation's output layer, through
+    linear_forward) does not start it on its own: a cached generate_tokens called a null
+    pointer (a segmentation fault on the second `numrnn sample` after a `numrnn train`)."""
+    import numba
+
+    numba.get_num_threads()  # starts the threading layer
+
+
 def one_blas_thread():
     """The OpenBLAS numba's compiled products call (scipy's, loaded first) to one thread.
     numrnn's CPU kernels share their work out on numba's threads alone: OpenBLAS's threads

@@ -32,6 +32,7 @@ from numrnn.kernels import activations, microkernel, pointwise
 
 _CACHE = tunables.configure_numba()
 threads.one_blas_thread()  # one thread pool, numba's: see "One thread pool" below
+threads.start_pool()  # before a cached kernel runs (see start_pool)
 _JIT = tunables.jit_options(_CACHE)
 _DEVICE_JIT = {key: value for key, value in _JIT.items() if key != "cache"}
 
