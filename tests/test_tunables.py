@@ -1,5 +1,9 @@
 """Tunables and the kernel cache's key."""
 
+import os
+import subprocess
+import sys
+
 from numrnn import tunables
 
 
@@ -56,10 +60,6 @@ def test_a_cached_kernel_that_calls_a_parallel_one_runs_in_a_new_process(tmp_pat
     """The order that crashed `numrnn sample` after a `numrnn train` (a null pointer): a kernel
     compiled and cached (train), a caller of it compiled in a process that loaded it from the
     cache (the first sample), then that caller loaded from the cache in a new process."""
-    import os
-    import subprocess
-    import sys
-
     (tmp_path / "caller.py").write_text(CALLER)
     (tmp_path / "run.py").write_text(RUN)
     cache = str(tmp_path / "cache")

@@ -22,13 +22,25 @@ import math
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.extending import intrinsic, overload
 
 _f32 = np.float32
+
+
+def _compiles_for_fma():
+    # Whether numba's code for this machine has fused multiply-adds: the host's features,
+    # unless NUMBA_CPU_NAME/NUMBA_CPU_FEATURES name another target (then only if those say so).
+    if config.CPU_FEATURES:
+        return "+fma" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME:
+        return False
+    return bool(llvm.get_host_cpu_features().get("fma", False))
+
+
 # |x| above this gives tanh(x) = +-1 in float32; clamping keeps the rational in range. Eigen's
 # two clamps: the polynomials' steps as fused multiply-adds reach 1 a little later.
-_FUSED = bool(llvm.get_host_cpu_features().get("fma", False))
+_FUSED = _compiles_for_fma()
 _CLAMP = _f32(7.99881172180175781) if _FUSED else _f32(7.90531110763549805)
 _A1, _A3, _A5, _A7 = (
     _f32(4.89352455891786e-03),
