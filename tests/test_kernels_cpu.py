@@ -461,6 +461,26 @@ def test_softmax_xent_matches_reference(dtype, rtol, rng):
     np.testing.assert_allclose(fused_losses, losses, rtol=rtol)
 
 
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, F64_RTOL), (np.float32, F32_RTOL)])
+def test_softmax_xent_fused_splits_large_batches_without_changing_a_bit(dtype, rtol, rng):
+    # Above _PARALLEL_LOSS_WORK the rows are split between two threads; an odd row count puts
+    # the split inside the batch and an ignored row on each side.
+    N, V = 401, 65
+    assert N * V >= cpu._PARALLEL_LOSS_WORK
+    logits = (rng.standard_normal((N, V)) * 4).astype(dtype)
+    targets = rng.integers(0, V, N)
+    targets[[3, 250]] = -1
+    split, split_losses = logits.copy(), np.zeros(N, dtype)
+    cpu.softmax_xent_fused(split_losses, split, split, targets, 1.0 / N)
+    whole, whole_losses = logits.copy(), np.zeros(N, dtype)
+    cpu._softmax_xent_in_place(whole_losses, whole, targets, 1.0 / N, 0, N)
+    np.testing.assert_array_equal(split, whole)
+    np.testing.assert_array_equal(split_losses, whole_losses)
+    expected_loss, expected_grad = ref.softmax_xent(logits.astype(np.float64), targets)
+    assert split_losses.sum() / (N - 2) == pytest.approx(expected_loss, rel=rtol)
+    np.testing.assert_allclose(split * N / (N - 2), expected_grad, rtol=rtol, atol=rtol)
+
+
 def test_softmax_xent_is_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0, -1000.0]])
     losses = np.zeros(1)
