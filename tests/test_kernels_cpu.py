@@ -481,6 +481,19 @@ def test_softmax_xent_fused_splits_large_batches_without_changing_a_bit(dtype, r
     np.testing.assert_allclose(split * N / (N - 2), expected_grad, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embed_forward_splits_large_lookups_without_changing_a_bit(dtype, rng):
+    # From _PARALLEL_COPY_WORK elements the rows are copied on two threads; an odd row count
+    # puts the split inside the batch.
+    V, E, N = 7, 128, 1_201
+    assert N * E >= cpu._PARALLEL_COPY_WORK
+    W = rng.standard_normal((V, E)).astype(dtype)
+    tokens = rng.integers(0, V, N)
+    out = np.full((N, E), np.nan, dtype)
+    cpu.embed_forward(out, tokens, W)
+    np.testing.assert_array_equal(out, ref.embed_forward(tokens, W))
+
+
 def test_softmax_xent_is_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0, -1000.0]])
     losses = np.zeros(1)

@@ -33,6 +33,34 @@ def test_adam(rng):
     np.testing.assert_allclose(got, p, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_splits_large_updates_without_changing_a_bit(dtype, rng):
+    # From _PARALLEL_UPDATE_WORK parameters the update runs on two halves, one thread each;
+    # every element is its own computation, so the bits equal one loop's, and both the numpy
+    # reference's (float64) to rounding.
+    P = cpu._PARALLEL_UPDATE_WORK + 7
+    params = rng.standard_normal(P).astype(dtype)
+    m = (rng.standard_normal(P) * 0.1).astype(dtype)
+    v = (rng.random(P) * 0.1).astype(dtype)
+    grads = rng.standard_normal(P).astype(dtype)
+    lr, beta1, beta2, eps, step = 2e-3, 0.9, 0.999, 1e-8, 3
+    split = [a.copy() for a in (params, m, v)]
+    cpu.adam_update(split[0], grads, split[1], split[2], lr, beta1, beta2, eps, step)
+    whole = [a.copy() for a in (params, m, v)]
+    step_size, bias2_sqrt = lr / (1 - beta1**step), np.sqrt(1 - beta2**step)
+    cpu._adam_elements(whole[0], grads, whole[1], whole[2], beta1, beta2, eps, step_size, bias2_sqrt)
+    for got, expected in zip(split, whole):
+        np.testing.assert_array_equal(got, expected)
+    g = grads.astype(np.float64)
+    m_ref = beta1 * m + (1 - beta1) * g
+    v_ref = beta2 * v + (1 - beta2) * g * g
+    p_ref = params - lr * (m_ref / (1 - beta1**step)) / (np.sqrt(v_ref / (1 - beta2**step)) + eps)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(split[0], p_ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(split[1], m_ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(split[2], v_ref, rtol=rtol, atol=rtol)
+
+
 def test_adagrad_rmsprop_sgd(rng):
     params, grads, got = _trajectory(cpu.adagrad_update, rng, 1, lr=0.1, eps=1e-10)
     s = np.zeros(20)
