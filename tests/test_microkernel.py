@@ -17,6 +17,40 @@ def _packed(S, blocks):
     return packed
 
 
+def _panels_by_numpy(S, blocks):
+    # the layout pack's comment describes: panel q * blocks + g holds columns g*H + q*NR .. + NR
+    # of S (K, blocks*H), zero past H
+    K, H = S.shape[0], S.shape[1] // blocks
+    NR = mk.VECTORS * mk.VECTOR_BYTES // S.dtype.itemsize
+    Q = -(-H // NR)
+    panels = np.zeros((Q, blocks, K, NR), S.dtype)
+    for q in range(Q):
+        for g in range(blocks):
+            width = min(NR, H - q * NR)
+            panels[q, g, :, :width] = S[:, g * H + q * NR : g * H + q * NR + width]
+    return panels.ravel()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("H,blocks", [(37, 3), (64, 4), (5, 1), (100, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pack_lays_out_panels_as_documented(dtype, transposed, H, blocks, threads, rng):
+    # K crosses PACK_ROWS; a transposed view (BPTT packs Wh.T) is read along its columns
+    K = mk.PACK_ROWS + 9
+    if transposed:
+        S = rng.standard_normal((blocks * H, K)).astype(dtype).T
+    else:
+        S = rng.standard_normal((K, blocks * H)).astype(dtype)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        packed = _packed(S, blocks)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(packed, _panels_by_numpy(S, blocks))
+
+
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("n", [1, 2, mk.ROWS - 1, mk.ROWS, mk.ROWS + 1, 2 * mk.ROWS + 3])
 @pytest.mark.parametrize("H,blocks", [(37, 3), (64, 4), (5, 1)])

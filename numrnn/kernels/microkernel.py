@@ -207,24 +207,56 @@ def chunks(H, like):
     return (H + NR - 1) // NR
 
 
-@_kernel
+_parallel_kernel = numba.njit(parallel=True, **tunables.jit_options(tunables.configure_numba()))
+# Rows of S packed at a time: a block's rows of every panel before the next block's, so the
+# reads stay within a few pages of S and the writes within a few lines of each panel.
+PACK_ROWS = 64
+
+
+@_parallel_kernel
 def pack(packed, S, blocks):
     # packed (>= packed_size) out: the panels of S (K, blocks*H), any layout (S may be W.T)
+    # Two threads, half of each block's panels each (measured against one thread copying
+    # element by element: a (128, 512) weight 60 -> 15 us, as W.T 110 -> 24 us; (1024, 4096)
+    # 13.0 -> 3.2 ms, as W.T 12.5 -> 2.8 ms).
+    H = S.shape[1] // blocks
+    Q = chunks(H, packed)
+    for half in numba.prange(2):
+        _pack_panels(packed, S, blocks, half * Q // 2, (half + 1) * Q // 2)
+
+
+@_kernel
+def _pack_panels(packed, S, blocks, q0, q1):
+    # pack's panels q0:q1 of every block. The loops run over zero-based views (a loop from a
+    # variable start keeps numba's negative-index check on every element and runs scalar);
+    # they read along S's contiguous axis: its rows (W), or its columns (W.T).
     K, N = S.shape
     H = N // blocks
     NR = panel_width(packed)
-    Q = (H + NR - 1) // NR
-    for q in range(Q):
-        width = min(NR, H - q * NR)
-        for g in range(blocks):
-            base = (q * blocks + g) * K * NR
-            col = g * H + q * NR
-            for k in range(K):
-                row = base + k * NR
-                for j in range(width):
-                    packed[row + j] = S[k, col + j]
-                for j in range(width, NR):
-                    packed[row + j] = 0.0
+    by_rows = S.strides[1] <= S.strides[0]
+    for k0 in range(0, K, PACK_ROWS):
+        k1 = min(K, k0 + PACK_ROWS)
+        for q in range(q0, q1):
+            width = min(NR, H - q * NR)
+            for g in range(blocks):
+                base = (q * blocks + g) * K * NR
+                panel = packed[base + k0 * NR : base + k1 * NR].reshape((k1 - k0, NR))
+                source = S[k0:k1, g * H + q * NR : g * H + q * NR + width]
+                if by_rows:
+                    for k in range(k1 - k0):
+                        out = panel[k]
+                        row = source[k]
+                        for j in range(width):
+                            out[j] = row[j]
+                else:
+                    for j in range(width):
+                        column = source[:, j]
+                        for k in range(k1 - k0):
+                            panel[k, j] = column[k]
+                for k in range(k1 - k0):
+                    tail = panel[k, width:]  # past H in the last panel of a block: zeros
+                    for j in range(tail.shape[0]):
+                        tail[j] = 0.0
 
 
 @_kernel
