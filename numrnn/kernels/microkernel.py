@@ -190,7 +190,9 @@ def tile(typingctx, C, c_off, ldc, A, a_off, a_row, a_k, rows, P, p_off, K, widt
     return signature, codegen
 
 
-_kernel = numba.njit(**tunables.jit_options(tunables.configure_numba()))
+_JIT = tunables.jit_options(tunables.configure_numba())
+_kernel = numba.njit(**_JIT)
+_parallel_kernel = numba.njit(parallel=True, **_JIT)
 
 
 @_kernel
@@ -207,7 +209,6 @@ def chunks(H, like):
     return (H + NR - 1) // NR
 
 
-_parallel_kernel = numba.njit(parallel=True, **tunables.jit_options(tunables.configure_numba()))
 # Rows of S packed at a time: a block's rows of every panel before the next block's, so the
 # reads stay within a few pages of S and the writes within a few lines of each panel.
 PACK_ROWS = 64
@@ -253,10 +254,11 @@ def _pack_panels(packed, S, blocks, q0, q1):
                         column = source[:, j]
                         for k in range(k1 - k0):
                             panel[k, j] = column[k]
-                for k in range(k1 - k0):
-                    tail = panel[k, width:]  # past H in the last panel of a block: zeros
-                    for j in range(tail.shape[0]):
-                        tail[j] = 0.0
+                if width < NR:  # the last panel of a block: zeros past H
+                    for k in range(k1 - k0):
+                        tail = panel[k, width:]
+                        for j in range(tail.shape[0]):
+                            tail[j] = 0.0
 
 
 @_kernel
