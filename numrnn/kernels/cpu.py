@@ -284,7 +284,7 @@ def embed_forward(out, tokens, W):
     # out (N, E) out: row tokens[n] of W; tokens (N) integer ids; W (V, E)
     # With W = Wx of a layer fed one-hot vectors this is the input projection x @ Wx, exactly.
     # Large lookups (a step's gate rows from the input table: 2,500 x 512 at B) copy their rows
-    # on two threads (measured 0.13 -> 0.06 ms there, 4,096 x 4,096 at D 5.1 -> 2.7 ms).
+    # on two threads (measured 0.13 -> 0.06-0.07 ms there, 4,096 x 4,096 at D 5.1 -> 2.7 ms).
     if out.shape[0] * out.shape[1] >= _PARALLEL_COPY_WORK:
         _embed_halves(out, tokens, W)
     else:
