@@ -317,33 +317,41 @@ def test_backward_accumulates_into_parameter_gradients(rng):
 
 
 # --------------------------------------------------------------------------- the recurrences on parts
-# Past cpu._PARALLEL_WORK a step's product runs on Wh's packed panels, split into parts of the
-# units (one thread each); the tiny cases above run the plain product. H = 70 leaves a ragged
-# last panel; B = 48 is more than four tiles of rows and not a multiple of one.
+# Past cpu._PARALLEL_WORK a step's product runs on Wh's packed panels, split into parts (one
+# numba thread each): runs of the rows when the batch fills them (cpu._PART_ROWS rows a part),
+# else parts of the units. The tiny cases above run the plain product. B = 48 is more than four
+# tiles of rows and not a multiple of one; H = 70 and 130 leave a ragged last panel.
 
-PART_B, PART_H = 48, 70
+SPLITS = {"rows": (48, 70), "units": (16, 130)}
 
 
-def _runs_on_parts(cell, dtype):
-    G = GATES_PER_CELL[cell] * PART_H
+def _split_of(cell, dtype, B, H):
+    """How a layer of B rows and H units splits its steps: "rows", "units", or None (whole)."""
+    G = GATES_PER_CELL[cell] * H
     like = np.zeros(1, dtype)
-    forward = cpu._part_count(PART_B, PART_H, G, PART_H, like)
-    backward = cpu._part_count(PART_B, G, PART_H, PART_H, like)
-    return forward > 1 and backward > 1
+    forward = cpu._part_count(B, H, G, H, like)
+    backward = cpu._part_count(B, G, H, H, like)
+    if forward == 1 or backward == 1:
+        return None
+    split = "rows" if cpu._by_rows(B, forward) else "units"
+    assert split == ("rows" if cpu._by_rows(B, backward) else "units")
+    return split
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell", CELLS)
 # float32 sums of 48-row products: gradients of a few units carry errors of a few 1e-5
 @pytest.mark.parametrize("dtype,rtol,atol", [(np.float64, F64_RTOL, F64_ATOL), (np.float32, 1e-3, 2e-4)])
 @pytest.mark.parametrize("zero_start", [False, True])
-def test_parts_match_reference(cell, dtype, rtol, atol, zero_start, rng):
-    assert _runs_on_parts(cell, dtype)
+def test_parts_match_reference(split, cell, dtype, rtol, atol, zero_start, rng):
+    B, H = SPLITS[split]
+    assert _split_of(cell, dtype, B, H) == split
     T = 3
-    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
+    case = cell_case(cell, rng, T=T, B=B, H=H)
     if zero_start:
         case["h0"][...] = 0.0
         case["c0"][...] = 0.0
-    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, B, H)
     hs, cs, _, grads = _reference(cell, case, dhs, dhT, dcT)
     run = LayerRun(cell, case, dtype).forward()
     got = run.backward(dhs, dhT, dcT)
@@ -354,20 +362,25 @@ def test_parts_match_reference(cell, dtype, rtol, atol, zero_start, rng):
         np.testing.assert_allclose(got[name], grads[name], rtol=rtol, atol=atol, err_msg=name)
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_parts_hold_the_rows_that_ended(cell, rng):
-    """Packed sequences on parts: each row equals the row computed alone (the plain product)."""
-    assert _runs_on_parts(cell, np.float64)
+def test_parts_hold_the_rows_that_ended(split, cell, rng):
+    """Packed sequences on parts: each row equals the row computed alone (the plain product);
+    with the split by rows, rows end inside both runs and at their border."""
+    B, H = SPLITS[split]
+    assert _split_of(cell, np.float64, B, H) == split
     T = 3
-    lengths = np.sort(rng.integers(1, T + 1, PART_B))[::-1]
+    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
     lengths[:2] = T
+    lengths[B // 2 - 1 :] = np.minimum(lengths[B // 2 - 1 :], 2)  # one run's last row ends early
+    lengths[-3:] = 1
     active = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
-    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
-    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    case = cell_case(cell, rng, T=T, B=B, H=H)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, B, H)
     dhs[np.arange(T)[:, None] >= lengths[None, :]] = 0.0
     packed = LayerRun(cell, case, np.float64, active=active).forward()
     got = packed.backward(dhs, dhT, dcT)
-    for b in (0, 17, PART_B - 1):
+    for b in (0, 7, B // 2 - 1, B // 2, B - 1):
         n = lengths[b]
         row = {
             k: v[:n, b : b + 1] if k == "x" else v[b : b + 1] if k in ("h0", "c0") else v
@@ -382,14 +395,16 @@ def test_parts_hold_the_rows_that_ended(cell, rng):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread here: nothing to split")
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_parts_give_the_same_bits_on_one_thread_or_two(cell, rng):
+def test_parts_give_the_same_bits_on_one_thread_or_two(split, cell, rng):
     """The thread governor may change numba's thread count between steps: a result never
     depends on it, so resuming stays bit-exact."""
-    assert _runs_on_parts(cell, np.float32)
+    B, H = SPLITS[split]
+    assert _split_of(cell, np.float32, B, H) == split
     T = 4
-    case = cell_case(cell, rng, T=T, B=PART_B, H=PART_H)
-    dhs, dhT, dcT = _grads_of_outputs(rng, T, PART_B, PART_H)
+    case = cell_case(cell, rng, T=T, B=B, H=H)
+    dhs, dhT, dcT = _grads_of_outputs(rng, T, B, H)
     before = numba.get_num_threads()
     results = []
     try:
@@ -403,6 +418,22 @@ def test_parts_give_the_same_bits_on_one_thread_or_two(cell, rng):
     np.testing.assert_array_equal(hs_one, hs_two)
     for name in grads_one:
         np.testing.assert_array_equal(grads_one[name], grads_two[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_splits_give_the_same_bits(cell, rng):
+    """Runs of rows and parts of units compute each output as the same chain of multiply-adds:
+    a batch split by rows equals its halves run alone (too few rows to split by rows; by
+    units), bit for bit."""
+    B, H = 48, 130
+    case = cell_case(cell, rng, T=4, B=B, H=H)
+    assert _split_of(cell, np.float32, B, H) == "rows"
+    whole = LayerRun(cell, case, np.float32).forward()
+    for rows in (slice(0, 12), slice(36, 48)):
+        half = {k: v[:, rows] if k == "x" else v[rows] if k in ("h0", "c0") else v for k, v in case.items()}
+        assert _split_of(cell, np.float32, 12, H) == "units"
+        alone = LayerRun(cell, half, np.float32).forward()
+        np.testing.assert_array_equal(whole.hs[:, rows], alone.hs)
 
 
 # --------------------------------------------------------------------------- the other kernels
