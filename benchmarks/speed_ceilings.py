@@ -85,12 +85,13 @@ def child_gemm_peak(job):
 
 def child_step_products(job):
     """GFLOP/s of each row's per-time-step products, through the helpers numrnn's compiled
-    recurrences call, split into the same parts on numrnn's training threads: T products
-    ``h @ W_hh`` (B x H by H x G) forward and T ``dgates @ W_hh.T`` backward, on the weight's
-    panels packed once, one compiled loop each, the fastest of many calls (a bound takes the
-    best these products did: on a shared machine the median of a short child swings by a
-    third). The same h and dgates every step: in a recurrence each step's operand was just
-    written by the gate loop before it, so it is in cache too. {row name: GFLOP/s over both}."""
+    recurrences call, split the same way (runs of rows or parts of units) on numrnn's training
+    threads: T products ``h @ W_hh`` (B x H by H x G) forward and T ``dgates @ W_hh.T``
+    backward, on the weight's panels packed once, one compiled loop each, the fastest of many
+    calls (a bound takes the best these products did: on a shared machine the median of a
+    short child swings by a third). The same h and dgates every step: in a recurrence each
+    step's operand was just written by the gate loop before it, so it is in cache too. {row
+    name: GFLOP/s over both}."""
     import numba
     import numpy as np
 
@@ -103,13 +104,20 @@ def child_step_products(job):
         parts = cpu._part_count(B, H, G, H, Wh)
         if parts > 1:
             microkernel.pack(packed, Wh, G // H)
-        for _ in range(steps):
-            if parts == 1:
-                cpu._step_product(hw, h, Wh, packed, False, G // H, B, False, 0, 0, 0, H)
-            else:
+        q0, q1, j0, j1 = cpu._part_units(0, 1, H, Wh)  # the whole
+        if parts == 1:
+            for _ in range(steps):
+                cpu._step_product(hw, h, Wh, packed, False, G // H, 0, B, False, q0, q1, j0, j1)
+        elif cpu._by_rows(B, parts):
+            for p in numba.prange(parts):  # each part's rows through all steps, one region
+                r0, r1 = cpu._part_rows(p, parts, B)
+                for _ in range(steps):
+                    cpu._step_product(hw, h, Wh, packed, True, G // H, r0, r1, False, q0, q1, j0, j1)
+        else:
+            for _ in range(steps):  # a region a step, a part of the units each
                 for p in numba.prange(parts):
                     q0, q1, j0, j1 = cpu._part_units(p, parts, H, Wh)
-                    cpu._step_product(hw, h, Wh, packed, True, G // H, B, False, q0, q1, j0, j1)
+                    cpu._step_product(hw, h, Wh, packed, True, G // H, 0, B, False, q0, q1, j0, j1)
 
     @numba.njit(nogil=True, parallel=True)
     def backward(dh, dgates, Wh, packed, scratch, steps):
@@ -118,13 +126,20 @@ def child_step_products(job):
         parts = cpu._part_count(B, G, H, H, Wh)
         if parts > 1:
             microkernel.pack(packed, Wh.T, 1)
-        for _ in range(steps):
-            if parts == 1:
-                cpu._carry_part(dh, dgates, Wh, packed, False, B, False, 0, 0, scratch)
-            else:
+        q0, q1, _, _ = cpu._part_units(0, 1, H, Wh)  # the whole
+        if parts == 1:
+            for _ in range(steps):
+                cpu._carry_part(dh, dgates, Wh, packed, False, 0, B, False, q0, q1, scratch)
+        elif cpu._by_rows(B, parts):
+            for p in numba.prange(parts):
+                r0, r1 = cpu._part_rows(p, parts, B)
+                for _ in range(steps):
+                    cpu._carry_part(dh, dgates, Wh, packed, True, r0, r1, False, q0, q1, scratch)
+        else:
+            for _ in range(steps):
                 for p in numba.prange(parts):
                     q0, q1, _, _ = cpu._part_units(p, parts, H, Wh)
-                    cpu._carry_part(dh, dgates, Wh, packed, True, B, False, q0, q1, scratch)
+                    cpu._carry_part(dh, dgates, Wh, packed, True, 0, B, False, q0, q1, scratch)
 
     rng = np.random.default_rng(job.seed)
     rates = {}
