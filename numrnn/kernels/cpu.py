@@ -534,8 +534,7 @@ def _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, is_zero, parts):
 
 @parallel_kernel
 def _rnn_forward_rows(hs, xg, active, Wh, bh, hw, packed, zero_start, parts):
-    # rnn_forward's T steps on ``parts`` runs of the rows, numba's threads
-    # sharing them
+    # rnn_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
     T, B, H = xg.shape
     q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
     for p in numba.prange(parts):
@@ -694,8 +693,7 @@ def _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, is_zero, parts)
 
 @parallel_kernel
 def _lstm_forward_rows(hs, cs, gates, active, Wh, bh, hw, packed, zero_start, parts):
-    # lstm_forward's T steps on ``parts`` runs of the rows, numba's threads
-    # sharing them
+    # lstm_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
     T, B, G = gates.shape
     H = G // 4
     q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
@@ -936,8 +934,7 @@ def _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, is_zero, parts):
 
 @parallel_kernel
 def _gru_forward_rows(hs, gates, hn, active, Wh, bh, hw, packed, zero_start, parts):
-    # gru_forward's T steps on ``parts`` runs of the rows, numba's threads
-    # sharing them
+    # gru_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
     T, B, G = gates.shape
     H = G // 3
     q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
