@@ -93,3 +93,18 @@ SMALL_LM = [
     "--log-every",
     "5",
 ]
+
+
+def recurrence_split(cell, dtype, B, H):
+    """How a layer of B rows and H units splits its steps: "rows", "units", or None (whole)."""
+    from numrnn.kernels import cpu  # here: most helpers' users need no kernels
+
+    G = GATES_PER_CELL[cell] * H
+    like = np.zeros(1, dtype)
+    forward = cpu._part_count(B, H, G, H, like)
+    backward = cpu._part_count(B, G, H, H, like)
+    if forward == 1 or backward == 1:
+        return None
+    split = "rows" if cpu._by_rows(B, forward) else "units"
+    assert split == ("rows" if cpu._by_rows(B, backward) else "units")
+    return split

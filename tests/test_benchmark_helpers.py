@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numrnn.kernels import cpu
+from tests.helpers import recurrence_split
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -32,15 +32,10 @@ def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
     rows = (
         b_gru,  # runs of rows
         dataclasses.replace(b_gru, config="B12", batch=12),  # parts of the units
-        dataclasses.replace(b_gru, config="B1", batch=1),  # whole, on the calling thread
+        dataclasses.replace(b_gru, config="B1", batch=1),  # whole (None), on the calling thread
     )
-    like = np.zeros(1, np.float32)
-    H, G = b_gru.hidden, b_gru.gate_width
-    splits = []
-    for row in rows:
-        parts = cpu._part_count(row.batch, H, G, H, like)
-        splits.append("whole" if parts == 1 else "rows" if cpu._by_rows(row.batch, parts) else "units")
-    assert splits == ["rows", "units", "whole"]
+    splits = [recurrence_split("gru", np.float32, row.batch, row.hidden) for row in rows]
+    assert splits == ["rows", "units", None]
     job = speed_setup.Job(rows=rows, seed=0, min_seconds=0.0)
     rates = speed_ceilings.child_step_products(job)
     assert set(rates) == {row.name for row in rows}

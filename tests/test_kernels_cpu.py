@@ -7,7 +7,7 @@ import pytest
 from numrnn import reference as ref
 from numrnn.cells import GATES_PER_CELL
 from numrnn.kernels import cpu
-from tests.helpers import cell_case
+from tests.helpers import cell_case, recurrence_split
 
 F64_RTOL = 1e-10
 F64_ATOL = 1e-12
@@ -325,19 +325,6 @@ def test_backward_accumulates_into_parameter_gradients(rng):
 SPLITS = {"rows": (48, 70), "units": (16, 130)}
 
 
-def _split_of(cell, dtype, B, H):
-    """How a layer of B rows and H units splits its steps: "rows", "units", or None (whole)."""
-    G = GATES_PER_CELL[cell] * H
-    like = np.zeros(1, dtype)
-    forward = cpu._part_count(B, H, G, H, like)
-    backward = cpu._part_count(B, G, H, H, like)
-    if forward == 1 or backward == 1:
-        return None
-    split = "rows" if cpu._by_rows(B, forward) else "units"
-    assert split == ("rows" if cpu._by_rows(B, backward) else "units")
-    return split
-
-
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell", CELLS)
 # float32 sums of 48-row products: gradients of a few units carry errors of a few 1e-5
@@ -345,7 +332,7 @@ def _split_of(cell, dtype, B, H):
 @pytest.mark.parametrize("zero_start", [False, True])
 def test_parts_match_reference(split, cell, dtype, rtol, atol, zero_start, rng):
     B, H = SPLITS[split]
-    assert _split_of(cell, dtype, B, H) == split
+    assert recurrence_split(cell, dtype, B, H) == split
     T = 3
     case = cell_case(cell, rng, T=T, B=B, H=H)
     if zero_start:
@@ -368,7 +355,7 @@ def test_parts_hold_the_rows_that_ended(split, cell, rng):
     """Packed sequences on parts: each row equals the row computed alone (the plain product);
     with the split by rows, rows end inside both runs and at their border."""
     B, H = SPLITS[split]
-    assert _split_of(cell, np.float64, B, H) == split
+    assert recurrence_split(cell, np.float64, B, H) == split
     T = 3
     lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
     lengths[:2] = T
@@ -401,7 +388,7 @@ def test_parts_give_the_same_bits_on_one_thread_or_two(split, cell, rng):
     """The thread governor may change numba's thread count between steps: a result never
     depends on it, so resuming stays bit-exact."""
     B, H = SPLITS[split]
-    assert _split_of(cell, np.float32, B, H) == split
+    assert recurrence_split(cell, np.float32, B, H) == split
     T = 4
     case = cell_case(cell, rng, T=T, B=B, H=H)
     dhs, dhT, dcT = _grads_of_outputs(rng, T, B, H)
@@ -427,11 +414,11 @@ def test_the_splits_give_the_same_bits(cell, rng):
     units), bit for bit."""
     B, H = 48, 130
     case = cell_case(cell, rng, T=4, B=B, H=H)
-    assert _split_of(cell, np.float32, B, H) == "rows"
+    assert recurrence_split(cell, np.float32, B, H) == "rows"
     whole = LayerRun(cell, case, np.float32).forward()
     for rows in (slice(0, 12), slice(36, 48)):
         half = {k: v[:, rows] if k == "x" else v[rows] if k in ("h0", "c0") else v for k, v in case.items()}
-        assert _split_of(cell, np.float32, 12, H) == "units"
+        assert recurrence_split(cell, np.float32, 12, H) == "units"
         alone = LayerRun(cell, half, np.float32).forward()
         np.testing.assert_array_equal(whole.hs[:, rows], alone.hs)
 
