@@ -511,16 +511,13 @@ def rnn_forward(hs, xg, active, Wh, bh, hw, packed):
         microkernel.pack(packed, Wh, 1)
     if _by_rows(B, parts):
         _rnn_forward_rows(hs, xg, active, Wh, bh, hw, packed, zero_start, parts)
-        return
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
-    for t in range(T):
-        n = active[t]
-        is_zero = t == 0 and zero_start
-        _hold_rows(hs, t, n, B)
-        if parts == 1:
-            _rnn_forward_part(hs, xg, Wh, bh, hw, packed, False, t, 0, n, is_zero, q0, q1, j0, j1)
-        else:
-            _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, is_zero, parts)
+    elif parts == 1:
+        _rnn_forward_run(hs, xg, active, Wh, bh, hw, packed, False, zero_start, 0, B)
+    else:
+        for t in range(T):
+            n = active[t]
+            _hold_rows(hs, t, n, B)
+            _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, t == 0 and zero_start, parts)
 
 
 @parallel_kernel
@@ -532,19 +529,27 @@ def _rnn_forward_parts(hs, xg, Wh, bh, hw, packed, t, n, is_zero, parts):
         _rnn_forward_part(hs, xg, Wh, bh, hw, packed, True, t, 0, n, is_zero, q0, q1, j0, j1)
 
 
+@kernel
+def _rnn_forward_run(hs, xg, active, Wh, bh, hw, packed, use_packed, zero_start, r0, r1):
+    # rnn_forward's T steps for rows r0:r1 on the calling thread: a run of the split by rows,
+    # or every row (parts == 1, use_packed False)
+    T, _, H = xg.shape
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    for t in range(T):
+        n = _active_end(active[t], r0, r1)
+        _hold_rows(hs, t, n, r1)
+        _rnn_forward_part(
+            hs, xg, Wh, bh, hw, packed, use_packed, t, r0, n, t == 0 and zero_start, q0, q1, j0, j1
+        )
+
+
 @parallel_kernel
 def _rnn_forward_rows(hs, xg, active, Wh, bh, hw, packed, zero_start, parts):
     # rnn_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
-    T, B, H = xg.shape
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    B = xg.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T):
-            n = _active_end(active[t], r0, r1)
-            _hold_rows(hs, t, n, r1)
-            _rnn_forward_part(
-                hs, xg, Wh, bh, hw, packed, True, t, r0, n, t == 0 and zero_start, q0, q1, j0, j1
-            )
+        _rnn_forward_run(hs, xg, active, Wh, bh, hw, packed, True, zero_start, r0, r1)
 
 
 @kernel
@@ -580,24 +585,17 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scr
     dh0[:] = dhT
     if _by_rows(B, parts):
         _rnn_backward_rows(dxg, dh0, dhs, hs, active, initial_grad, Wh, packed, scratch, parts)
+    elif parts == 1:
+        _rnn_backward_run(dxg, dh0, dhs, hs, active, initial_grad, Wh, packed, False, scratch, 0, B)
     else:
-        q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
         for t in range(T - 1, -1, -1):
             n = active[t]
             m = active[t + 1] if t + 1 < T else 0
             _pass_rows(dxg[t], dh0, dhs[t], n, B)
-            if parts == 1:
-                _rnn_backward_part(dxg, dh0, dhs, hs, Wh, packed, False, scratch, t, 0, n, m, q0, q1, j0, j1)
-            else:
-                _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, t, n, m, parts)
+            _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, t, n, m, parts)
         if initial_grad:
             # step 0's product alone: a step -1 with no rows of its own
-            if parts == 1:
-                _rnn_backward_part(
-                    dxg, dh0, dhs, hs, Wh, packed, False, scratch, -1, 0, 0, active[0], q0, q1, j0, j1
-                )
-            else:
-                _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, -1, 0, active[0], parts)
+            _rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, -1, 0, active[0], parts)
     _accumulate_recurrent(dWh, dbh, hs, dxg, scratch)
 
 
@@ -610,24 +608,34 @@ def _rnn_backward_parts(dxg, dh_carry, dhs, hs, Wh, packed, scratch, t, n, m, pa
         _rnn_backward_part(dxg, dh_carry, dhs, hs, Wh, packed, True, scratch, t, 0, n, m, q0, q1, j0, j1)
 
 
+@kernel
+def _rnn_backward_run(dxg, dh_carry, dhs, hs, active, initial_grad, Wh, packed, use_packed, scratch, r0, r1):
+    # rnn_backward's T steps (and step 0's product when initial_grad) for rows r0:r1 on the
+    # calling thread: a run of the split by rows, or every row (parts == 1, use_packed False)
+    T, _, H = dhs.shape
+    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    for t in range(T - 1, -1, -1):
+        n = _active_end(active[t], r0, r1)
+        m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
+        _pass_rows(dxg[t], dh_carry, dhs[t], n, r1)
+        _rnn_backward_part(
+            dxg, dh_carry, dhs, hs, Wh, packed, use_packed, scratch, t, r0, n, m, q0, q1, j0, j1
+        )
+    if initial_grad:
+        # step 0's product alone: a step -1 with no rows of its own
+        m = _active_end(active[0], r0, r1)
+        _rnn_backward_part(
+            dxg, dh_carry, dhs, hs, Wh, packed, use_packed, scratch, -1, r0, r0, m, q0, q1, j0, j1
+        )
+
+
 @parallel_kernel
 def _rnn_backward_rows(dxg, dh_carry, dhs, hs, active, initial_grad, Wh, packed, scratch, parts):
-    # rnn_backward's T steps (and step 0's product when initial_grad) on ``parts`` runs of
-    # the rows, numba's threads sharing them
-    T, B, H = dhs.shape
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    # rnn_backward's runs of the rows, numba's threads sharing them
+    B = dhs.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T - 1, -1, -1):
-            n = _active_end(active[t], r0, r1)
-            m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
-            _pass_rows(dxg[t], dh_carry, dhs[t], n, r1)
-            _rnn_backward_part(dxg, dh_carry, dhs, hs, Wh, packed, True, scratch, t, r0, n, m, q0, q1, j0, j1)
-        if initial_grad:
-            m = _active_end(active[0], r0, r1)
-            _rnn_backward_part(
-                dxg, dh_carry, dhs, hs, Wh, packed, True, scratch, -1, r0, r0, m, q0, q1, j0, j1
-            )
+        _rnn_backward_run(dxg, dh_carry, dhs, hs, active, initial_grad, Wh, packed, True, scratch, r0, r1)
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -669,17 +677,14 @@ def lstm_forward(hs, cs, gates, active, Wh, bh, hw, packed):
         microkernel.pack(packed, Wh, 4)
     if _by_rows(B, parts):
         _lstm_forward_rows(hs, cs, gates, active, Wh, bh, hw, packed, zero_start, parts)
-        return
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
-    for t in range(T):
-        n = active[t]
-        is_zero = t == 0 and zero_start
-        _hold_rows(hs, t, n, B)
-        _hold_rows(cs, t, n, B)
-        if parts == 1:
-            _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, False, t, 0, n, is_zero, q0, q1, j0, j1)
-        else:
-            _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, is_zero, parts)
+    elif parts == 1:
+        _lstm_forward_run(hs, cs, gates, active, Wh, bh, hw, packed, False, zero_start, 0, B)
+    else:
+        for t in range(T):
+            n = active[t]
+            _hold_rows(hs, t, n, B)
+            _hold_rows(cs, t, n, B)
+            _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, t == 0 and zero_start, parts)
 
 
 @parallel_kernel
@@ -691,20 +696,27 @@ def _lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, n, is_zero, parts)
         _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, True, t, 0, n, is_zero, q0, q1, j0, j1)
 
 
+@kernel
+def _lstm_forward_run(hs, cs, gates, active, Wh, bh, hw, packed, use_packed, zero_start, r0, r1):
+    # lstm_forward's T steps for rows r0:r1 on the calling thread: a run of the split by rows,
+    # or every row (parts == 1, use_packed False)
+    T = gates.shape[0]
+    q0, q1, j0, j1 = _part_units(0, 1, hs.shape[2], Wh)
+    for t in range(T):
+        n = _active_end(active[t], r0, r1)
+        _hold_rows(hs, t, n, r1)
+        _hold_rows(cs, t, n, r1)
+        is_zero = t == 0 and zero_start
+        _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, use_packed, t, r0, n, is_zero, q0, q1, j0, j1)
+
+
 @parallel_kernel
 def _lstm_forward_rows(hs, cs, gates, active, Wh, bh, hw, packed, zero_start, parts):
     # lstm_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
-    T, B, G = gates.shape
-    H = G // 4
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    B = gates.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T):
-            n = _active_end(active[t], r0, r1)
-            _hold_rows(hs, t, n, r1)
-            _hold_rows(cs, t, n, r1)
-            is_zero = t == 0 and zero_start
-            _lstm_forward_part(hs, cs, gates, Wh, bh, hw, packed, True, t, r0, n, is_zero, q0, q1, j0, j1)
+        _lstm_forward_run(hs, cs, gates, active, Wh, bh, hw, packed, True, zero_start, r0, r1)
 
 
 @kernel
@@ -758,45 +770,21 @@ def lstm_backward(
         _lstm_backward_rows(
             dgates, dh0, dc0, dhs, cs, gates, active, initial_grad, Wh, packed, scratch, parts
         )
+    elif parts == 1:
+        _lstm_backward_run(
+            dgates, dh0, dc0, dhs, cs, gates, active, initial_grad, Wh, packed, False, scratch, 0, B
+        )
     else:
-        q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
         for t in range(T - 1, -1, -1):
             n = active[t]
             m = active[t + 1] if t + 1 < T else 0
             _pass_rows(dgates[t], dh0, dhs[t], n, B)
-            if parts == 1:
-                _lstm_backward_part(
-                    dgates, dh0, dc0, dhs, cs, gates, Wh, packed, False, scratch, t, 0, n, m, q0, q1, j0, j1
-                )
-            else:
-                _lstm_backward_parts(dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, t, n, m, parts)
+            _lstm_backward_parts(dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, t, n, m, parts)
         if initial_grad:
             # step 0's product alone: a step -1 with no rows of its own
-            if parts == 1:
-                _lstm_backward_part(
-                    dgates,
-                    dh0,
-                    dc0,
-                    dhs,
-                    cs,
-                    gates,
-                    Wh,
-                    packed,
-                    False,
-                    scratch,
-                    -1,
-                    0,
-                    0,
-                    active[0],
-                    q0,
-                    q1,
-                    j0,
-                    j1,
-                )
-            else:
-                _lstm_backward_parts(
-                    dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, -1, 0, active[0], parts
-                )
+            _lstm_backward_parts(
+                dgates, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, -1, 0, active[0], parts
+            )
     _accumulate_recurrent(dWh, dbh, hs, dgates, scratch)
 
 
@@ -811,63 +799,49 @@ def _lstm_backward_parts(dgates, dh_carry, dc_carry, dhs, cs, gates, Wh, packed,
         )
 
 
+@kernel
+def _lstm_backward_run(
+    dgates, dh_carry, dc_carry, dhs, cs, gates, active, initial_grad, Wh, packed, use_packed, scratch, r0, r1
+):
+    # lstm_backward's T steps (and step 0's product when initial_grad) for rows r0:r1 on the
+    # calling thread: a run of the split by rows, or every row (parts == 1, use_packed False)
+    T = gates.shape[0]
+    q0, q1, j0, j1 = _part_units(0, 1, dh_carry.shape[1], Wh)
+    args = (dgates, dh_carry, dc_carry, dhs, cs, gates, Wh, packed, use_packed, scratch)
+    for t in range(T - 1, -1, -1):
+        n = _active_end(active[t], r0, r1)
+        m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
+        _pass_rows(dgates[t], dh_carry, dhs[t], n, r1)
+        _lstm_backward_part(*args, t, r0, n, m, q0, q1, j0, j1)
+    if initial_grad:
+        m = _active_end(active[0], r0, r1)
+        _lstm_backward_part(*args, -1, r0, r0, m, q0, q1, j0, j1)
+
+
 @parallel_kernel
 def _lstm_backward_rows(
     dgates, dh_carry, dc_carry, dhs, cs, gates, active, initial_grad, Wh, packed, scratch, parts
 ):
-    # lstm_backward's T steps (and step 0's product when initial_grad) on ``parts`` runs of
-    # the rows, numba's threads sharing them
-    T, B, G = gates.shape
-    H = G // 4
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    # lstm_backward's runs of the rows, numba's threads sharing them
+    B = gates.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T - 1, -1, -1):
-            n = _active_end(active[t], r0, r1)
-            m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
-            _pass_rows(dgates[t], dh_carry, dhs[t], n, r1)
-            _lstm_backward_part(
-                dgates,
-                dh_carry,
-                dc_carry,
-                dhs,
-                cs,
-                gates,
-                Wh,
-                packed,
-                True,
-                scratch,
-                t,
-                r0,
-                n,
-                m,
-                q0,
-                q1,
-                j0,
-                j1,
-            )
-        if initial_grad:
-            m = _active_end(active[0], r0, r1)
-            _lstm_backward_part(
-                dgates,
-                dh_carry,
-                dc_carry,
-                dhs,
-                cs,
-                gates,
-                Wh,
-                packed,
-                True,
-                scratch,
-                -1,
-                r0,
-                r0,
-                m,
-                q0,
-                q1,
-                j0,
-                j1,
-            )
+        _lstm_backward_run(
+            dgates,
+            dh_carry,
+            dc_carry,
+            dhs,
+            cs,
+            gates,
+            active,
+            initial_grad,
+            Wh,
+            packed,
+            True,
+            scratch,
+            r0,
+            r1,
+        )
 
 
 # --------------------------------------------------------------------------- GRU
@@ -911,16 +885,13 @@ def gru_forward(hs, gates, hn, active, Wh, bh, hw, packed):
         microkernel.pack(packed, Wh, 3)
     if _by_rows(B, parts):
         _gru_forward_rows(hs, gates, hn, active, Wh, bh, hw, packed, zero_start, parts)
-        return
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
-    for t in range(T):
-        n = active[t]
-        is_zero = t == 0 and zero_start
-        _hold_rows(hs, t, n, B)
-        if parts == 1:
-            _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, False, t, 0, n, is_zero, q0, q1, j0, j1)
-        else:
-            _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, is_zero, parts)
+    elif parts == 1:
+        _gru_forward_run(hs, gates, hn, active, Wh, bh, hw, packed, False, zero_start, 0, B)
+    else:
+        for t in range(T):
+            n = active[t]
+            _hold_rows(hs, t, n, B)
+            _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, t == 0 and zero_start, parts)
 
 
 @parallel_kernel
@@ -932,20 +903,26 @@ def _gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, n, is_zero, parts):
         _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, True, t, 0, n, is_zero, q0, q1, j0, j1)
 
 
+@kernel
+def _gru_forward_run(hs, gates, hn, active, Wh, bh, hw, packed, use_packed, zero_start, r0, r1):
+    # gru_forward's T steps for rows r0:r1 on the calling thread: a run of the split by rows,
+    # or every row (parts == 1, use_packed False)
+    T = gates.shape[0]
+    q0, q1, j0, j1 = _part_units(0, 1, hs.shape[2], Wh)
+    for t in range(T):
+        n = _active_end(active[t], r0, r1)
+        _hold_rows(hs, t, n, r1)
+        is_zero = t == 0 and zero_start
+        _gru_forward_part(hs, gates, hn, Wh, bh, hw, packed, use_packed, t, r0, n, is_zero, q0, q1, j0, j1)
+
+
 @parallel_kernel
 def _gru_forward_rows(hs, gates, hn, active, Wh, bh, hw, packed, zero_start, parts):
     # gru_forward's T steps on ``parts`` runs of the rows, numba's threads sharing them
-    T, B, G = gates.shape
-    H = G // 3
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    B = gates.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T):
-            n = _active_end(active[t], r0, r1)
-            _hold_rows(hs, t, n, r1)
-            _gru_forward_part(
-                hs, gates, hn, Wh, bh, hw, packed, True, t, r0, n, t == 0 and zero_start, q0, q1, j0, j1
-            )
+        _gru_forward_run(hs, gates, hn, active, Wh, bh, hw, packed, True, zero_start, r0, r1)
 
 
 @kernel
@@ -1001,47 +978,22 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
         _gru_backward_rows(
             dxg, dh0, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, scratch, parts
         )
+    elif parts == 1:
+        _gru_backward_run(
+            dxg, dh0, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, False, scratch, 0, B
+        )
     else:
-        q0, q1, j0, j1 = _part_units(0, 1, H, Wh)  # the whole, when parts == 1
         for t in range(T - 1, -1, -1):
             n = active[t]
             m = active[t + 1] if t + 1 < T else 0
             _pass_rows(dxg[t], dh0, dhs[t], n, B)
             dhg[t, n:] = 0.0
-            if parts == 1:
-                _gru_backward_part(
-                    dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, False, scratch, t, 0, n, m, q0, q1, j0, j1
-                )
-            else:
-                _gru_backward_parts(dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, t, n, m, parts)
+            _gru_backward_parts(dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, t, n, m, parts)
         if initial_grad:
             # The GRU's previous state also has a direct path (already in dh0): add to it.
-            if parts == 1:
-                _gru_backward_part(
-                    dxg,
-                    dh0,
-                    dhs,
-                    hs,
-                    gates,
-                    hn,
-                    dhg,
-                    Wh,
-                    packed,
-                    False,
-                    scratch,
-                    -1,
-                    0,
-                    0,
-                    active[0],
-                    q0,
-                    q1,
-                    j0,
-                    j1,
-                )
-            else:
-                _gru_backward_parts(
-                    dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, -1, 0, active[0], parts
-                )
+            _gru_backward_parts(
+                dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, -1, 0, active[0], parts
+            )
     _accumulate_recurrent(dWh, dbh, hs, dhg, scratch)
 
 
@@ -1056,48 +1008,38 @@ def _gru_backward_parts(dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, scra
         )
 
 
+@kernel
+def _gru_backward_run(
+    dxg, dh_carry, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, use_packed, scratch, r0, r1
+):
+    # gru_backward's T steps (and step 0's product when initial_grad, added to the direct path
+    # already in dh_carry) for rows r0:r1 on the calling thread: a run of the split by rows,
+    # or every row (parts == 1, use_packed False)
+    T = gates.shape[0]
+    q0, q1, j0, j1 = _part_units(0, 1, dh_carry.shape[1], Wh)
+    args = (dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, use_packed, scratch)
+    for t in range(T - 1, -1, -1):
+        n = _active_end(active[t], r0, r1)
+        m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
+        _pass_rows(dxg[t], dh_carry, dhs[t], n, r1)
+        dhg[t, n:r1] = 0.0
+        _gru_backward_part(*args, t, r0, n, m, q0, q1, j0, j1)
+    if initial_grad:
+        m = _active_end(active[0], r0, r1)
+        _gru_backward_part(*args, -1, r0, r0, m, q0, q1, j0, j1)
+
+
 @parallel_kernel
 def _gru_backward_rows(
     dxg, dh_carry, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, scratch, parts
 ):
-    # gru_backward's T steps (and step 0's product when initial_grad) on ``parts`` runs of
-    # the rows, numba's threads sharing them
-    T, B, G = gates.shape
-    H = G // 3
-    q0, q1, j0, j1 = _part_units(0, 1, H, Wh)
+    # gru_backward's runs of the rows, numba's threads sharing them
+    B = gates.shape[1]
     for p in numba.prange(parts):
         r0, r1 = _part_rows(p, parts, B)
-        for t in range(T - 1, -1, -1):
-            n = _active_end(active[t], r0, r1)
-            m = _active_end(active[t + 1], r0, r1) if t + 1 < T else r0
-            _pass_rows(dxg[t], dh_carry, dhs[t], n, r1)
-            dhg[t, n:r1] = 0.0
-            _gru_backward_part(
-                dxg, dh_carry, dhs, hs, gates, hn, dhg, Wh, packed, True, scratch, t, r0, n, m, q0, q1, j0, j1
-            )
-        if initial_grad:
-            m = _active_end(active[0], r0, r1)
-            _gru_backward_part(
-                dxg,
-                dh_carry,
-                dhs,
-                hs,
-                gates,
-                hn,
-                dhg,
-                Wh,
-                packed,
-                True,
-                scratch,
-                -1,
-                r0,
-                r0,
-                m,
-                q0,
-                q1,
-                j0,
-                j1,
-            )
+        _gru_backward_run(
+            dxg, dh_carry, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, True, scratch, r0, r1
+        )
 
 
 # --------------------------------------------------------------------------- attention
