@@ -284,6 +284,8 @@ class Sampler:
         self._xg = zeros(1, G)
         self._hw = zeros(1, G)
         self._h_new = zeros(H)
+        # int8 products' inputs rounded to int16 (the packed kernels' ``quantized``)
+        self._quantized = np.zeros((2, max(cfg.embed, H)), np.int16)
         auto_threads = threads is None
         if auto_threads:
             threads = _default_threads(model, weights)
@@ -384,12 +386,13 @@ class Sampler:
         if self._packed is None and self.threads == 1:
             return k.feed_tokens, k.generate_tokens, (self._xg, self._hw)
         if self._packed is not None and self._parts == 1:
-            return cpu.feed_tokens_packed, cpu.generate_tokens_packed, (self._xg[0], self._hw[0])
+            workspaces = (self._xg[0], self._hw[0], self._quantized)
+            return cpu.feed_tokens_packed, cpu.generate_tokens_packed, workspaces
+        workspaces = (self._bounds, self._h_new, self._xg[0], self._hw[0])
         if self._packed is None:
-            feed, generate = cpu.feed_tokens_parallel, cpu.generate_tokens_parallel
-        else:
-            feed, generate = cpu.feed_tokens_packed_parallel, cpu.generate_tokens_packed_parallel
-        return feed, generate, (self._bounds, self._h_new, self._xg[0], self._hw[0])
+            return cpu.feed_tokens_parallel, cpu.generate_tokens_parallel, workspaces
+        feed, generate = cpu.feed_tokens_packed_parallel, cpu.generate_tokens_packed_parallel
+        return feed, generate, (*workspaces, self._quantized)
 
     def _feed(self, tokens, weights):
         """Advance the state over ``tokens`` (host ids)."""

@@ -28,7 +28,7 @@ from numba.extending import intrinsic, overload
 
 from numrnn import threads, tunables
 from numrnn.cells import CELL_TABLE
-from numrnn.kernels import activations, microkernel, pointwise
+from numrnn.kernels import activations, int8dot, microkernel, pointwise
 
 _CACHE = tunables.configure_numba()
 threads.one_blas_thread()  # one thread pool, numba's: see "One thread pool" below
@@ -1903,11 +1903,17 @@ def generate_tokens_parallel(
 #   Whs    L packed arrays (G, H);  shs  L float32 arrays (G)
 #   Wy     packed (K, H);  sy  float32 (K)
 #   bxs, bhs, by: float32 biases as in generate_tokens
-# The state, the products and the cell math stay float32. A product's row r is
-# scale[r] * sum_d x[d] * widen(W[r, d]), its sum in float32 and in any order (so that LLVM
-# vectorises it; BLAS in generate_tokens sums in its own order too): the same arithmetic as
-# generate_tokens on the dequantised weights scale[r] * widen(W[r, d]), so the two draw the same
-# tokens but where rounding tips a near-tie.
+# The state and the cell math stay float32. A bf16 product's row r is
+# sum_d x[d] * widen(W[r, d]), its sum in float32 and in any order (so that LLVM vectorises it;
+# BLAS in generate_tokens sums in its own order too): the same arithmetic as generate_tokens on
+# the widened weights. An int8 product rounds its input to int16 first (x = step * xq, one
+# float32 step a vector: int8dot.quantize, into the ``quantized`` workspace) and sums
+# xq[d] * W[r, d] exactly in integers: its row r is scale[r] * step * sum_d xq[d] * W[r, d]
+# (int8dot.rows; 1.2-1.5x the products widened to float32), within the input's rounding
+# (1e-5 to 3e-5 of the largest output, against 1e-7 for the float32 sums) of generate_tokens on
+# the dequantised weights scale[r] * W[r, d]. Either way the two draw the same tokens but where
+# rounding tips a near-tie. ``quantized`` (2, max(E, H)) int16: row 0 a layer's input, row 1
+# its previous state (and the head's input); unused by bf16.
 
 packed_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc", "contract"}))
 
@@ -1974,14 +1980,65 @@ def _packed_rows(out, x, W, scale, r0, r1):
         r += 1
 
 
+def _is_int8(W):
+    return isinstance(W, numba_types.Array) and W.dtype == numba_types.int8
+
+
+def _product_input(quantized, x, W):
+    """(what _packed_product of ``x`` by W's packed rows reads, its step); compiled code only."""
+    raise NotImplementedError("_product_input runs in compiled code only")
+
+
+@overload(_product_input)
+def _product_input_overload(quantized, x, W):
+    # int8 rows: x rounded to int16 into ``quantized`` (D >= x's length), and its step;
+    # bf16 rows: x itself (a step of 1, not applied)
+    if _is_int8(W):
+
+        def rounded(quantized, x, W):
+            xq = quantized[: x.shape[0]]
+            return xq, int8dot.quantize(xq, x)
+
+        return rounded
+    return lambda quantized, x, W: (x, np.float32(1.0))
+
+
+def _packed_product(out, x, step, W, scale, r0, r1):
+    """out[r] = scale[r] * (x @ W[r]) for the rows r0:r1 of packed rows W, ``x`` and ``step``
+    from _product_input; compiled code only."""
+    raise NotImplementedError("_packed_product runs in compiled code only")
+
+
+@overload(_packed_product)
+def _packed_product_overload(out, x, step, W, scale, r0, r1):
+    if _is_int8(W):
+        return lambda out, x, step, W, scale, r0, r1: int8dot.rows(out, x, step, W, scale, r0, r1)
+    return lambda out, x, step, W, scale, r0, r1: _packed_rows(out, x, W, scale, r0, r1)
+
+
 @kernel
-def _packed_advance_part(h, c, h_new, layer, token, cell, embed, Wx, sx, Wh, sh, bx, bh, xg, hw, j0, j1):
+def _packed_inputs(quantized, h, layer, token, embed, Wx, Wh):
+    # (x_in, x_step, h_in, h_step): what layer ``layer``'s products read, its input (none, an
+    # empty x_in, when layer 0 reads rows of Wx) and its previous state (see _product_input)
+    h_in, h_step = _product_input(quantized[1], h[layer], Wh)
+    if layer == 0 and embed.shape[0] == 0:
+        return h_in[:0], h_step, h_in, h_step
+    x = embed[token] if layer == 0 else h[layer - 1]
+    x_in, x_step = _product_input(quantized[0], x, Wx)
+    return x_in, x_step, h_in, h_step
+
+
+@kernel
+def _packed_advance_part(
+    h, c, h_new, layer, token, cell, embed, Wx, sx, Wh, sh, bx, bh, x_in, x_step, h_in, h_step, xg, hw, j0, j1
+):
     # One part (units j0:j1) of one layer's step from packed weights: the gate columns of those
     # units of xg = x @ Wx + bx and hw = h_prev @ Wh, then the cell update into h_new[j0:j1] and
     # c[j0:j1] (h_new may be h[layer]: every product has read the old state before the update).
     # h, c (L, H): h[layer - 1] is the step's input (already updated), h[layer] the previous
     # state; Wx, sx, Wh, sh: this layer's packed rows and scales (see the section header);
-    # bx, bh (G); xg, hw (G) workspaces (each part writes only its own columns)
+    # bx, bh (G); x_in, x_step, h_in, h_step: the input and the state as the products read them
+    # (_packed_inputs); xg, hw (G) workspaces (each part writes only its own columns)
     H = h.shape[1]
     gates = xg.shape[0] // H
     if layer == 0 and embed.shape[0] == 0:
@@ -1994,69 +2051,41 @@ def _packed_advance_part(h, c, h_new, layer, token, cell, embed, Wx, sx, Wh, sh,
             for j in range(j1 - j0):
                 xg_units[j] = s * widen(row_units[j])
     else:
-        x = embed[token] if layer == 0 else h[layer - 1]
         for gate in range(gates):
-            _packed_rows(xg, x, Wx, sx, gate * H + j0, gate * H + j1)
+            _packed_product(xg, x_in, x_step, Wx, sx, gate * H + j0, gate * H + j1)
     for gate in range(gates):
         lo = gate * H + j0
         xg_units = xg[lo : lo + j1 - j0]
         b_units = bx[lo : lo + j1 - j0]
         for j in range(j1 - j0):
             xg_units[j] += b_units[j]
-        _packed_rows(hw, h[layer], Wh, sh, lo, lo + j1 - j0)
+        _packed_product(hw, h_in, h_step, Wh, sh, lo, lo + j1 - j0)
     _cell_update(h_new, h[layer], c[layer], xg, hw, bh, cell, j0, j1)
 
 
 @kernel
-def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw):
-    # _advance from packed weights, on one thread; xg, hw (G) workspaces
+def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw, quantized):
+    # _advance from packed weights, on one thread; xg, hw (G), quantized workspaces
     H = h.shape[1]
     for layer in range(h.shape[0]):
-        _packed_advance_part(
-            h,
-            c,
-            h[layer],
-            layer,
-            token,
-            cell,
-            embed,
-            Wxs[layer],
-            sxs[layer],
-            Whs[layer],
-            shs[layer],
-            bxs[layer],
-            bhs[layer],
-            xg,
-            hw,
-            0,
-            H,
-        )
+        inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
+        weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
+        _packed_advance_part(h, c, h[layer], layer, token, cell, embed, *weights, *inputs, xg, hw, 0, H)
 
 
 @parallel_kernel
-def _packed_advance_parallel(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw):
+def _packed_advance_parallel(
+    h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
+):
     # _advance_parallel from packed weights: each layer's units split into the parts of
-    # ``bounds`` (P+1 offsets), one thread each. h_new (H), xg, hw (G) workspaces.
+    # ``bounds`` (P+1 offsets), one thread each. h_new (H), xg, hw (G), quantized workspaces.
+    # A layer's inputs are rounded (int8) before its parts start, once for all of them.
     for layer in range(h.shape[0]):
+        inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
+        weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
         for p in numba.prange(bounds.shape[0] - 1):
             _packed_advance_part(
-                h,
-                c,
-                h_new,
-                layer,
-                token,
-                cell,
-                embed,
-                Wxs[layer],
-                sxs[layer],
-                Whs[layer],
-                shs[layer],
-                bxs[layer],
-                bhs[layer],
-                xg,
-                hw,
-                bounds[p],
-                bounds[p + 1],
+                h, c, h_new, layer, token, cell, embed, *weights, *inputs, xg, hw, bounds[p], bounds[p + 1]
             )
         # Every part has read the whole previous state: now it may be replaced.
         h_layer = h[layer]
@@ -2065,22 +2094,24 @@ def _packed_advance_parallel(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, 
 
 
 @kernel
-def _packed_head(logits, h, Wy, sy, by):
-    # logits (K) out = h[top] @ Wy + by from the packed head rows Wy (K, H), scales sy (K)
+def _packed_head(logits, h, Wy, sy, by, quantized):
+    # logits (K) out = h[top] @ Wy + by from the packed head rows Wy (K, H), scales sy (K);
+    # quantized workspace
     K = logits.shape[0]
-    _packed_rows(logits, h[h.shape[0] - 1], Wy, sy, 0, K)
+    top, step = _product_input(quantized[1], h[h.shape[0] - 1], Wy)
+    _packed_product(logits, top, step, Wy, sy, 0, K)
     for k in range(K):
         logits[k] += by[k]
 
 
 @kernel
-def feed_tokens_packed(logits, h, c, tokens, cell, weights, xg, hw):
-    # feed_tokens from packed weights (see the section header); xg, hw (G) workspaces
+def feed_tokens_packed(logits, h, c, tokens, cell, weights, xg, hw, quantized):
+    # feed_tokens from packed weights (see the section header); xg, hw (G), quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     for t in range(tokens.shape[0]):
-        _packed_advance(h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw)
+        _packed_advance(h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw, quantized)
     if tokens.shape[0] > 0:
-        _packed_head(logits, h, Wy, sy, by)
+        _packed_head(logits, h, Wy, sy, by, quantized)
 
 
 @kernel
@@ -2099,28 +2130,31 @@ def generate_tokens_packed(
     weights,
     xg,
     hw,
+    quantized,
     probs,
     ranked,
 ):
-    # generate_tokens from packed weights (see the section header); xg, hw (G) workspaces
+    # generate_tokens from packed weights (see the section header); xg, hw (G), quantized
+    # workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     for n in range(out.shape[0]):
-        _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw)
-        _packed_head(logits, h, Wy, sy, by)
+        _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw, quantized)
+        _packed_head(logits, h, Wy, sy, by, quantized)
         token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
         out[n] = token
 
 
 @kernel
-def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg, hw):
-    # feed_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G)
+def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg, hw, quantized):
+    # feed_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G),
+    # quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     for t in range(tokens.shape[0]):
         _packed_advance_parallel(
-            h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw
+            h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
         )
     if tokens.shape[0] > 0:
-        _packed_head(logits, h, Wy, sy, by)
+        _packed_head(logits, h, Wy, sy, by, quantized)
 
 
 @kernel
@@ -2141,15 +2175,17 @@ def generate_tokens_packed_parallel(
     h_new,
     xg,
     hw,
+    quantized,
     probs,
     ranked,
 ):
-    # generate_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G)
+    # generate_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G),
+    # quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     for n in range(out.shape[0]):
         _packed_advance_parallel(
-            h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw
+            h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
         )
-        _packed_head(logits, h, Wy, sy, by)
+        _packed_head(logits, h, Wy, sy, by, quantized)
         token = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
         out[n] = token
