@@ -20,7 +20,7 @@ import numpy as np
 from numrnn.cells import CELL_TABLE
 from numrnn.configs import SampleConfig  # noqa: F401 (re-exported)
 from numrnn.errors import ConfigError
-from numrnn.kernels import cpu
+from numrnn.kernels import cpu, int8dot
 from numrnn.threads import ThreadGovernor
 
 # Generation splits each layer's units between threads only when some layer reads at least
@@ -40,7 +40,7 @@ PART_ALIGN = 16
 # The weights the generation kernels can read: the model's float32 (or float64) as they are,
 # or converted once to bfloat16 or int8 (float32 models only).
 WEIGHT_FORMATS = ("float32", "bf16", "int8")
-INT8_MAX = 127
+INT8_MAX = int8dot.INT8_MAX
 
 
 # --------------------------------------------------------------------------- bf16 and int8
@@ -284,8 +284,7 @@ class Sampler:
         self._xg = zeros(1, G)
         self._hw = zeros(1, G)
         self._h_new = zeros(H)
-        # int8 products' inputs rounded to int16 (the packed kernels' ``quantized``)
-        self._quantized = np.zeros((2, max(cfg.embed, H)), np.int16)
+        self._quantized = cpu.packed_workspace(cfg)  # int8 products' inputs rounded to int16
         auto_threads = threads is None
         if auto_threads:
             threads = _default_threads(model, weights)

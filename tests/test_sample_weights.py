@@ -254,7 +254,7 @@ def run_packed(model, weights, h, c, prime, token, uniforms, draw, bounds=None):
     H, G, K = cfg.hidden, cfg.gate_width, cfg.outputs
     h, c, logits = h.copy(), c.copy(), np.zeros(K, np.float32)
     xg, hw = np.zeros(G, np.float32), np.zeros(G, np.float32)
-    quantized = np.zeros((2, max(cfg.embed, H)), np.int16)
+    quantized = cpu.packed_workspace(cfg)
     cell = cpu.CELL_CODES[cfg.cell]
     out = np.zeros(uniforms.shape[0], np.int64)
     probs, ranked = np.zeros(K, np.float32), np.zeros(K, np.float32)
@@ -342,11 +342,7 @@ def text_loss(model, weights, tokens):
         workspaces = (np.zeros((1, G), np.float32), np.zeros((1, G), np.float32))
     else:
         feed, packed = cpu.feed_tokens_packed, pack_weights(model, weights)
-        workspaces = (
-            np.zeros(G, np.float32),
-            np.zeros(G, np.float32),
-            np.zeros((2, max(cfg.embed, H)), np.int16),
-        )
+        workspaces = (np.zeros(G, np.float32), np.zeros(G, np.float32), cpu.packed_workspace(cfg))
     total = 0.0
     for t in range(len(tokens) - 1):
         feed(logits, h, c, tokens[t : t + 1], cell, packed, *workspaces)

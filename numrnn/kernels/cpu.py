@@ -1918,6 +1918,12 @@ def generate_tokens_parallel(
 packed_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc", "contract"}))
 
 
+def packed_workspace(config):
+    """The packed kernels' ``quantized`` workspace for a model of ``config``: (2, max(E, H))
+    int16, one row for a layer's input, one for its state."""
+    return np.zeros((2, max(config.embed, config.hidden)), np.int16)
+
+
 @intrinsic
 def _float32_from_bits(typingctx, bits):
     # the float32 whose bit pattern is the 32-bit integer ``bits`` (a free reinterpretation)
