@@ -57,6 +57,25 @@ def test_quantize_of_a_zero_vector_is_zero_with_a_zero_step():
     assert not xq.any()
 
 
+@pytest.mark.parametrize("D", [1, 7, 64, 512, 1024, 2048])
+def test_a_state_is_rounded_at_its_fixed_step_unit_by_unit(D, rng):
+    # |h| <= 1 (a hair above from a float32 tanh is clamped): xq = rint(h * limit), the step
+    # 1 / limit, the units outside j0:j1 untouched
+    h = np.tanh(rng.standard_normal(D) * 3).astype(np.float32)
+    h[0] = np.float32(1.0000001)
+    limit = int8dot.input_limit(D)
+    xq = np.full(D + 3, 99, np.int16)
+    j0, j1 = D // 3, D - D // 4
+    int8dot.quantize_state(xq, h, j0, j1)
+    int8dot.quantize_state(xq, h, 0, j0)
+    expected = np.clip(np.rint(h * np.float32(limit)), -limit, limit).astype(np.int16)
+    np.testing.assert_array_equal(xq[:j1], expected[:j1])
+    assert (xq[j1:] == 99).all()
+    step = int8dot.state_step(D)
+    assert np.float32(step) == np.float32(1) / np.float32(limit)
+    assert np.abs(xq[:j1].astype(np.float64) * step - h[:j1]).max() <= 0.5 * step * (1 + 1e-3)
+
+
 @pytest.mark.parametrize("R", [1, 3, 4, 5, 13, 64])
 @pytest.mark.parametrize("D", [1, 5, 31, 32, 33, 70, 512])
 def test_rows_are_the_exact_integer_sums_scaled(R, D, rng):

@@ -309,6 +309,22 @@ def test_packed_kernels_draw_the_tokens_of_the_float32_kernels_on_dequantised_we
 
 @pytest.mark.parametrize("weights", PACKED)
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("embed", [0, 5])
+def test_packed_kernels_give_the_same_bits_on_one_thread_and_on_parts(weights, cell, embed, rng, monkeypatch):
+    # each row's sum is one thread's, in one order (int8: exact integers), and an int8 state is
+    # rounded unit by unit at its fixed step, so how the units are split changes nothing
+    monkeypatch.setattr(layers_module, "INPUT_TABLE_MAX_BYTES", 0)
+    model = make_model(cell, rng, 2, embed, hidden=32)
+    h, c = state_pair(model, rng)
+    prime, uniforms = rng.integers(0, V, 9), rng.random(TOKENS)
+    one = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"])
+    parts = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"], [0, 8, 16, 32])
+    for mine, theirs in zip(one[0] + (one[1],) + one[2], parts[0] + (parts[1],) + parts[2]):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("weights", PACKED)
+@pytest.mark.parametrize("cell", CELLS)
 def test_sampler_with_packed_weights_writes_the_text_of_the_rounded_model(weights, cell, rng):
     model = make_model(cell, rng, layers=2, embed=5, hidden=48)
     reference = Sampler(rounded_model(model, weights), VOCAB, threads=1)

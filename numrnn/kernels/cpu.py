@@ -1912,16 +1912,20 @@ def generate_tokens_parallel(
 # (int8dot.rows; 1.2-1.5x the products widened to float32), within the input's rounding
 # (1e-5 to 3e-5 of the largest output, against 1e-7 for the float32 sums) of generate_tokens on
 # the dequantised weights scale[r] * W[r, d]. Either way the two draw the same tokens but where
-# rounding tips a near-tie. ``quantized`` (2, max(E, H)) int16: row 0 a layer's input, row 1
-# its previous state (and the head's input); unused by bf16.
+# rounding tips a near-tie. A state (every |element| <= 1) is rounded at a fixed step instead
+# (int8dot.state_step), unit by unit, by the thread that computed the unit, right after its
+# cell update, so no serial pass a layer finds its largest element; the kernels round the state
+# they are given once, on entry. ``quantized`` (L + 2, max(E, H)) int16: row 0 layer 0's
+# embedding row, row 1 a layer's new state as its parts round it, row 2 + l layer l's state (the
+# next layer's input, and the top one the head's); unused by bf16.
 
 packed_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc", "contract"}))
 
 
 def packed_workspace(config):
-    """The packed kernels' ``quantized`` workspace for a model of ``config``: (2, max(E, H))
-    int16, one row for a layer's input, one for its state."""
-    return np.zeros((2, max(config.embed, config.hidden)), np.int16)
+    """The packed kernels' ``quantized`` workspace for a model of ``config``: (L + 2, max(E,
+    H)) int16, a row for layer 0's embedding row, one for a new state, one for each layer's."""
+    return np.zeros((config.layers + 2, max(config.embed, config.hidden)), np.int16)
 
 
 @intrinsic
@@ -2022,25 +2026,108 @@ def _packed_product_overload(out, x, step, W, scale, r0, r1):
     return lambda out, x, step, W, scale, r0, r1: _packed_rows(out, x, W, scale, r0, r1)
 
 
+def _state_input(quantized, h, layer, W):
+    """(what _packed_product of the state h[layer] by W's packed rows reads, its step);
+    compiled code only."""
+    raise NotImplementedError("_state_input runs in compiled code only")
+
+
+@overload(_state_input)
+def _state_input_overload(quantized, h, layer, W):
+    # int8 rows: the state as rounded by _round_state (quantized row 2 + layer) and its fixed
+    # step; bf16 rows: h[layer] itself
+    if _is_int8(W):
+        return lambda quantized, h, layer, W: (
+            quantized[2 + layer, : h.shape[1]],
+            int8dot.state_step(h.shape[1]),
+        )
+    return lambda quantized, h, layer, W: (h[layer], np.float32(1.0))
+
+
+def _round_state(rounded, h_layer, j0, j1, W):
+    """int8 rows: units j0:j1 of the state h_layer rounded into ``rounded`` at the state's fixed
+    step (int8dot.quantize_state); nothing for bf16; compiled code only."""
+    raise NotImplementedError("_round_state runs in compiled code only")
+
+
+@overload(_round_state)
+def _round_state_overload(rounded, h_layer, j0, j1, W):
+    if _is_int8(W):
+        return lambda rounded, h_layer, j0, j1, W: int8dot.quantize_state(rounded, h_layer, j0, j1)
+    return lambda rounded, h_layer, j0, j1, W: None
+
+
+@kernel
+def _round_states(quantized, h, W):
+    # every layer's state h[layer] rounded into quantized[2 + layer] (int8 rows W; nothing for
+    # bf16): what a kernel does first, for states set from outside (zeros, a prime, a caller's)
+    for layer in range(h.shape[0]):
+        _round_state(quantized[2 + layer], h[layer], 0, h.shape[1], W)
+
+
+def _keep_new_state(quantized, layer, H, W):
+    """int8 rows: the new state's units, rounded by the parts into quantized[1], become layer
+    ``layer``'s (after its parallel region, when no product reads the old one any more);
+    nothing for bf16; compiled code only."""
+    raise NotImplementedError("_keep_new_state runs in compiled code only")
+
+
+@overload(_keep_new_state)
+def _keep_new_state_overload(quantized, layer, H, W):
+    if _is_int8(W):
+
+        def keep(quantized, layer, H, W):
+            quantized[2 + layer, :H] = quantized[1, :H]
+
+        return keep
+    return lambda quantized, layer, H, W: None
+
+
 @kernel
 def _packed_inputs(quantized, h, layer, token, embed, Wx, Wh):
     # (x_in, x_step, h_in, h_step): what layer ``layer``'s products read, its input (none, an
-    # empty x_in, when layer 0 reads rows of Wx) and its previous state (see _product_input)
-    h_in, h_step = _product_input(quantized[1], h[layer], Wh)
+    # empty x_in, when layer 0 reads rows of Wx) and its previous state (see _product_input and
+    # _state_input)
+    h_in, h_step = _state_input(quantized, h, layer, Wh)
     if layer == 0 and embed.shape[0] == 0:
         return h_in[:0], h_step, h_in, h_step
-    x = embed[token] if layer == 0 else h[layer - 1]
-    x_in, x_step = _product_input(quantized[0], x, Wx)
+    if layer == 0:
+        x_in, x_step = _product_input(quantized[0], embed[token], Wx)
+    else:
+        x_in, x_step = _state_input(quantized, h, layer - 1, Wx)
     return x_in, x_step, h_in, h_step
 
 
 @kernel
 def _packed_advance_part(
-    h, c, h_new, layer, token, cell, embed, Wx, sx, Wh, sh, bx, bh, x_in, x_step, h_in, h_step, xg, hw, j0, j1
+    h,
+    c,
+    h_new,
+    h_rounded,
+    layer,
+    token,
+    cell,
+    embed,
+    Wx,
+    sx,
+    Wh,
+    sh,
+    bx,
+    bh,
+    x_in,
+    x_step,
+    h_in,
+    h_step,
+    xg,
+    hw,
+    j0,
+    j1,
 ):
     # One part (units j0:j1) of one layer's step from packed weights: the gate columns of those
     # units of xg = x @ Wx + bx and hw = h_prev @ Wh, then the cell update into h_new[j0:j1] and
-    # c[j0:j1] (h_new may be h[layer]: every product has read the old state before the update).
+    # c[j0:j1] (h_new may be h[layer]: every product has read the old state before the update),
+    # and for int8 those units of h_new rounded into h_rounded (_round_state; int16, may be the
+    # row h_in is, for the same reason).
     # h, c (L, H): h[layer - 1] is the step's input (already updated), h[layer] the previous
     # state; Wx, sx, Wh, sh: this layer's packed rows and scales (see the section header);
     # bx, bh (G); x_in, x_step, h_in, h_step: the input and the state as the products read them
@@ -2067,6 +2154,7 @@ def _packed_advance_part(
             xg_units[j] += b_units[j]
         _packed_product(hw, h_in, h_step, Wh, sh, lo, lo + j1 - j0)
     _cell_update(h_new, h[layer], c[layer], xg, hw, bh, cell, j0, j1)
+    _round_state(h_rounded, h_new, j0, j1, Wh)
 
 
 @kernel
@@ -2076,7 +2164,10 @@ def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, 
     for layer in range(h.shape[0]):
         inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
         weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
-        _packed_advance_part(h, c, h[layer], layer, token, cell, embed, *weights, *inputs, xg, hw, 0, H)
+        h_rounded = quantized[2 + layer]
+        _packed_advance_part(
+            h, c, h[layer], h_rounded, layer, token, cell, embed, *weights, *inputs, xg, hw, 0, H
+        )
 
 
 @parallel_kernel
@@ -2085,18 +2176,35 @@ def _packed_advance_parallel(
 ):
     # _advance_parallel from packed weights: each layer's units split into the parts of
     # ``bounds`` (P+1 offsets), one thread each. h_new (H), xg, hw (G), quantized workspaces.
-    # A layer's inputs are rounded (int8) before its parts start, once for all of them.
+    # int8: each part rounds its own units of the new state (into quantized[1]); only layer 0's
+    # embedding row, when it has one, is rounded before the parts start, once for all of them.
+    H = h.shape[1]
     for layer in range(h.shape[0]):
         inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
         weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
+        h_rounded = quantized[1]
         for p in numba.prange(bounds.shape[0] - 1):
             _packed_advance_part(
-                h, c, h_new, layer, token, cell, embed, *weights, *inputs, xg, hw, bounds[p], bounds[p + 1]
+                h,
+                c,
+                h_new,
+                h_rounded,
+                layer,
+                token,
+                cell,
+                embed,
+                *weights,
+                *inputs,
+                xg,
+                hw,
+                bounds[p],
+                bounds[p + 1],
             )
         # Every part has read the whole previous state: now it may be replaced.
         h_layer = h[layer]
-        for j in range(h_layer.shape[0]):
+        for j in range(H):
             h_layer[j] = h_new[j]
+        _keep_new_state(quantized, layer, H, Whs[layer])
 
 
 @kernel
@@ -2104,7 +2212,7 @@ def _packed_head(logits, h, Wy, sy, by, quantized):
     # logits (K) out = h[top] @ Wy + by from the packed head rows Wy (K, H), scales sy (K);
     # quantized workspace
     K = logits.shape[0]
-    top, step = _product_input(quantized[1], h[h.shape[0] - 1], Wy)
+    top, step = _state_input(quantized, h, h.shape[0] - 1, Wy)
     _packed_product(logits, top, step, Wy, sy, 0, K)
     for k in range(K):
         logits[k] += by[k]
@@ -2114,6 +2222,7 @@ def _packed_head(logits, h, Wy, sy, by, quantized):
 def feed_tokens_packed(logits, h, c, tokens, cell, weights, xg, hw, quantized):
     # feed_tokens from packed weights (see the section header); xg, hw (G), quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    _round_states(quantized, h, Whs[0])
     for t in range(tokens.shape[0]):
         _packed_advance(h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw, quantized)
     if tokens.shape[0] > 0:
@@ -2143,6 +2252,7 @@ def generate_tokens_packed(
     # generate_tokens from packed weights (see the section header); xg, hw (G), quantized
     # workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    _round_states(quantized, h, Whs[0])
     for n in range(out.shape[0]):
         _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, hw, quantized)
         _packed_head(logits, h, Wy, sy, by, quantized)
@@ -2155,6 +2265,7 @@ def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_n
     # feed_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G),
     # quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    _round_states(quantized, h, Whs[0])
     for t in range(tokens.shape[0]):
         _packed_advance_parallel(
             h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
@@ -2188,6 +2299,7 @@ def generate_tokens_packed_parallel(
     # generate_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G),
     # quantized workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
+    _round_states(quantized, h, Whs[0])
     for n in range(out.shape[0]):
         _packed_advance_parallel(
             h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
