@@ -28,16 +28,45 @@ def assert_clean_error(result, pattern, code=None):
     assert re.search(pattern, errors[0]), result.stderr
 
 
+_child_kernel_cache = None
+
+
+def child_env():
+    """The environment for a `numrnn` child process of the tests: this one's, with numrnn's
+    kernel cache on: the test run's own where it has one (CI's, which this process fills as it
+    compiles), else a folder made on the first call and removed at exit. The first child
+    compiles what it runs (up to about a minute with the cache off), the next ones load it;
+    either folder starts empty every test run, so nothing stale is ever read."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    from numrnn import tunables
+
+    global _child_kernel_cache
+    if tunables.cache_enabled() and os.environ.get("NUMRNN_CACHE_DIR"):
+        return dict(os.environ)
+    if _child_kernel_cache is None:
+        _child_kernel_cache = tempfile.mkdtemp(prefix="numrnn-test-kernels-")
+        atexit.register(shutil.rmtree, _child_kernel_cache, ignore_errors=True)
+    return dict(os.environ, NUMRNN_CACHE="1", NUMRNN_CACHE_DIR=_child_kernel_cache)
+
+
 def interrupt_training(arguments, cwd, timeout=240):
-    """Run `numrnn ARGUMENTS` in its own process, press Ctrl-C once its first progress line is
-    out, and return (exit code, everything it wrote on stderr)."""
+    """Run `numrnn ARGUMENTS` in its own process (``child_env``), press Ctrl-C once its first
+    progress line is out, and return (exit code, everything it wrote on stderr)."""
     import signal
     import subprocess
     import sys
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "numrnn_cli", *arguments], stderr=subprocess.PIPE, text=True, cwd=cwd
+        [sys.executable, "-m", "numrnn_cli", *arguments],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=child_env(),
     )
     seen = []
     deadline = time.monotonic() + timeout

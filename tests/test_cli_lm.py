@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from numrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
-from tests.helpers import SAMPLE_CORPUS, SMALL_LM, assert_clean_error, interrupt_training
+from tests.helpers import SAMPLE_CORPUS, SMALL_LM, assert_clean_error, child_env, interrupt_training
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = SAMPLE_CORPUS
@@ -463,7 +463,9 @@ def test_sample_into_a_closed_pipe_exits_quietly(trained):
         f"{sys.executable} -m numrnn_cli sample -c {out} --length 200000 --seed 1 | head -c 10; "
         f"exit ${{PIPESTATUS[0]}}"
     )
-    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=240, env=child_env()
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) == 10
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

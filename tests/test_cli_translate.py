@@ -436,6 +436,8 @@ def test_translations_into_a_closed_pipe_exit_quietly(trained, tmp_path):
     import subprocess
     import sys
 
+    from tests.helpers import child_env
+
     _, _, out = trained
     many = tmp_path / "many.txt"
     many.write_text("cat\nheron\n" * 10000)  # 20,000 lines of two scored hypotheses: far past a pipe's buffer
@@ -443,7 +445,9 @@ def test_translations_into_a_closed_pipe_exit_quietly(trained, tmp_path):
         f"{sys.executable} -m numrnn_cli translate run -c {out} --beam 2 --n-best 2 - < {many} | head -n 1; "
         f"exit ${{PIPESTATUS[0]}}"
     )
-    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=240, env=child_env()
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
