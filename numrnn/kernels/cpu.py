@@ -2182,24 +2182,10 @@ def _packed_advance_parallel(
     for layer in range(h.shape[0]):
         inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
         weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
-        h_rounded = quantized[1]
+        # the parts' shared arguments: the new state goes to h_new, int8's rounded to quantized[1]
+        step = (h, c, h_new, quantized[1], layer, token, cell, embed)
         for p in numba.prange(bounds.shape[0] - 1):
-            _packed_advance_part(
-                h,
-                c,
-                h_new,
-                h_rounded,
-                layer,
-                token,
-                cell,
-                embed,
-                *weights,
-                *inputs,
-                xg,
-                hw,
-                bounds[p],
-                bounds[p + 1],
-            )
+            _packed_advance_part(*step, *weights, *inputs, xg, hw, bounds[p], bounds[p + 1])
         # Every part has read the whole previous state: now it may be replaced.
         h_layer = h[layer]
         for j in range(H):
