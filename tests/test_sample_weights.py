@@ -313,7 +313,9 @@ def test_packed_kernels_give_the_same_bits_on_one_thread_and_on_parts(weights, c
     # each row's sum is one thread's, in one order (int8: exact integers), and an int8 state is
     # rounded unit by unit at its fixed step, so how the units are split changes nothing
     monkeypatch.setattr(layers_module, "INPUT_TABLE_MAX_BYTES", 0)
-    model = make_model(cell, rng, 2, embed=5, hidden=32)  # layer 1's input a product
+    # no input table: layer 0 multiplies its embedding row (rounded by its largest element),
+    # layer 1 the state below it (rounded at the fixed step)
+    model = make_model(cell, rng, 2, embed=5, hidden=32)
     h, c = state_pair(model, rng)
     prime, uniforms = rng.integers(0, V, 9), rng.random(TOKENS)
     one = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"])
