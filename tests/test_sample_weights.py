@@ -23,9 +23,11 @@ from numrnn.sampling import (
     from_bf16,
     kernel_weights,
     pack_weights,
+    pair_bf16,
     quantize_int8,
     rounded_model,
     to_bf16,
+    unpair_bf16,
 )
 from numrnn_cli import cli
 from numrnn_cli.exit_codes import ExitCode
@@ -123,6 +125,42 @@ def test_from_bf16_is_exact():
     np.testing.assert_array_equal(widened.view(np.uint32), u.astype(np.uint32) << 16)
 
 
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 33])
+def test_bf16_pairs_hold_each_row_once_and_come_apart_exactly(width, rng):
+    u = rng.integers(0, 2**16, (5, width), dtype=np.uint16)
+    pairs = pair_bf16(u)
+    half = (width + 1) // 2
+    assert pairs.dtype == np.uint32 and pairs.shape == (5, half) and pairs.flags.c_contiguous
+    for j in range(half):  # lane j: element j low, element half + j high (0 past the row)
+        high = u[:, half + j].astype(np.uint32) if half + j < width else 0
+        np.testing.assert_array_equal(pairs[:, j], u[:, j].astype(np.uint32) | (high << 16))
+    np.testing.assert_array_equal(unpair_bf16(pairs, width), u)
+    with pytest.raises(ValueError, match="lanes"):
+        unpair_bf16(pairs, 2 * half + 1)
+
+
+@pytest.mark.parametrize("width", [1, 6, 7, 33, 64])
+def test_paired_rows_and_lookups_match_numpy(width, rng):
+    # rows 0:R of 11 in every split the kernels use: groups of four and single rows after them
+    rows = rng.standard_normal((11, width)).astype(np.float32)
+    bits = to_bf16(rows)
+    pairs = pair_bf16(bits)
+    x = rng.standard_normal(width).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, 11).astype(np.float32)
+    expected = scale.astype(np.float64) * (from_bf16(bits).astype(np.float64) @ x.astype(np.float64))
+    for r0, r1 in [(0, 11), (0, 8), (3, 10), (5, 6), (2, 2)]:
+        out = np.full(11, np.nan, np.float32)
+        cpu._paired_rows(out, x, pairs, scale, r0, r1)
+        np.testing.assert_allclose(out[r0:r1], expected[r0:r1], rtol=1e-5, atol=1e-5 * np.abs(x).sum())
+        assert np.isnan(out[:r0]).all() and np.isnan(out[r1:]).all()
+    widened = from_bf16(bits)
+    spans = [(0, width), (0, 1), (width - 1, 1), (width // 2, width - width // 2), (1, max(width - 2, 0))]
+    for g0, n in spans:
+        out = np.full(n, np.nan, np.float32)
+        cpu._paired_lookup(out, pairs[4], np.float32(1.5), g0)
+        np.testing.assert_array_equal(out, np.float32(1.5) * widened[4, g0 : g0 + n])
+
+
 # --------------------------------------------------------------------------- int8 against plain numpy
 
 
@@ -183,26 +221,30 @@ def test_rounded_model_holds_the_values_the_kernels_read(weights, embed, table, 
     p_embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = packed
     lookup = embed == 0 or table
     assert p_embed.shape == ((0, 0) if lookup else (V, embed))
-    dtype = np.uint16 if weights == "bf16" else np.int8
+    dtype = np.uint32 if weights == "bf16" else np.int8
     G, H = model.config.gate_width, model.config.hidden
     assert all(W.dtype == dtype and W.flags.c_contiguous for W in (*Wxs, *Whs, Wy))
-    assert Wxs[0].shape == ((V, G) if embed == 0 or table else (G, embed))
-    assert Wxs[1].shape == Whs[0].shape == Whs[1].shape == (G, H) and Wy.shape == (V, H)
+    lanes = (lambda D: (D + 1) // 2) if weights == "bf16" else (lambda D: D)
+    assert Wxs[0].shape == ((V, lanes(G)) if embed == 0 or table else (G, lanes(embed)))
+    assert Wxs[1].shape == Whs[0].shape == Whs[1].shape == (G, lanes(H)) and Wy.shape == (V, lanes(H))
     assert all(s.dtype == np.float32 for s in (*sxs, *shs, sy, *bxs, *bhs, by))
     rounded = rounded_model(model, weights)
     assert rounded is not model and rounded_model(model, "float32") is model
     assert rounded.config.embed == (0 if table else embed)
-    unpack = (lambda q, s: from_bf16(q)) if weights == "bf16" else dequantize_int8
+    if weights == "bf16":
+        unpack = lambda q, s, D: from_bf16(unpair_bf16(q, D))  # noqa: E731
+    else:
+        unpack = lambda q, s, D: dequantize_int8(q, s)  # noqa: E731
     w = rounded.weights
     np.testing.assert_array_equal(
-        w["rnn.weight_ih_l0"], unpack(Wxs[0], sxs[0]) if lookup else unpack(Wxs[0], sxs[0]).T
+        w["rnn.weight_ih_l0"], unpack(Wxs[0], sxs[0], G) if lookup else unpack(Wxs[0], sxs[0], embed).T
     )
     for layer in range(2):
-        np.testing.assert_array_equal(w[f"rnn.weight_hh_l{layer}"], unpack(Whs[layer], shs[layer]).T)
+        np.testing.assert_array_equal(w[f"rnn.weight_hh_l{layer}"], unpack(Whs[layer], shs[layer], H).T)
         for name in ("bias_ih", "bias_hh"):
             np.testing.assert_array_equal(w[f"rnn.{name}_l{layer}"], model.weights[f"rnn.{name}_l{layer}"])
-    np.testing.assert_array_equal(w["rnn.weight_ih_l1"], unpack(Wxs[1], sxs[1]).T)
-    np.testing.assert_array_equal(w["head.weight"], unpack(Wy, sy).T)
+    np.testing.assert_array_equal(w["rnn.weight_ih_l1"], unpack(Wxs[1], sxs[1], H).T)
+    np.testing.assert_array_equal(w["head.weight"], unpack(Wy, sy, H).T)
     np.testing.assert_array_equal(w["head.bias"], model.weights["head.bias"])
     if embed and not table:
         np.testing.assert_array_equal(w["embed.weight"], model.weights["embed.weight"])
@@ -219,7 +261,7 @@ def test_packing_rounds_the_input_table_not_the_embedding(rng):
     q, scale = quantize_int8(table)
     np.testing.assert_array_equal(Wx0, q)
     np.testing.assert_array_equal(s0, scale)
-    np.testing.assert_array_equal(pack_weights(model, "bf16")[1][0], to_bf16(table))
+    np.testing.assert_array_equal(pack_weights(model, "bf16")[1][0], pair_bf16(to_bf16(table)))
 
 
 # --------------------------------------------------------------------------- packed kernels

@@ -1890,22 +1890,25 @@ def generate_tokens_parallel(
 # raises its ceiling. These variants of generate_tokens (one thread, and on parts as above) read
 # the matrices of a step as packed rows, converted once on the host (numrnn.sampling's
 # pack_weights):
-#   bf16  uint16: the top half of each float32's bits, rounded to nearest even; widened back
-#         exactly, as (uint32(w) << 16) reinterpreted as float32;
+#   bf16  the top half of each float32's bits, rounded to nearest even; widened back exactly,
+#         as (uint32(w) << 16) reinterpreted as float32. Rows a product reads come in pairs
+#         (sampling.pair_bf16): (R, ceil(D / 2)) uint32, lane j holding w[j] in its low half
+#         and w[ceil(D / 2) + j] in its high half, each widened by one shift or one mask
+#         (_paired_rows; a looked-up row: _paired_lookup);
 #   int8  symmetric: one float32 scale per row (max |row| / 127) and int8 values in -127..127.
 # A row is what one output's product reads, contiguous: the matrices come transposed to
 # (outputs, inputs). The tuple ``weights`` is (embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by):
 #   embed  (V, E) float32, or an empty (0, 0) array when layer 0 reads rows (see below)
 #   Wxs    L packed arrays: layer 0 (V, G) when embed is empty (one-hot input, or the (V, G)
 #          input table of the embedding: a row per token, looked up, not multiplied), else
-#          (G, E); above (G, H)
+#          (G, E); above (G, H) (bf16 pairs: (V, ceil(G / 2)), (G, ceil(E / 2)), (G, ceil(H / 2)))
 #   sxs    L float32 arrays: the scale of each row of Wxs[l] (ones for bf16)
-#   Whs    L packed arrays (G, H);  shs  L float32 arrays (G)
-#   Wy     packed (K, H);  sy  float32 (K)
+#   Whs    L packed arrays (G, H) (bf16 pairs (G, ceil(H / 2)));  shs  L float32 arrays (G)
+#   Wy     packed (K, H) (bf16 pairs (K, ceil(H / 2)));  sy  float32 (K)
 #   bxs, bhs, by: float32 biases as in generate_tokens
-# The state and the cell math stay float32. A bf16 product's row r is
-# sum_d x[d] * widen(W[r, d]), its sum in float32 and in any order (so that LLVM vectorises it;
-# BLAS in generate_tokens sums in its own order too): the same arithmetic as generate_tokens on
+# The state and the cell math stay float32. A bf16 product's row r is sum_d x[d] * W[r, d]
+# widened, its sum in float32 and in any order (so that LLVM vectorises it; BLAS in
+# generate_tokens sums in its own order too): the same arithmetic as generate_tokens on
 # the widened weights. An int8 product rounds its input to int16 first (x = step * xq, one
 # float32 step a vector: int8dot.quantize, into the ``quantized`` workspace) and sums
 # xq[d] * W[r, d] exactly in integers: its row r is scale[r] * step * sum_d xq[d] * W[r, d]
@@ -1940,29 +1943,17 @@ def _float32_from_bits(typingctx, bits):
     return numba_types.float32(bits), codegen
 
 
-def widen(w):
-    """A packed weight as float32 (bf16 bits in a uint16, an int8, or a float32); compiled
-    code only."""
-    raise NotImplementedError("widen runs in compiled code only")
-
-
-@overload(widen, inline="always")
-def _widen(w):
-    if isinstance(w, numba_types.Integer) and w.bitwidth == 16 and not w.signed:
-        return lambda w: _float32_from_bits(np.uint32(np.uint32(w) << np.uint32(16)))
-    if isinstance(w, numba_types.Integer) and w.bitwidth == 8 and w.signed:
-        return lambda w: np.float32(w)
-    if isinstance(w, numba_types.Float):
-        return lambda w: np.float32(w)
-    return None
-
-
 @packed_kernel
-def _packed_rows(out, x, W, scale, r0, r1):
-    # out[r] = scale[r] * (x @ widen(W[r])) for the rows r0:r1
-    # out (R) out; x (D) float32; W (R, D) packed rows; scale (R) float32
-    # Four rows at a time: each x[d] is loaded once for four rows' products.
-    D = x.shape[0]
+def _paired_rows(out, x, W, scale, r0, r1):
+    # out[r] = scale[r] * (x @ w_r) for the rows r0:r1 of bf16 pairs (see the section header)
+    # out (R) out; x (D) float32; W (R, ceil(D/2)) uint32 pairs; scale (R) float32
+    # Four rows at a time, each with a sum for its low halves (x[:half]) and one for its high
+    # halves (x[half:]): eight independent chains of fused multiply-adds.
+    half = W.shape[1]
+    full = x.shape[0] - half  # lanes with both halves; one fewer than half when D is odd
+    x_low = x[:full]
+    x_high = x[half : half + full]
+    high_mask = np.uint32(0xFFFF0000)
     r = r0
     while r + 4 <= r1:
         w0, w1, w2, w3 = W[r], W[r + 1], W[r + 2], W[r + 3]
@@ -1970,24 +1961,85 @@ def _packed_rows(out, x, W, scale, r0, r1):
         a1 = np.float32(0.0)
         a2 = np.float32(0.0)
         a3 = np.float32(0.0)
-        for d in range(D):
-            x_d = x[d]
-            a0 += x_d * widen(w0[d])
-            a1 += x_d * widen(w1[d])
-            a2 += x_d * widen(w2[d])
-            a3 += x_d * widen(w3[d])
-        out[r] = scale[r] * a0
-        out[r + 1] = scale[r + 1] * a1
-        out[r + 2] = scale[r + 2] * a2
-        out[r + 3] = scale[r + 3] * a3
+        b0 = np.float32(0.0)
+        b1 = np.float32(0.0)
+        b2 = np.float32(0.0)
+        b3 = np.float32(0.0)
+        for j in range(full):
+            low, high = x_low[j], x_high[j]
+            u0, u1, u2, u3 = w0[j], w1[j], w2[j], w3[j]
+            a0 += low * _float32_from_bits(np.uint32(u0 << np.uint32(16)))
+            b0 += high * _float32_from_bits(np.uint32(u0 & high_mask))
+            a1 += low * _float32_from_bits(np.uint32(u1 << np.uint32(16)))
+            b1 += high * _float32_from_bits(np.uint32(u1 & high_mask))
+            a2 += low * _float32_from_bits(np.uint32(u2 << np.uint32(16)))
+            b2 += high * _float32_from_bits(np.uint32(u2 & high_mask))
+            a3 += low * _float32_from_bits(np.uint32(u3 << np.uint32(16)))
+            b3 += high * _float32_from_bits(np.uint32(u3 & high_mask))
+        if full < half:  # odd D: the last lane's low half alone
+            last = x[half - 1]
+            a0 += last * _float32_from_bits(np.uint32(w0[half - 1] << np.uint32(16)))
+            a1 += last * _float32_from_bits(np.uint32(w1[half - 1] << np.uint32(16)))
+            a2 += last * _float32_from_bits(np.uint32(w2[half - 1] << np.uint32(16)))
+            a3 += last * _float32_from_bits(np.uint32(w3[half - 1] << np.uint32(16)))
+        out[r] = scale[r] * (a0 + b0)
+        out[r + 1] = scale[r + 1] * (a1 + b1)
+        out[r + 2] = scale[r + 2] * (a2 + b2)
+        out[r + 3] = scale[r + 3] * (a3 + b3)
         r += 4
     while r < r1:
         w = W[r]
         a = np.float32(0.0)
-        for d in range(D):
-            a += x[d] * widen(w[d])
-        out[r] = scale[r] * a
+        b = np.float32(0.0)
+        for j in range(full):
+            u = w[j]
+            a += x_low[j] * _float32_from_bits(np.uint32(u << np.uint32(16)))
+            b += x_high[j] * _float32_from_bits(np.uint32(u & high_mask))
+        if full < half:
+            a += x[half - 1] * _float32_from_bits(np.uint32(w[half - 1] << np.uint32(16)))
+        out[r] = scale[r] * (a + b)
         r += 1
+
+
+@kernel
+def _paired_lookup(out, row, scale, g0):
+    # out[k] = scale * (element g0 + k of a bf16 row in pairs), k < out's length
+    # out (n) float32 out; row (ceil(D/2)) uint32 pairs (see the section header)
+    half = row.shape[0]
+    n = out.shape[0]
+    split = min(max(half - g0, 0), n)  # elements below half sit in low halves, the rest high
+    low = row[g0 : g0 + split]
+    for k in range(split):
+        out[k] = scale * _float32_from_bits(np.uint32(low[k] << np.uint32(16)))
+    high_out = out[split:]
+    high = row[g0 + split - half : g0 + n - half]
+    for k in range(n - split):
+        high_out[k] = scale * _float32_from_bits(np.uint32(high[k] & np.uint32(0xFFFF0000)))
+
+
+def _looked_up(out, row, scale, g0):
+    """out[k] = scale * (element g0 + k of a packed row); compiled code only."""
+    raise NotImplementedError("_looked_up runs in compiled code only")
+
+
+@overload(_looked_up)
+def _looked_up_overload(out, row, scale, g0):
+    if _is_paired(row):
+        return lambda out, row, scale, g0: _paired_lookup(out, row, scale, g0)
+
+    if _is_int8(row):
+
+        def dequantised(out, row, scale, g0):
+            part = row[g0 : g0 + out.shape[0]]
+            for k in range(out.shape[0]):
+                out[k] = scale * np.float32(part[k])
+
+        return dequantised
+    return None
+
+
+def _is_paired(W):
+    return isinstance(W, numba_types.Array) and W.dtype == numba_types.uint32
 
 
 def _is_int8(W):
@@ -2023,7 +2075,9 @@ def _packed_product(out, x, step, W, scale, r0, r1):
 def _packed_product_overload(out, x, step, W, scale, r0, r1):
     if _is_int8(W):
         return lambda out, x, step, W, scale, r0, r1: int8dot.rows(out, x, step, W, scale, r0, r1)
-    return lambda out, x, step, W, scale, r0, r1: _packed_rows(out, x, W, scale, r0, r1)
+    if _is_paired(W):
+        return lambda out, x, step, W, scale, r0, r1: _paired_rows(out, x, W, scale, r0, r1)
+    return None
 
 
 def _state_input(quantized, h, layer, W):
@@ -2136,13 +2190,9 @@ def _packed_advance_part(
     gates = xg.shape[0] // H
     if layer == 0 and embed.shape[0] == 0:
         row = Wx[token]  # one-hot input (or the input table): a row, no product
-        s = sx[token]
         for gate in range(gates):
             lo = gate * H + j0
-            xg_units = xg[lo : lo + j1 - j0]
-            row_units = row[lo : lo + j1 - j0]
-            for j in range(j1 - j0):
-                xg_units[j] = s * widen(row_units[j])
+            _looked_up(xg[lo : lo + j1 - j0], row, sx[token], lo)
     else:
         for gate in range(gates):
             _packed_product(xg, x_in, x_step, Wx, sx, gate * H + j0, gate * H + j1)
