@@ -1,7 +1,8 @@
 """What the machine allows speed.py's rows at best: the float32 GEMM peak (a child of its own,
-at the start and the end of the run), the rate of each row's per-time-step products (another
-child), and the read bandwidth over a buffer the size of a batch-1 step's weights (measured
-inside numrnn's sampling child).
+at the start and the end of the run), the rate of each row's per-time-step products (a child)
+and the time of all of a training step's products (inside numrnn's training child), and the
+read bandwidth over a buffer the size of a batch-1 step's weights (measured inside numrnn's
+sampling child).
 """
 
 import os
@@ -83,21 +84,18 @@ def child_gemm_peak(job):
     )
 
 
-def child_step_products(job):
-    """GFLOP/s of each row's per-time-step products, through the helpers numrnn's compiled
-    recurrences call, split the same way (runs of rows or parts of units) on numrnn's training
-    threads: T products ``h @ W_hh`` (B x H by H x G) forward and T ``dgates @ W_hh.T``
-    backward, on the weight's panels packed once, one compiled loop each, the fastest of many
-    calls (a bound takes the best these products did: on a shared machine the median of a
-    short child swings by a third). The same h and dgates every step: in a recurrence each
-    step's operand was just written by the gate loop before it, so it is in cache too. {row
-    name: GFLOP/s over both}."""
+def _compiled_product_loops():
+    """(forward, backward): numba loops of T per-step products through the helpers numrnn's
+    compiled recurrences call, split the same way (runs of rows or parts of units) on
+    numrnn's threads; compiled once a process and cached beside this file."""
+    global _PRODUCT_LOOPS
+    if _PRODUCT_LOOPS is not None:
+        return _PRODUCT_LOOPS
     import numba
-    import numpy as np
 
     from numrnn.kernels import cpu, microkernel
 
-    @numba.njit(nogil=True, parallel=True)
+    @numba.njit(nogil=True, parallel=True, cache=True)
     def forward(hw, h, Wh, packed, steps):
         B, H = h.shape
         G = Wh.shape[1]
@@ -119,7 +117,7 @@ def child_step_products(job):
                     q0, q1, j0, j1 = cpu._part_units(p, parts, H, Wh)
                     cpu._step_product(hw, h, Wh, packed, True, G // H, 0, B, False, q0, q1, j0, j1)
 
-    @numba.njit(nogil=True, parallel=True)
+    @numba.njit(nogil=True, parallel=True, cache=True)
     def backward(dh, dgates, Wh, packed, scratch, steps):
         B, H = dh.shape
         G = Wh.shape[1]
@@ -141,25 +139,91 @@ def child_step_products(job):
                     q0, q1, _, _ = cpu._part_units(p, parts, H, Wh)
                     cpu._carry_part(dh, dgates, Wh, packed, True, 0, B, False, q0, q1, scratch)
 
-    rng = np.random.default_rng(job.seed)
+    _PRODUCT_LOOPS = forward, backward
+    return _PRODUCT_LOOPS
+
+
+_PRODUCT_LOOPS = None
+
+
+def step_product_seconds(row, seed, min_seconds, min_calls=20):
+    """Seconds of one layer's per-time-step products for a training step of ``row``: T
+    products ``h @ W_hh`` (B x H by H x G) forward and T ``dgates @ W_hh.T`` backward, on the
+    weight's panels packed once, one compiled loop each, the fastest of many calls (a bound
+    takes the best these products did: on a shared machine the median of a short child
+    swings by a third). The same h and dgates every step: in a recurrence each step's operand
+    was just written by the gate loop before it, so it is in cache too."""
+    import numpy as np
+
+    from numrnn.kernels import cpu
+
+    forward, backward = _compiled_product_loops()
+    rng = np.random.default_rng(seed)
+    T, B, H, G = row.seq_len, row.batch, row.hidden, row.gate_width
+    h = rng.standard_normal((B, H), dtype=np.float32)
+    dgates = rng.standard_normal((B, G), dtype=np.float32)
+    Wh = rng.standard_normal((H, G), dtype=np.float32)
+    hw, dh = np.empty((B, G), np.float32), np.empty((B, H), np.float32)
+    packed = np.empty(cpu.packed_weight_size(H, G, np.float32), np.float32)
+    scratch = np.empty(B * H, np.float32)
+    calls = (
+        partial(forward, hw, h, Wh, packed, T),
+        partial(backward, dh, dgates, Wh, packed, scratch, T),
+    )
+    timing = dict(warmup=2, min_calls=min_calls, min_seconds=min_seconds, max_calls=1000)
+    return sum(min(time_calls(call, **timing)[1]) for call in calls)
+
+
+def dense_product_seconds(row, seed, min_seconds, min_calls=10):
+    """Seconds a training step of ``row`` spends in its products that are not per time step,
+    through the calls numrnn's layers make (``_product_rows`` and ``_weight_grad_tn``: two
+    halves of the rows on numrnn's threads), the fastest of many calls of each: for each layer
+    above the first its input projection ``x @ W_ih``, input gradient ``dgates @ W_ih.T`` and
+    weight gradient ``x.T @ dgates``; for every layer the recurrent weight gradient ``h.T @
+    dgates``; the head's ``h @ W``, ``dlogits @ W.T`` and ``h.T @ dlogits`` (T*B rows each).
+    Layer 0 looks up rows (of W_ih, or of its embedding's V x G table, whose V x E by E x G
+    products take under 0.1% of a step): left out."""
+    import numpy as np
+
+    from numrnn.kernels import cpu
+
+    rng = np.random.default_rng(seed)
+    N, H, G, V = row.seq_len * row.batch, row.hidden, row.gate_width, row.vocab
+    draw = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    h, dgates, dlogits, W, Wy = draw(N, H), draw(N, G), draw(N, V), draw(H, G), draw(H, V)
+    empty = lambda *shape: np.empty(shape, np.float32)  # noqa: E731
+    gates, logits, dh, dW, dWy = empty(N, G), empty(N, V), empty(N, H), empty(H, G), empty(H, V)
+    scratch = empty(2 * H * max(G, V))
+    above = row.layers - 1
+    # (how many a step, call); the weight gradient of W_ih and of W_hh: the same product
+    calls = (
+        (above, partial(cpu._product_rows, gates, h, W)),
+        (above, partial(cpu._product_rows, dh, dgates, W.T)),
+        (above + row.layers, partial(cpu._weight_grad_tn, dW, h, dgates, scratch)),
+        (1, partial(cpu._product_rows, logits, h, Wy)),
+        (1, partial(cpu._product_rows, dh, dlogits, Wy.T)),
+        (1, partial(cpu._weight_grad_tn, dWy, h, dlogits, scratch)),
+    )
+    timing = dict(warmup=2, min_calls=min_calls, min_seconds=min_seconds, max_calls=500)
+    return sum(count * min(time_calls(call, **timing)[1]) for count, call in calls if count)
+
+
+def product_seconds(row, seed, min_seconds=0.0):
+    """Seconds of every product of a training step of ``row``, each at its best rate measured
+    now: what the step would take with everything else (gate loops, loss, Adam) free. Timed
+    in numrnn's training child right after its steps, so that the bound and the step it
+    bounds come from the same moment of a machine whose speed drifts within a run."""
+    per_step = step_product_seconds(row, seed, min_seconds, min_calls=5) * row.layers
+    return per_step + dense_product_seconds(row, seed, min_seconds, min_calls=5)
+
+
+def child_step_products(job):
+    """GFLOP/s of each row's per-time-step products (step_product_seconds), on numrnn's
+    training threads: {row name: GFLOP/s over both}."""
     rates = {}
     for row in job.rows:
-        T, B, H, G = row.seq_len, row.batch, row.hidden, row.gate_width
-        h = rng.standard_normal((B, H), dtype=np.float32)
-        dgates = rng.standard_normal((B, G), dtype=np.float32)
-        Wh = rng.standard_normal((H, G), dtype=np.float32)
-        hw, dh = np.empty((B, G), np.float32), np.empty((B, H), np.float32)
-        packed = np.empty(cpu.packed_weight_size(H, G, np.float32), np.float32)
-        scratch = np.empty(B * H, np.float32)
-        calls = (
-            partial(forward, hw, h, Wh, packed, T),
-            partial(backward, dh, dgates, Wh, packed, scratch, T),
-        )
-        seconds = sum(
-            min(time_calls(call, warmup=2, min_calls=20, min_seconds=job.min_seconds, max_calls=1000)[1])
-            for call in calls
-        )
-        # step_product_flops counts every layer; the two loops above are one layer's T steps.
+        seconds = step_product_seconds(row, job.seed, job.min_seconds)
+        # step_product_flops counts every layer; the two loops are one layer's T steps.
         rates[row.name] = step_product_flops(row) / row.layers / seconds / 1e9
     return rates
 

@@ -83,6 +83,9 @@ def summarise_side(results, task, row):
             per_repeat_chars_per_s=[row.chars_per_step / median(r["step_s"]) for r in ok],
             data=ok[0]["data"],
         )
+        products = [r["products_s"] for r in ok if "products_s" in r]  # numrnn's CPU children
+        if products:
+            summary.update(products_s=median(products), per_repeat_products_s=products)
     else:
         run = median(pooled(ok, "run_s"))
         summary = dict(
@@ -100,11 +103,15 @@ def summarise_side(results, task, row):
     return summary
 
 
-def step_bound_share(row, step_gflops, gemm_peak):
+def step_bound_share(row, step_gflops, gemm_peak, products_seconds=None):
     """The largest share of the GEMM peak a training step of ``row`` can run at when its
-    per-time-step products run at ``step_gflops`` (measured) and everything else takes the
-    least time there is: its other products at the peak itself, its gate loops, loss and
-    optimizer no time at all. A target that needs more is beyond these products."""
+    gate loops, loss and optimizer take no time at all: all its products ``products_seconds``
+    (measured in numrnn's training child: speed_ceilings.product_seconds), or, where that is
+    missing (runs before 2026-12-03 20:30), its per-time-step products at ``step_gflops``
+    (measured) and its other products at the peak itself. A target that needs more is beyond
+    these products."""
+    if products_seconds is not None:
+        return train_flops(row) / products_seconds / (gemm_peak * 1e9)
     small = step_product_flops(row) / train_flops(row)
     return 1.0 / (small * gemm_peak / step_gflops + (1.0 - small))
 
@@ -112,7 +119,8 @@ def step_bound_share(row, step_gflops, gemm_peak):
 def summarise_row(row, runs, compile_times, gemm_peak, device="cpu", step_products=None):
     """One row's sides, ratios and shares. On the GPU (no gemm_peak) no share of the CPU's peak
     and no targets: they are the CPU's. step_products: {row name: GFLOP/s of its per-step
-    products} (measure_step_products), for the share of the peak they allow a step."""
+    products} (measure_step_products); with the training children's "products_s", the share
+    of the peak the products allow a step."""
     sides = {kind: summarise_side(results, kind.split("-")[1], row) for kind, results in runs.items()}
     get = lambda kind: (sides.get(kind) or {}).get("chars_per_s", float("nan"))  # noqa: E731
     cpu = device == "cpu"
@@ -143,9 +151,12 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu", step_produc
             target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
         )
     step_gflops = (step_products or {}).get(row.name)
+    products_seconds = (sides.get("numrnn-train") or {}).get("products_s")
     if step_gflops and gemm_peak:
         summary.update(
-            step_product_gflops=step_gflops, step_bound_share=step_bound_share(row, step_gflops, gemm_peak)
+            step_product_gflops=step_gflops,
+            products_seconds=products_seconds,
+            step_bound_share=step_bound_share(row, step_gflops, gemm_peak, products_seconds),
         )
     for weights in PACKED_WEIGHTS:
         if f"numrnn-sample-{weights}" in sides:
@@ -474,12 +485,14 @@ def cpu_notes():
         "target needs: the share of that peak numrnn's step would run at if it trained at the "
         "target ratio times PyTorch's chars/s (the same FLOPs a character; above 100%, beyond "
         "the peak of the OpenBLAS kernels named above). step allows: the most a step can reach "
-        "when its per-time-step products (each layer's h @ W_hh forward and dgates @ W_hh.T "
-        "backward, B x H by H x G, on numrnn's packed panels and parts, measured at the start "
-        "in a child with numrnn's threads, line 'per-step products') run at their measured "
-        "rate, its other products at the peak and the rest (gate loops, loss, Adam) in no "
-        "time; 'beyond' where the target needs more, i.e. the target asks for faster per-step "
-        "products than numrnn's.",
+        "when all its products take the time they take alone and the rest (gate loops, loss, "
+        "Adam) none: each layer's per-time-step products (h @ W_hh forward, dgates @ W_hh.T "
+        "backward, B x H by H x G, on numrnn's packed panels and parts) and its other products "
+        "(input projections, input and weight gradients, the head's), through numrnn's own "
+        "calls on its threads, each timed at its best in numrnn's training child right after "
+        "its steps, so at the same moment of a machine whose speed drifts within a run (line "
+        "'per-step products': their rates measured at the start); 'beyond' where the target "
+        "needs more, i.e. the target asks for faster products than numrnn's.",
         "bf16 / int8: numrnn's Sampler(weights=...) (numrnn sample --weights), each weight "
         "rounded to bfloat16 or to 8 bits with a scale per row, converted once before timing, "
         "the same prime, temperature and length; x float32 = its chars/s over numrnn's float32 "

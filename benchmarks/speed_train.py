@@ -140,7 +140,12 @@ def timed_steps(step, job):
 def child_numrnn_train(job):
     step, losses, rss_base, source = numrnn_training(job)
     warm, timed = timed_steps(step, job)
-    return train_result(job, warm, timed, losses, rss_base, source, numrnn_about(job.device))
+    result = train_result(job, warm, timed, losses, rss_base, source, numrnn_about(job.device))
+    if job.device == "cpu":  # the step's products alone, now (speed_ceilings.product_seconds)
+        from speed_ceilings import product_seconds
+
+        result["products_s"] = product_seconds(job.row, job.seed)
+    return result
 
 
 def child_torch_train(job):

@@ -41,3 +41,38 @@ def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
     assert set(rates) == {row.name for row in rows}
     for name, gflops in rates.items():
         assert 0.0 < gflops < 10_000.0, (name, gflops)
+
+
+def test_speed_times_every_product_of_a_step(benchmark_modules):
+    speed_ceilings, speed_setup = benchmark_modules
+    b_lstm = speed_setup.Row.of("B", "lstm")
+    one_layer = dataclasses.replace(b_lstm, config="B1L", layers=1)
+    rows = (b_lstm, one_layer)
+    dense = {row: speed_ceilings.dense_product_seconds(row, 0, 0.0, min_calls=3) for row in rows}
+    assert all(0.0 < s < 1.0 for s in dense.values()), dense
+    # a second layer adds its input projection, both its gradients and its W_hh's gradient
+    assert dense[b_lstm] > 1.5 * dense[one_layer], dense
+    per_step = speed_ceilings.step_product_seconds(b_lstm, 0, 0.0, min_calls=3)
+    everything = speed_ceilings.product_seconds(b_lstm, 0)
+    assert 0.0 < per_step < everything < 1.0, (per_step, everything)
+    a_rnn = speed_setup.Row.of("A", "rnn")  # one layer, one-hot input: the head's and W_hh's
+    assert 0.0 < speed_ceilings.product_seconds(a_rnn, 0) < 0.1
+
+
+def test_step_allows_counts_the_measured_products(benchmark_modules):
+    _, speed_setup = benchmark_modules
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import speed_report
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    row = speed_setup.Row.of("B", "lstm")
+    small, total = speed_setup.step_product_flops(row), speed_setup.train_flops(row)
+    # all products 20 ms, a peak of 200 GFLOP/s
+    assert speed_report.step_bound_share(row, 100.0, 200.0, 0.020) == pytest.approx(total / 0.020 / 200e9)
+    # unmeasured (runs before): per-step products at 100 GFLOP/s, the others at the peak
+    loose = speed_report.step_bound_share(row, 100.0, 200.0)
+    assert loose == pytest.approx(1.0 / (small / total * 2.0 + (1.0 - small / total)))
+    assert speed_report.step_bound_share(row, 100.0, 200.0, small / 100e9 + (total - small) / 200e9) == (
+        pytest.approx(loose)
+    )
