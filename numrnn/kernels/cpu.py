@@ -1943,6 +1943,21 @@ def _float32_from_bits(typingctx, bits):
     return numba_types.float32(bits), codegen
 
 
+_inlined = numba.njit(**dict(_JIT, inline="always"))
+
+
+@_inlined
+def _low_bf16(pair):
+    # the bf16 in the low half of a uint32 pair, widened to float32
+    return _float32_from_bits(np.uint32(pair << np.uint32(16)))
+
+
+@_inlined
+def _high_bf16(pair):
+    # the bf16 in the high half of a uint32 pair, widened to float32
+    return _float32_from_bits(np.uint32(pair & np.uint32(0xFFFF0000)))
+
+
 @packed_kernel
 def _paired_rows(out, x, W, scale, r0, r1):
     # out[r] = scale[r] * (x @ w_r) for the rows r0:r1 of bf16 pairs (see the section header)
@@ -1953,7 +1968,6 @@ def _paired_rows(out, x, W, scale, r0, r1):
     full = x.shape[0] - half  # lanes with both halves; one fewer than half when D is odd
     x_low = x[:full]
     x_high = x[half : half + full]
-    high_mask = np.uint32(0xFFFF0000)
     r = r0
     while r + 4 <= r1:
         w0, w1, w2, w3 = W[r], W[r + 1], W[r + 2], W[r + 3]
@@ -1968,20 +1982,20 @@ def _paired_rows(out, x, W, scale, r0, r1):
         for j in range(full):
             low, high = x_low[j], x_high[j]
             u0, u1, u2, u3 = w0[j], w1[j], w2[j], w3[j]
-            a0 += low * _float32_from_bits(np.uint32(u0 << np.uint32(16)))
-            b0 += high * _float32_from_bits(np.uint32(u0 & high_mask))
-            a1 += low * _float32_from_bits(np.uint32(u1 << np.uint32(16)))
-            b1 += high * _float32_from_bits(np.uint32(u1 & high_mask))
-            a2 += low * _float32_from_bits(np.uint32(u2 << np.uint32(16)))
-            b2 += high * _float32_from_bits(np.uint32(u2 & high_mask))
-            a3 += low * _float32_from_bits(np.uint32(u3 << np.uint32(16)))
-            b3 += high * _float32_from_bits(np.uint32(u3 & high_mask))
+            a0 += low * _low_bf16(u0)
+            b0 += high * _high_bf16(u0)
+            a1 += low * _low_bf16(u1)
+            b1 += high * _high_bf16(u1)
+            a2 += low * _low_bf16(u2)
+            b2 += high * _high_bf16(u2)
+            a3 += low * _low_bf16(u3)
+            b3 += high * _high_bf16(u3)
         if full < half:  # odd D: the last lane's low half alone
             last = x[half - 1]
-            a0 += last * _float32_from_bits(np.uint32(w0[half - 1] << np.uint32(16)))
-            a1 += last * _float32_from_bits(np.uint32(w1[half - 1] << np.uint32(16)))
-            a2 += last * _float32_from_bits(np.uint32(w2[half - 1] << np.uint32(16)))
-            a3 += last * _float32_from_bits(np.uint32(w3[half - 1] << np.uint32(16)))
+            a0 += last * _low_bf16(w0[half - 1])
+            a1 += last * _low_bf16(w1[half - 1])
+            a2 += last * _low_bf16(w2[half - 1])
+            a3 += last * _low_bf16(w3[half - 1])
         out[r] = scale[r] * (a0 + b0)
         out[r + 1] = scale[r + 1] * (a1 + b1)
         out[r + 2] = scale[r + 2] * (a2 + b2)
@@ -1993,10 +2007,10 @@ def _paired_rows(out, x, W, scale, r0, r1):
         b = np.float32(0.0)
         for j in range(full):
             u = w[j]
-            a += x_low[j] * _float32_from_bits(np.uint32(u << np.uint32(16)))
-            b += x_high[j] * _float32_from_bits(np.uint32(u & high_mask))
+            a += x_low[j] * _low_bf16(u)
+            b += x_high[j] * _high_bf16(u)
         if full < half:
-            a += x[half - 1] * _float32_from_bits(np.uint32(w[half - 1] << np.uint32(16)))
+            a += x[half - 1] * _low_bf16(w[half - 1])
         out[r] = scale[r] * (a + b)
         r += 1
 
@@ -2010,11 +2024,11 @@ def _paired_lookup(out, row, scale, g0):
     split = min(max(half - g0, 0), n)  # elements below half sit in low halves, the rest high
     low = row[g0 : g0 + split]
     for k in range(split):
-        out[k] = scale * _float32_from_bits(np.uint32(low[k] << np.uint32(16)))
+        out[k] = scale * _low_bf16(low[k])
     high_out = out[split:]
     high = row[g0 + split - half : g0 + n - half]
     for k in range(n - split):
-        high_out[k] = scale * _float32_from_bits(np.uint32(high[k] & np.uint32(0xFFFF0000)))
+        high_out[k] = scale * _high_bf16(high[k])
 
 
 def _looked_up(out, row, scale, g0):
