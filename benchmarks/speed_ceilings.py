@@ -87,7 +87,7 @@ def child_gemm_peak(job):
 def _compiled_product_loops():
     """(forward, backward): numba loops of T per-step products through the helpers numrnn's
     compiled recurrences call, split the same way (runs of rows or parts of units) on
-    numrnn's threads; compiled once a process and cached beside this file."""
+    numrnn's threads; compiled once a process, and cached in numrnn's kernel cache (the run's)."""
     global _PRODUCT_LOOPS
     if _PRODUCT_LOOPS is not None:
         return _PRODUCT_LOOPS
