@@ -151,11 +151,10 @@ def summarise_row(row, runs, compile_times, gemm_peak, device="cpu", step_produc
             target_gemm_share=ratio(target_rate * train_flops(row) / row.chars_per_step / 1e9, gemm_peak)
         )
     step_gflops = (step_products or {}).get(row.name)
-    products_seconds = (sides.get("numrnn-train") or {}).get("products_s")
+    products_seconds = (sides.get("numrnn-train") or {}).get("products_s")  # the side keeps it
     if step_gflops and gemm_peak:
         summary.update(
             step_product_gflops=step_gflops,
-            products_seconds=products_seconds,
             step_bound_share=step_bound_share(row, step_gflops, gemm_peak, products_seconds),
         )
     for weights in PACKED_WEIGHTS:

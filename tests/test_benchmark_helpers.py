@@ -20,14 +20,15 @@ def benchmark_modules():
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import speed_ceilings
+        import speed_report
         import speed_setup
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return speed_ceilings, speed_setup
+    return speed_ceilings, speed_setup, speed_report
 
 
 def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
-    speed_ceilings, speed_setup = benchmark_modules
+    speed_ceilings, speed_setup, _ = benchmark_modules
     b_gru = speed_setup.Row.of("B", "gru")
     rows = (
         b_gru,  # runs of rows
@@ -44,7 +45,7 @@ def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
 
 
 def test_speed_times_every_product_of_a_step(benchmark_modules):
-    speed_ceilings, speed_setup = benchmark_modules
+    speed_ceilings, speed_setup, _ = benchmark_modules
     b_lstm = speed_setup.Row.of("B", "lstm")
     one_layer = dataclasses.replace(b_lstm, config="B1L", layers=1)
     rows = (b_lstm, one_layer)
@@ -60,12 +61,7 @@ def test_speed_times_every_product_of_a_step(benchmark_modules):
 
 
 def test_step_allows_counts_the_measured_products(benchmark_modules):
-    _, speed_setup = benchmark_modules
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import speed_report
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    _, speed_setup, speed_report = benchmark_modules
     row = speed_setup.Row.of("B", "lstm")
     small, total = speed_setup.step_product_flops(row), speed_setup.train_flops(row)
     # all products 20 ms, a peak of 200 GFLOP/s
