@@ -106,7 +106,7 @@ def _compiled_product_loops():
         if parts == 1:
             for _ in range(steps):
                 cpu._step_product(hw, h, Wh, packed, False, G // H, 0, B, False, q0, q1, j0, j1)
-        elif cpu._by_rows(B, parts):
+        elif cpu._by_rows(B, parts, Wh):
             for p in numba.prange(parts):  # each part's rows through all steps, one region
                 r0, r1 = cpu._part_rows(p, parts, B)
                 for _ in range(steps):
@@ -128,7 +128,7 @@ def _compiled_product_loops():
         if parts == 1:
             for _ in range(steps):
                 cpu._carry_part(dh, dgates, Wh, packed, False, 0, B, False, q0, q1, scratch)
-        elif cpu._by_rows(B, parts):
+        elif cpu._by_rows(B, parts, Wh):
             for p in numba.prange(parts):
                 r0, r1 = cpu._part_rows(p, parts, B)
                 for _ in range(steps):

@@ -134,6 +134,7 @@ def recurrence_split(cell, dtype, B, H):
     backward = cpu._part_count(B, G, H, H, like)
     if forward == 1 or backward == 1:
         return None
-    split = "rows" if cpu._by_rows(B, forward) else "units"
-    assert split == ("rows" if cpu._by_rows(B, backward) else "units")
+    Wh = np.zeros((H, G), dtype)
+    split = "rows" if cpu._by_rows(B, forward, Wh) else "units"
+    assert split == ("rows" if cpu._by_rows(B, backward, Wh.T) else "units")
     return split

@@ -407,6 +407,88 @@ def test_parts_give_the_same_bits_on_one_thread_or_two(split, cell, rng):
         np.testing.assert_array_equal(grads_one[name], grads_two[name], err_msg=name)
 
 
+def _recurrence_on(cell, case, parts, by_rows):
+    """A layer's forward and backward (the recurrence alone) on ``parts`` parts, split by rows
+    or by units as asked, through the kernels' own parallel functions: (hs, dxg, dh0, dc0)."""
+    c = {k: np.ascontiguousarray(v, np.float32) for k, v in case.items()}
+    T, B, _ = c["x"].shape
+    H = c["h0"].shape[1]
+    G = GATES_PER_CELL[cell] * H
+    Wh, bh, active = c["Wh"], c["bh"], np.full(T, B, np.intp)
+    hs, cs = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32)
+    hs[0], cs[0] = c["h0"], c["c0"]
+    gates = (c["x"].reshape(T * B, -1) @ c["Wx"] + c["bx"]).reshape(T, B, G)
+    hn, hw = np.zeros((T, B, H), np.float32), np.zeros((B, G), np.float32)
+    packed = np.zeros(cpu.packed_weight_size(H, G, np.float32), np.float32)
+    cpu.microkernel.pack(packed, Wh, GATES_PER_CELL[cell])
+    if by_rows:
+        if cell == "rnn":
+            cpu._rnn_forward_rows(hs, gates, active, Wh, bh, hw, packed, False, parts)
+        elif cell == "lstm":
+            cpu._lstm_forward_rows(hs, cs, gates, active, Wh, bh, hw, packed, False, parts)
+        else:
+            cpu._gru_forward_rows(hs, gates, hn, active, Wh, bh, hw, packed, False, parts)
+    else:
+        for t in range(T):
+            if cell == "rnn":
+                cpu._rnn_forward_parts(hs, gates, Wh, bh, hw, packed, t, B, False, parts)
+            elif cell == "lstm":
+                cpu._lstm_forward_parts(hs, cs, gates, Wh, bh, hw, packed, t, B, False, parts)
+            else:
+                cpu._gru_forward_parts(hs, gates, hn, Wh, bh, hw, packed, t, B, False, parts)
+    rng = np.random.default_rng(1)
+    dhs = rng.standard_normal((T, B, H)).astype(np.float32)
+    dxg, dhg = np.zeros((T, B, G), np.float32), np.zeros((T, B, G), np.float32)
+    dh0, dc0 = rng.standard_normal((B, H)).astype(np.float32), np.zeros((B, H), np.float32)
+    scratch = np.zeros(H * max(8 * H, B), np.float32)
+    cpu.microkernel.pack(packed, Wh.T, 1)
+    if by_rows:
+        if cell == "rnn":
+            cpu._rnn_backward_rows(dxg, dh0, dhs, hs, active, True, Wh, packed, scratch, parts)
+        elif cell == "lstm":
+            cpu._lstm_backward_rows(dxg, dh0, dc0, dhs, cs, gates, active, True, Wh, packed, scratch, parts)
+        else:
+            cpu._gru_backward_rows(
+                dxg, dh0, dhs, hs, gates, hn, dhg, active, True, Wh, packed, scratch, parts
+            )
+        return hs, dxg, dh0, dc0
+    for t in [*range(T - 1, -1, -1), -1]:  # t = -1: step 0's product into dh0
+        n, m = (B, B if t + 1 < T else 0) if t >= 0 else (0, B)
+        if cell == "rnn":
+            cpu._rnn_backward_parts(dxg, dh0, dhs, hs, Wh, packed, scratch, t, n, m, parts)
+        elif cell == "lstm":
+            cpu._lstm_backward_parts(dxg, dh0, dc0, dhs, cs, gates, Wh, packed, scratch, t, n, m, parts)
+        else:
+            cpu._gru_backward_parts(dxg, dh0, dhs, hs, gates, hn, dhg, Wh, packed, scratch, t, n, m, parts)
+    return hs, dxg, dh0, dc0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_any_part_count_or_split_gives_the_same_bits(cell, rng):
+    """How many parts a recurrence runs on follows the vector width (machines differ), and
+    which split it takes follows Wh's size: every count and both splits give the same bits."""
+    T, B, H = 3, 48, 130  # H = 130: 9 panels in float32 with AVX2 (5 with AVX-512), a ragged last
+    case = cell_case(cell, rng, T=T, B=B, H=H)
+    first = _recurrence_on(cell, case, 2, by_rows=False)
+    assert np.isfinite(first[1]).all() and np.abs(first[1]).max() > 0
+    for parts, by_rows in [(3, False), (4, False), (2, True), (3, True), (4, True)]:
+        for name, a, b in zip(("hs", "dxg", "dh0", "dc0"), first, _recurrence_on(cell, case, parts, by_rows)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts, by rows {by_rows}")
+
+
+def test_parts_of_128_units_and_large_weights_split_by_units():
+    f32 = np.zeros(1, np.float32)
+    # a part for every 128 units, two at the least (whatever the vector width)
+    assert cpu._part_count(50, 512, 2048, 512, f32) == 4  # C's LSTM layer
+    assert cpu._part_count(64, 1024, 4096, 1024, f32) == 8  # D's
+    assert cpu._part_count(50, 128, 512, 128, f32) == 2  # B's
+    # runs of rows while Wh stays near (C's 4 MB LSTM weight), parts of units past it (D's 16 MB)
+    assert cpu._by_rows(50, 4, np.zeros((512, 2048), np.float32))
+    assert not cpu._by_rows(64, 8, np.zeros((1024, 4096), np.float32))
+    assert not cpu._by_rows(64, 2, np.zeros((1024, 4096), np.float32))
+    assert not cpu._by_rows(39, 4, np.zeros((512, 2048), np.float32))  # fewer than 10 rows a part
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_splits_give_the_same_bits(cell, rng):
     """Runs of rows and parts of units compute each output as the same chain of multiply-adds:

@@ -326,32 +326,43 @@ def embed_backward(dW, dout, tokens):
 # A recurrence multiplies by Wh once a step. Each kernel packs Wh once per call into panels
 # (microkernel.py) and runs every step's product on them, split between numba's threads in one
 # of two ways:
-# - By rows, when the batch has _PART_ROWS rows a part or more: a row's steps depend on that
-#   row alone, so each part runs all T steps of its rows (the whole product and cell update
-#   of each step) in one parallel region, and the threads never wait for each other. Each
-#   part reads all of Wh every step. Measured at B (50 rows, H 128, float32, two threads)
-#   against the split by units, a training step: GRU 20.1 -> 17.3 ms, LSTM 24.4 -> 22.2, RNN
-#   7.0 -> 6.1 (alternating processes, median of each one's fastest of 40 steps).
-# - By units, for fewer rows (or an H that gives more parts than the rows fill): the units
-#   are split into parts of whole panels; a part computes its units' gate columns of the
+# - By rows, when the batch has _PART_ROWS rows a part or more and Wh is at most
+#   _ROWS_MAX_WEIGHT_BYTES: a row's steps depend on that row alone, so each part runs all T
+#   steps of its rows (the whole product and cell update of each step) in one parallel
+#   region, and the threads never wait for each other. Each part reads all of Wh every step.
+#   Measured at B (50 rows, H 128, float32, two threads) against the split by units, a
+#   training step: GRU 20.1 -> 17.3 ms, LSTM 24.4 -> 22.2, RNN 7.0 -> 6.1 (alternating
+#   processes, median of each one's fastest of 40 steps).
+# - By units, for fewer rows (or an H that gives more parts than the rows fill) or a larger
+#   Wh: the units are split into parts of whole panels; a part computes its units' gate columns of the
 #   product and then those units' cell update, so the end of each step's parallel region is
 #   the only synchronisation (every part reads the whole previous state). BPTT splits the
 #   same way: a part computes its units' columns of dh_{t-1} = dpre_t @ Wh.T (Wh.T's panels)
 #   and then, in the same region, those units' gate gradients of step t-1.
 # numba's threads share the parts out in equal runs; the number of parts follows H, not the
-# thread count (H = 128 gives two, in float32 with AVX-512).
+# thread count (a part per _PART_UNITS units, two at the least). numba's thread count cannot
+# be read in a kernel that numba caches.
 # A result never depends on the split or the number of parts (each output is one chain of
 # multiply-adds), so the thread governor can change it between steps and resume stays
 # bit-exact. A step too small to pay for a parallel region (below _PARALLEL_WORK
 # multiply-adds; a region costs a few microseconds) runs whole on the calling thread.
 
 _PARALLEL_WORK = 200_000
-# Two panels a part: a part's gate loop then runs over 2 x NR units (64 in float32 with
-# AVX-512), long enough to vectorise well, and H = 128 still gives two parts.
-_PART_PANELS = 2
+# Units a part needs at the least: its gate loop then runs over 128 units or more (four panels
+# in float32 with AVX-512, eight with AVX2), and H = 256 gives two parts. Fewer, larger parts
+# measured faster on a Zen 3 (AVX2, two threads; a layer's forward and backward over T steps,
+# median of 7-9 alternating rounds): at C (T 100, B 50, H 512) GRU 148 ms on 16 parts of 32
+# units -> 130 on 8 of 64 -> 124-150 on four runs of rows, LSTM 180 -> 165 -> 162-209, RNN
+# 49 -> 49 -> 46; the default model's LSTM (T 128, B 32, H 256) 54 on 8 parts of units -> 41
+# on two runs of rows; D (T 64, B 64, H 1024) 687-820 on 32 -> 653-760 on 16, 666-782 on 8.
+_PART_UNITS = 128
 # Rows a part needs for the split by rows: a tile's rows (microkernel.ROWS is 10 with
 # AVX-512), so each part's product still fills its tiles.
 _PART_ROWS = 10
+# Weights above which the split by rows loses to the split by units: each run of rows reads
+# all of Wh every step. Measured (as above) at D, 16 MB of Wh: two runs of rows 897 ms against
+# 760 on two parts of units; at C, 3 and 4 MB, rows level or ahead.
+_ROWS_MAX_WEIGHT_BYTES = 8 << 20
 
 
 def packed_weight_size(H, G, dtype):
@@ -370,13 +381,14 @@ def _part_count(n, K, G, H, like):
     Q = microkernel.chunks(H, like)
     if n * K * G < _PARALLEL_WORK or Q < 2:
         return 1
-    return max(2, Q // _PART_PANELS)
+    return max(2, Q // max(1, _PART_UNITS // microkernel.panel_width(like)))
 
 
 @kernel
-def _by_rows(n, parts):
-    # whether a recurrence over n rows runs its ``parts`` as runs of rows (see above)
-    return parts > 1 and n >= parts * _PART_ROWS
+def _by_rows(n, parts, Wh):
+    # whether a recurrence over n rows with the weight Wh runs its ``parts`` as runs of rows
+    # (see above)
+    return parts > 1 and n >= parts * _PART_ROWS and Wh.size * Wh.itemsize <= _ROWS_MAX_WEIGHT_BYTES
 
 
 @kernel
@@ -509,7 +521,7 @@ def rnn_forward(hs, xg, active, Wh, bh, hw, packed):
     parts = _part_count(B, H, H, H, Wh)
     if parts > 1:
         microkernel.pack(packed, Wh, 1)
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _rnn_forward_rows(hs, xg, active, Wh, bh, hw, packed, zero_start, parts)
     elif parts == 1:
         _rnn_forward_run(hs, xg, active, Wh, bh, hw, packed, False, zero_start, 0, B)
@@ -583,7 +595,7 @@ def rnn_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, active, initial_grad, Wh, scr
     if parts > 1:
         microkernel.pack(packed, Wh.T, 1)
     dh0[:] = dhT
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _rnn_backward_rows(dxg, dh0, dhs, hs, active, initial_grad, Wh, packed, scratch, parts)
     elif parts == 1:
         _rnn_backward_run(dxg, dh0, dhs, hs, active, initial_grad, Wh, packed, False, scratch, 0, B)
@@ -675,7 +687,7 @@ def lstm_forward(hs, cs, gates, active, Wh, bh, hw, packed):
     parts = _part_count(B, H, G, H, Wh)
     if parts > 1:
         microkernel.pack(packed, Wh, 4)
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _lstm_forward_rows(hs, cs, gates, active, Wh, bh, hw, packed, zero_start, parts)
     elif parts == 1:
         _lstm_forward_run(hs, cs, gates, active, Wh, bh, hw, packed, False, zero_start, 0, B)
@@ -766,7 +778,7 @@ def lstm_backward(
         microkernel.pack(packed, Wh.T, 1)
     dh0[:] = dhT
     dc0[:] = dcT
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _lstm_backward_rows(
             dgates, dh0, dc0, dhs, cs, gates, active, initial_grad, Wh, packed, scratch, parts
         )
@@ -883,7 +895,7 @@ def gru_forward(hs, gates, hn, active, Wh, bh, hw, packed):
     parts = _part_count(B, H, G, H, Wh)
     if parts > 1:
         microkernel.pack(packed, Wh, 3)
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _gru_forward_rows(hs, gates, hn, active, Wh, bh, hw, packed, zero_start, parts)
     elif parts == 1:
         _gru_forward_run(hs, gates, hn, active, Wh, bh, hw, packed, False, zero_start, 0, B)
@@ -974,7 +986,7 @@ def gru_backward(dxg, dh0, dWh, dbh, dhs, dhT, hs, gates, hn, active, initial_gr
     if parts > 1:
         microkernel.pack(packed, Wh.T, 1)
     dh0[:] = dhT
-    if _by_rows(B, parts):
+    if _by_rows(B, parts, Wh):
         _gru_backward_rows(
             dxg, dh0, dhs, hs, gates, hn, dhg, active, initial_grad, Wh, packed, scratch, parts
         )
