@@ -1,7 +1,7 @@
 """What numrnn costs before its first character: the cold compile of each row's kernels (a
 child of its own, into the run's kernel cache; on the GPU numba-cuda's JIT compilation, which
 each process does again) and the wall time of ``numrnn --help`` and of ``numrnn sample`` on a
-small checkpoint, cold and warm (the CPU only).
+small checkpoint, cold and warm, beside numba's own floor (the CPU only).
 """
 
 import math
@@ -104,9 +104,33 @@ def time_cold_and_warm(args, env, cwd, warm_runs):
     return dict(cold_s=cold, warm_s=median(warm), warm_runs_s=warm)
 
 
+# numba's own floor, in processes with no numrnn in them: importing numba and running one
+# function from numba's cache (the first run compiles it), alone and with a product through
+# scipy's BLAS (numba's np.dot loads scipy.linalg, as numrnn's kernels do). A start-up target
+# below these is beyond numba on the machine.
+FLOOR_SCRIPTS = {
+    "floor": "import numba\n\n@numba.njit(cache=True)\ndef one(x):\n    return x + 1\n\none(1)\n",
+    "floor-blas": (
+        "import numba\nimport numpy as np\n\n@numba.njit(cache=True)\ndef one(a):\n"
+        "    return np.dot(a, a)\n\none(np.ones((2, 2)))\n"
+    ),
+}
+
+
+def floor_commands(tmp):
+    """The commands of numba's floor: FLOOR_SCRIPTS written under ``tmp``, by name."""
+    commands = {}
+    for name, source in FLOOR_SCRIPTS.items():
+        script = Path(tmp) / f"{name.replace('-', '_')}.py"
+        script.write_text(source)
+        commands[name] = [sys.executable, str(script)]
+    return commands
+
+
 def measure_startup(settings, tmp):
     """Cold and warm wall time of ``numrnn --help`` and of ``numrnn sample`` on a 2 x 128 LSTM
-    checkpoint made here, each command with a kernel cache of its own under ``tmp``."""
+    checkpoint made here, each command with a kernel cache of its own under ``tmp``, and of
+    numba's floor (FLOOR_SCRIPTS), each script with a numba cache of its own."""
     checkpoint = Path(tmp) / "small.safetensors"
     made, _ = run_in_own_process_or_error(
         child_make_checkpoint,
@@ -130,9 +154,11 @@ def measure_startup(settings, tmp):
             "1",
         ],
     }
+    commands.update(floor_commands(tmp))
     results = dict(checkpoint_bytes=made["bytes"])
     for name, args in commands.items():
-        env = dict(os.environ, NUMRNN_CACHE_DIR=tempfile.mkdtemp(prefix=f"cache-{name}-", dir=tmp))
+        cache = tempfile.mkdtemp(prefix=f"cache-{name}-", dir=tmp)
+        env = dict(os.environ, NUMRNN_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)
         try:
             results[name] = time_cold_and_warm(args, env, str(REPO_ROOT), settings.startup_runs)
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:

@@ -4,6 +4,7 @@ in the next 20-minute benchmark run (one did: the products column of a full run 
 stale call)."""
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -22,13 +23,14 @@ def benchmark_modules():
         import speed_ceilings
         import speed_report
         import speed_setup
+        import speed_startup
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return speed_ceilings, speed_setup, speed_report
+    return speed_ceilings, speed_setup, speed_report, speed_startup
 
 
 def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
-    speed_ceilings, speed_setup, _ = benchmark_modules
+    speed_ceilings, speed_setup, _, _ = benchmark_modules
     b_gru = speed_setup.Row.of("B", "gru")
     rows = (
         b_gru,  # runs of rows
@@ -45,7 +47,7 @@ def test_speed_times_the_per_step_products_of_every_split(benchmark_modules):
 
 
 def test_speed_times_every_product_of_a_step(benchmark_modules):
-    speed_ceilings, speed_setup, _ = benchmark_modules
+    speed_ceilings, speed_setup, _, _ = benchmark_modules
     b_lstm = speed_setup.Row.of("B", "lstm")
     one_layer = dataclasses.replace(b_lstm, config="B1L", layers=1)
     rows = (b_lstm, one_layer)
@@ -61,7 +63,7 @@ def test_speed_times_every_product_of_a_step(benchmark_modules):
 
 
 def test_step_allows_counts_the_measured_products(benchmark_modules):
-    _, speed_setup, speed_report = benchmark_modules
+    _, speed_setup, speed_report, _ = benchmark_modules
     row = speed_setup.Row.of("B", "lstm")
     small, total = speed_setup.step_product_flops(row), speed_setup.train_flops(row)
     # all products 20 ms, a peak of 200 GFLOP/s
@@ -72,3 +74,30 @@ def test_step_allows_counts_the_measured_products(benchmark_modules):
     assert speed_report.step_bound_share(row, 100.0, 200.0, small / 100e9 + (total - small) / 200e9) == (
         pytest.approx(loose)
     )
+
+
+def test_startup_measures_numbas_floor(benchmark_modules, tmp_path):
+    """The start-up table's floor rows: numba alone, then with scipy's BLAS, the second run of
+    each loading its function from numba's cache; the note splits numrnn sample's time."""
+    _, _, speed_report, speed_startup = benchmark_modules
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    startup = dict(help=dict(cold_s=0.2, warm_s=0.1), sample=dict(cold_s=14.0, warm_s=1.25))
+    for name, args in speed_startup.floor_commands(tmp_path).items():
+        startup[name] = speed_startup.time_cold_and_warm(args, env, str(tmp_path), 1)
+        assert startup[name]["cold_s"] > 0.0 and len(startup[name]["warm_runs_s"]) == 1
+    assert len(list(cache.rglob("*.nbi"))) == 2  # both functions went to numba's cache
+    rows = speed_report.startup_rows(startup)
+    assert [row[0].split(":")[0] for row in rows] == [
+        "numrnn --help",
+        f"numrnn sample -c small.safetensors --length {speed_report.STARTUP_SAMPLE_LENGTH}",
+        "numba's floor",
+        "numba's floor with scipy's BLAS",
+    ]
+    assert rows[1][3:] == ["<=0.5", "miss"] and rows[2][3:] == ["-", "-"]
+    (note,) = speed_report.startup_notes(startup)
+    floor = startup["floor-blas"]["warm_s"]
+    assert f"takes {floor:.2f} s of numrnn sample's 1.25 s" in note
+    assert f"the other {1.25 - floor:.2f} s" in note
+    # a run from before the floor rows shows the two commands alone
+    assert len(speed_report.startup_rows(dict(help=startup["help"], sample=startup["sample"]))) == 2
