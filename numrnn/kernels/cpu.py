@@ -334,11 +334,11 @@ def embed_backward(dW, dout, tokens):
 #   training step: GRU 20.1 -> 17.3 ms, LSTM 24.4 -> 22.2, RNN 7.0 -> 6.1 (alternating
 #   processes, median of each one's fastest of 40 steps).
 # - By units, for fewer rows (or an H that gives more parts than the rows fill) or a larger
-#   Wh: the units are split into parts of whole panels; a part computes its units' gate columns of the
-#   product and then those units' cell update, so the end of each step's parallel region is
-#   the only synchronisation (every part reads the whole previous state). BPTT splits the
-#   same way: a part computes its units' columns of dh_{t-1} = dpre_t @ Wh.T (Wh.T's panels)
-#   and then, in the same region, those units' gate gradients of step t-1.
+#   Wh: the units are split into parts of whole panels; a part computes its units' gate
+#   columns of the product and then those units' cell update, so the end of each step's
+#   parallel region is the only synchronisation (every part reads the whole previous state).
+#   BPTT splits the same way: a part computes its units' columns of dh_{t-1} = dpre_t @ Wh.T
+#   (Wh.T's panels) and then, in the same region, those units' gate gradients of step t-1.
 # numba's threads share the parts out in equal runs; the number of parts follows H, not the
 # thread count (a part per _PART_UNITS units, two at the least). numba's thread count cannot
 # be read in a kernel that numba caches.
@@ -375,9 +375,9 @@ def packed_weight_size(H, G, dtype):
 def _part_count(n, K, G, H, like):
     # The parts a recurrence's step product of n rows by a (K, G) weight runs on. One for a
     # product too small to pay for a parallel region and for packing Wh (a batch of one): that
-    # one runs as a plain product (np.dot) on the calling thread. Else a part per PART_PANELS
-    # panels of each gate block, two at least: as parts of the units, or as runs of the rows
-    # when the batch has _PART_ROWS rows a part (_by_rows).
+    # one runs as a plain product (np.dot) on the calling thread. Else a part per _PART_UNITS
+    # units (whole panels of each gate block), two at least: as parts of the units, or as runs
+    # of the rows (_by_rows).
     Q = microkernel.chunks(H, like)
     if n * K * G < _PARALLEL_WORK or Q < 2:
         return 1
