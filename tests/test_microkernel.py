@@ -68,6 +68,29 @@ def test_packed_product_matches_numpy_at_every_row_count_and_ragged_panels(dtype
     np.testing.assert_allclose(total, base + expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("n", range(1, 3 * mk.ROWS + 2))
+def test_rows_split_into_the_fewest_tiles_as_even_as_they_go(n):
+    tiles = []
+    while sum(tiles) < n:
+        tiles.append(mk._tile_rows(n - sum(tiles)))
+    assert sum(tiles) == n
+    assert len(tiles) == -(-n // mk.ROWS)
+    assert max(tiles) - min(tiles) <= 1 and set(tiles) <= set(mk.TILE_ROWS)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_packed_product_matches_numpy_through_every_tile_loop(dtype, tol, rng):
+    # every row count of TILE_ROWS, alone and as the tiles of a larger product
+    K, H, blocks = 23, 21, 2
+    S = rng.standard_normal((K, blocks * H)).astype(dtype)
+    packed = _packed(S, blocks)
+    for n in range(1, 2 * mk.ROWS + 2):
+        A = rng.standard_normal((n, K)).astype(dtype)
+        C = np.full((n, blocks * H), np.nan, dtype)
+        mk.packed_product(C, A, packed, blocks, 0, mk.chunks(H, S), False)
+        np.testing.assert_allclose(C, A.astype(np.float64) @ S.astype(np.float64), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 def test_a_transposed_weight_and_a_strided_left_operand_give_the_same_product(dtype, tol, rng):
     K, H, n = 40, 70, 13
