@@ -379,16 +379,19 @@ def startup_notes(startup):
     sample, floor = (startup or {}).get("sample") or {}, (startup or {}).get("floor-blas") or {}
     if "warm_s" not in sample or "warm_s" not in floor:
         return []
-    own = "numrnn's own part (its kernels from the cache, the checkpoint, the CLI, 200 characters)"
-    if floor["warm_s"] > sample["warm_s"]:  # timed in other processes: their spread can exceed it
+    sample_s, floor_s = sample["warm_s"], floor["warm_s"]
+    own = (
+        "numrnn's own part (its kernels from the cache, the checkpoint, the CLI, "
+        f"{STARTUP_SAMPLE_LENGTH} characters)"
+    )
+    if floor_s > sample_s:  # timed in other processes: their spread can exceed numrnn's part
         return [
-            f"start-up: numba's floor with BLAS took {floor['warm_s']:.2f} s, more than numrnn "
-            f"sample's {sample['warm_s']:.2f} s warm: in this run the floor's own spread is larger "
-            f"than {own}."
+            f"start-up: numba's floor with BLAS took {floor_s:.2f} s, more than numrnn sample's "
+            f"{sample_s:.2f} s warm: in this run the floor's own spread is larger than {own}."
         ]
     return [
-        f"start-up: numba's floor with BLAS takes {floor['warm_s']:.2f} s of numrnn sample's "
-        f"{sample['warm_s']:.2f} s warm; {own} is the other {sample['warm_s'] - floor['warm_s']:.2f} s."
+        f"start-up: numba's floor with BLAS takes {floor_s:.2f} s of numrnn sample's {sample_s:.2f} s "
+        f"warm; {own} is the other {sample_s - floor_s:.2f} s."
     ]
 
 
