@@ -106,11 +106,15 @@ def time_cold_and_warm(args, env, cwd, warm_runs):
 
 # numba's own floor, in processes with no numrnn in them: importing numba and running one
 # function from numba's cache (the first run compiles it), alone and with a product through
-# scipy's BLAS (numba's np.dot loads scipy.linalg, as numrnn's kernels do). A start-up target
-# below these is beyond numba on the machine.
+# scipy's BLAS (numba's np.dot imports scipy.linalg.cython_blas; the script loads it as
+# numrnn's kernels do, without running scipy/linalg/__init__.py: threads.import_before_package).
+# A start-up target below these is beyond numba on the machine.
 FLOOR_SCRIPTS = {
     "floor": "import numba\n\n@numba.njit(cache=True)\ndef one(x):\n    return x + 1\n\none(1)\n",
     "floor-blas": (
+        "import importlib.util\nimport sys\n\n"
+        'spec = importlib.util.find_spec("scipy.linalg")\n'
+        'sys.modules["scipy.linalg"] = importlib.util.module_from_spec(spec)\n'
         "import numba\nimport numpy as np\n\n@numba.njit(cache=True)\ndef one(a):\n"
         "    return np.dot(a, a)\n\none(np.ones((2, 2)))\n"
     ),

@@ -11,8 +11,12 @@ than Linux it changes nothing.
 """
 
 import ctypes
+import importlib.util
 import os
+import sys
+import threading
 import time
+import types
 
 # OpenBLAS's functions under the prefixes and suffixes of its builds: plain, and numpy's and
 # scipy's wheels (scipy's is the one numba's compiled products call).
@@ -67,14 +71,54 @@ def one_blas_thread():
     on (kernels/cpu.py, "One thread pool"). numpy's own copy, which numrnn's kernels never
     call, keeps its threads for the user's numpy code (unless it is the same library)."""
     import numpy
-    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
 
+    import_before_package("scipy.linalg", "cython_blas")  # loads scipy's OpenBLAS
     numpy_dir = os.path.dirname(os.path.abspath(numpy.__file__))
     found = openblas_functions("set_num_threads")
     for path, (setter,) in found:
         if len(found) > 1 and (path.startswith(numpy_dir) or "/numpy.libs/" in path):
             continue
         setter(ctypes.c_int(1))
+
+
+class _PackageRunOnFirstUse(types.ModuleType):
+    """A package whose ``__init__`` has not run yet: it runs, once, at the first lookup of a
+    name the package does not have yet (``import_before_package``)."""
+
+    def __getattr__(self, name):
+        with _package_lock:
+            if type(self) is _PackageRunOnFirstUse:
+                self.__class__ = types.ModuleType  # from here on, an ordinary module
+                try:
+                    self.__spec__.loader.exec_module(self)
+                except BaseException:
+                    sys.modules.pop(self.__name__, None)  # the next import starts afresh
+                    raise
+        return getattr(self, name)
+
+
+_package_lock = threading.RLock()
+
+
+def import_before_package(package, submodule):
+    """Import ``package.submodule`` without running ``package/__init__.py`` yet: the package
+    stands in ``sys.modules`` with its path (so its submodules import) and runs its
+    ``__init__`` at its first other use (``import package; package.name`` works as usual).
+    scipy.linalg's ``__init__`` imports scipy's array-API layer, which imports numpy's
+    submodules (f2py, testing, ...): 0.2 s of a 1.2 s warm ``numrnn sample`` (Zen 3), where
+    numba only wants the ``cython_blas`` extension, which needs none of it. A package already
+    imported is used as it is."""
+    name = f"{package}.{submodule}"
+    if package not in sys.modules:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations is not None:
+            stand_in = importlib.util.module_from_spec(spec)
+            stand_in.__class__ = _PackageRunOnFirstUse
+            sys.modules[package] = stand_in
+            parent, _, child = package.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, stand_in)  # as an import binds it
+    return importlib.import_module(name)
 
 
 def set_threads(count):
