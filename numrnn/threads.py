@@ -81,6 +81,9 @@ def one_blas_thread():
         setter(ctypes.c_int(1))
 
 
+_package_lock = threading.RLock()  # one package's __init__ at a time (import_before_package)
+
+
 class _PackageRunOnFirstUse(types.ModuleType):
     """A package whose ``__init__`` has not run yet: it runs, once, at the first lookup of a
     name the package does not have yet (``import_before_package``)."""
@@ -95,9 +98,6 @@ class _PackageRunOnFirstUse(types.ModuleType):
                     sys.modules.pop(self.__name__, None)  # the next import starts afresh
                     raise
         return getattr(self, name)
-
-
-_package_lock = threading.RLock()
 
 
 def import_before_package(package, submodule):
