@@ -104,17 +104,17 @@ def time_cold_and_warm(args, env, cwd, warm_runs):
     return dict(cold_s=cold, warm_s=median(warm), warm_runs_s=warm)
 
 
-# numba's own floor, in processes with no numrnn in them: importing numba and running one
-# function from numba's cache (the first run compiles it), alone and with a product through
-# scipy's BLAS (numba's np.dot imports scipy.linalg.cython_blas; the script loads it as
-# numrnn's kernels do, without running scipy/linalg/__init__.py: threads.import_before_package).
+# numba's own floor, in processes with none of numrnn's kernels, CLI or checkpoint in them:
+# importing numba and running one function from numba's cache (the first run compiles it),
+# alone and with a product through scipy's BLAS (numba's np.dot imports
+# scipy.linalg.cython_blas; the script loads it as numrnn's kernels do, through
+# numrnn.threads.import_before_package, which imports nothing beyond the standard library).
 # A start-up target below these is beyond numba on the machine.
 FLOOR_SCRIPTS = {
     "floor": "import numba\n\n@numba.njit(cache=True)\ndef one(x):\n    return x + 1\n\none(1)\n",
     "floor-blas": (
-        "import importlib.util\nimport sys\n\n"
-        'spec = importlib.util.find_spec("scipy.linalg")\n'
-        'sys.modules["scipy.linalg"] = importlib.util.module_from_spec(spec)\n'
+        "from numrnn.threads import import_before_package\n\n"
+        'import_before_package("scipy.linalg", "cython_blas")\n'
         "import numba\nimport numpy as np\n\n@numba.njit(cache=True)\ndef one(a):\n"
         "    return np.dot(a, a)\n\none(np.ones((2, 2)))\n"
     ),
