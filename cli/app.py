@@ -1,22 +1,28 @@
 """The `numrnn` command group: error handling, exit codes, `--debug`."""
 
+import importlib
 import os
 
 import click
 
 from numrnn import __version__
-from numrnn_cli.classify import classify
-from numrnn_cli.evaluate import evaluate
 from numrnn_cli.exit_codes import ExitCode
-from numrnn_cli.generate import generate
-from numrnn_cli.gradcheck import gradcheck
-from numrnn_cli.info import info
-from numrnn_cli.plot import plot
-from numrnn_cli.sample import sample
-from numrnn_cli.train import train
-from numrnn_cli.translate import translate
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+# Each command's module, imported when that command runs (or when `numrnn --help` lists it):
+# `numrnn sample` never imports the trainers', classifier's or translator's command modules.
+COMMANDS = {
+    "train": "numrnn_cli.train:train",
+    "sample": "numrnn_cli.sample:sample",
+    "eval": "numrnn_cli.evaluate:evaluate",
+    "info": "numrnn_cli.info:info",
+    "gradcheck": "numrnn_cli.gradcheck:gradcheck",
+    "classify": "numrnn_cli.classify:classify",
+    "generate": "numrnn_cli.generate:generate",
+    "translate": "numrnn_cli.translate:translate",
+    "plot": "numrnn_cli.plot:plot",
+}
 
 
 def _debug_wanted(ctx):
@@ -24,7 +30,17 @@ def _debug_wanted(ctx):
 
 
 class NumrnnGroup(click.Group):
-    """Turns the library's errors into one `error:` line and an exit code."""
+    """Turns the library's errors into one `error:` line and an exit code; loads each command
+    (``COMMANDS``) at its first use."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in COMMANDS and name not in self.commands:
+            module, _, attribute = COMMANDS[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         from numrnn.errors import NumrnnError
@@ -76,17 +92,6 @@ def cli(debug):
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 gradient mismatch, 130 interrupted.
     """
-
-
-cli.add_command(train)
-cli.add_command(sample)
-cli.add_command(evaluate)
-cli.add_command(info)
-cli.add_command(gradcheck)
-cli.add_command(classify)
-cli.add_command(generate)
-cli.add_command(translate)
-cli.add_command(plot)
 
 
 def main():

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from numrnn.errors import DataError
 from numrnn_cli import cli
-from numrnn_cli.app import NumrnnGroup
+from numrnn_cli.app import COMMANDS, NumrnnGroup
 from numrnn_cli.exit_codes import ExitCode
 
 
@@ -50,6 +50,29 @@ def test_help_does_not_import_numba_or_numpy():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stderr
+
+
+def test_every_command_loads_under_its_name():
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name
+    assert cli.get_command(ctx, "no-such-command") is None
+
+
+def test_a_command_imports_no_other_command():
+    code = (
+        "import sys\nfrom numrnn_cli import cli\n"
+        "try:\n    cli(['sample', '--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('numrnn_cli.'))\n"
+        "print('LOADED', loaded, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = proc.stderr.split("LOADED", 1)[1]
+    assert "numrnn_cli.sample" in loaded
+    for other in ("train", "classify", "generate", "translate", "evaluate", "plot", "gradcheck"):
+        assert f"numrnn_cli.{other}'" not in loaded
 
 
 def test_gradcheck_json_reports_every_cell_and_passes(runner):
