@@ -111,9 +111,8 @@ def sample(
     from numrnn.sampling import SampleConfig, Sampler
     from numrnn.tasks import require_task
     from numrnn.tunables import kernels_compiled
-    from numrnn_cli.console import err_console
+    from numrnn_cli.console import err_console, warn
 
-    console = err_console()
     loaded = load_checkpoint(checkpoint)
     require_task(loaded, "char-lm")
     if prime_file is not None:
@@ -122,9 +121,7 @@ def sample(
     vocab = loaded.vocab
     prime_ids, dropped = vocab.encode(prime, drop_unknown=drop_unknown, what="the prime text")
     if dropped:
-        console.print(
-            f"[yellow]warning:[/] dropped {dropped} prime character(s) the model never saw", highlight=False
-        )
+        warn(f"dropped {dropped} prime character(s) the model never saw")
     config = SampleConfig(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, argmax=argmax, stop=stop or ""
     ).validate()
@@ -132,11 +129,12 @@ def sample(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
         if not argmax:
-            console.print(f"seed {seed} (pass --seed {seed} to get this text again)", highlight=False)
+            # click, not rich: a warm start with nothing else to say never imports rich (40 ms).
+            click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
     rng = np.random.default_rng(seed)
     spinner = None
-    if console.is_terminal and not kernels_compiled(*sampler.kernel_names):
-        spinner = console.status(
+    if not kernels_compiled(*sampler.kernel_names) and err_console().is_terminal:
+        spinner = err_console().status(
             "compiling the sampler (first run only; later runs start at once)...", spinner="dots"
         )
     try:

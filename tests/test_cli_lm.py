@@ -383,6 +383,25 @@ def test_sample_without_a_seed_says_which_it_drew(runner, trained):
     assert sample(runner, out, "--length", "50", "--seed", seed).stdout == result.stdout
 
 
+def test_sample_with_nothing_to_warn_about_needs_no_rich_console(runner, trained, monkeypatch):
+    # rich costs a warm start 0.1 s or more; with the kernels in the cache (the tests run
+    # without one) the seed line and the text go out without it
+    import numrnn.tunables
+    import numrnn_cli.console
+
+    def no_console():
+        raise AssertionError("numrnn sample created a rich console")
+
+    monkeypatch.setattr(numrnn.tunables, "kernels_compiled", lambda *names: True)
+    monkeypatch.setattr(numrnn_cli.console, "err_console", no_console)
+    _, _, out = trained
+    for args in (("--seed", "3"), ()):
+        result = sample(runner, out, "--length", "20", "--device", "cpu", *args)
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout) == 21
+    assert "pass --seed" in result.stderr
+
+
 def test_sample_prime_with_an_unknown_character(runner, trained):
     _, _, out = trained
     result = sample(runner, out, "--prime", "Wie geht\u2019s", "--length", "10")
