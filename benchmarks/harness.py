@@ -62,6 +62,26 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def thread_cpu_seconds():
+    """CPU seconds (user + system) each thread of this process has used, the most first
+    (Linux's /proc/self/task; [] elsewhere): a thread that spins shows up beside the one
+    that works."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    seconds = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        seconds.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+    return sorted(seconds, reverse=True)
+
+
 def time_calls(call, *, warmup, min_calls, min_seconds, max_calls):
     """(warm-up seconds per call, timed seconds per call): at least min_calls timed calls and
     at least min_seconds of them, at most max_calls."""

@@ -37,8 +37,16 @@ import math
 import subprocess
 import sys
 import time
+from collections import Counter
 
-from harness import median, peak_rss_mb, ratio, run_in_own_process_or_error, time_calls
+from harness import (
+    median,
+    peak_rss_mb,
+    ratio,
+    run_in_own_process_or_error,
+    thread_cpu_seconds,
+    time_calls,
+)
 from machine import load_average
 from speed_sample import MAX_SAMPLE_RUNS, sample_result
 from speed_setup import (
@@ -108,14 +116,23 @@ def child_numrnn_load(job, settle_s, threads):
 
     train_step, losses, rss_base, source = numrnn_training(job)
     governor = ThreadGovernor(numba.config.NUMBA_NUM_THREADS) if threads is None else None
+    counts = []  # numba's thread count at each step
 
     def step():
         if governor is not None:
             governor.check()
+        counts.append(numba.get_num_threads())
         train_step()
 
     warm, timed = time_settled_steps(step, job, settle_s)
-    about = dict(threads=numba.get_num_threads(), blas_threads=[get() for _, get in openblas_threads()])
+    about = dict(
+        threads=numba.get_num_threads(),
+        blas_threads=[get() for _, get in openblas_threads()],
+        # What a slow child did: the thread counts of its timed steps, and which of its
+        # threads used the CPU (a spinning one shows beside the one that works).
+        timed_thread_counts=dict(Counter(counts[len(warm) :])),
+        thread_cpu_s=thread_cpu_seconds(),
+    )
     return train_result(job, warm, timed, losses, rss_base, source, about)
 
 
@@ -198,9 +215,13 @@ def describe_load_child(result, chars, times, unit):
     if "error" in result:
         return f"FAILED: {result['error']} ({wall:.1f} s{load_part})"
     rate = result[chars] / median(result[times])
+    diagnosis = ""
+    if "timed_thread_counts" in result:
+        cpu = ", ".join(f"{seconds:.1f}" for seconds in result["thread_cpu_s"][:4])
+        diagnosis = f"; timed {unit}s by threads {result['timed_thread_counts']}, CPU s by thread {cpu}"
     return (
         f"{rate:,.0f} chars/s (median of {len(result[times])} {unit}s), threads "
-        f"{result['threads']} at the end ({wall:.1f} s{load_part})"
+        f"{result['threads']} at the end ({wall:.1f} s{load_part}{diagnosis})"
     )
 
 

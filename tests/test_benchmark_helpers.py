@@ -113,3 +113,36 @@ def test_startup_note_splits_the_sample_start_or_says_the_floor_was_slower(bench
     (note,) = speed_report.startup_notes({"sample": timed(1.13), "floor-blas": timed(1.28)})
     assert "took 1.28 s, more than numrnn sample's 1.13 s warm" in note
     assert "-0." not in note and "the other" not in note
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread CPU times come from /proc")
+def test_thread_cpu_seconds_shows_a_busy_thread():
+    # speed.py's under-load children report each thread's CPU time, to show a spinning one
+    import threading
+    import time
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from harness import thread_cpu_seconds
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    worked, release = threading.Event(), threading.Event()
+
+    def spin():
+        while time.thread_time() < 0.3:
+            pass
+        worked.set()
+        release.wait()
+
+    before = thread_cpu_seconds()
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        assert worked.wait(60)
+        seconds = thread_cpu_seconds()
+    finally:
+        release.set()
+        spinner.join()
+    assert len(seconds) == len(before) + 1
+    assert seconds == sorted(seconds, reverse=True)
+    assert sum(seconds) - sum(before) >= 0.29  # the spinner's 0.3 s (the main thread waited)
