@@ -53,6 +53,21 @@ def child_env():
     return dict(os.environ, NUMRNN_CACHE="1", NUMRNN_CACHE_DIR=_child_kernel_cache)
 
 
+def modules_loaded_by_cli(args):
+    """Every module a fresh Python process has imported once ``numrnn ARGS`` has run (a
+    command that exits, like ``--help``): what a command costs at start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom numrnn_cli import cli\n"
+        f"try:\n    cli({list(args)!r}, prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(proc.stderr.rsplit("MODULES", 1)[1].split())
+
+
 def interrupt_training(arguments, cwd, timeout=240):
     """Run `numrnn ARGUMENTS` in its own process (``child_env``), press Ctrl-C once its first
     progress line is out, and return (exit code, everything it wrote on stderr)."""

@@ -12,6 +12,7 @@ from numrnn.errors import DataError
 from numrnn_cli import cli
 from numrnn_cli.app import COMMANDS, NumrnnGroup
 from numrnn_cli.exit_codes import ExitCode
+from tests.helpers import modules_loaded_by_cli
 
 
 @pytest.fixture
@@ -42,14 +43,9 @@ def test_version(runner):
 
 
 def test_help_does_not_import_numba_or_numpy():
-    code = (
-        "import sys\nfrom numrnn_cli import cli\n"
-        "try:\n    cli(['--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('numba', 'numpy', 'rich') if m in sys.modules]\n"
-        "print('HEAVY', heavy, file=sys.stderr)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "HEAVY []" in proc.stderr
+    loaded = modules_loaded_by_cli(["--help"])
+    assert "numrnn_cli.app" in loaded
+    assert not {"numba", "numpy", "rich"} & loaded
 
 
 def test_every_command_loads_under_its_name():
@@ -62,17 +58,10 @@ def test_every_command_loads_under_its_name():
 
 
 def test_a_command_imports_no_other_command():
-    code = (
-        "import sys\nfrom numrnn_cli import cli\n"
-        "try:\n    cli(['sample', '--help'], prog_name='numrnn')\nexcept SystemExit:\n    pass\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('numrnn_cli.'))\n"
-        "print('LOADED', loaded, file=sys.stderr)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = proc.stderr.split("LOADED", 1)[1]
+    loaded = modules_loaded_by_cli(["sample", "--help"])
     assert "numrnn_cli.sample" in loaded
-    for other in ("train", "classify", "generate", "translate", "evaluate", "plot", "gradcheck"):
-        assert f"numrnn_cli.{other}'" not in loaded
+    others = ("train", "classify", "generate", "translate", "evaluate", "plot", "gradcheck", "info")
+    assert not {f"numrnn_cli.{other}" for other in others} & loaded
 
 
 def test_gradcheck_json_reports_every_cell_and_passes(runner):
