@@ -31,7 +31,8 @@ def note_once(message):
     if message in _noted:
         return
     _noted.add(message)
-    # click, not rich: a warm `numrnn sample` that says only this never imports rich (40 ms).
+    # click, not rich: a warm `numrnn sample` that says only this never imports rich (its
+    # import and console: most of the 0.1-0.17 s the README's start-up measurements took off).
     click.echo(click.style(f"note: {message}", dim=True), err=True)
 
 

@@ -129,7 +129,7 @@ def sample(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
         if not argmax:
-            # click, not rich: a warm start with nothing else to say never imports rich (40 ms).
+            # click, not rich: a warm start with nothing else to say never imports rich.
             click.echo(f"seed {seed} (pass --seed {seed} to get this text again)", err=True)
     rng = np.random.default_rng(seed)
     spinner = None

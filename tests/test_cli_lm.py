@@ -384,8 +384,8 @@ def test_sample_without_a_seed_says_which_it_drew(runner, trained):
 
 
 def test_sample_with_nothing_to_warn_about_needs_no_rich_console(runner, trained, monkeypatch):
-    # rich costs a warm start 0.1 s or more; with the kernels in the cache (the tests run
-    # without one) the seed line and the text go out without it
+    # rich's import and console are most of what a warm start's CLI costs; with the kernels
+    # in the cache (the tests run without one) the seed line and the text go out without it
     import numrnn.tunables
     import numrnn_cli.console
 
