@@ -168,7 +168,7 @@ def sample(
     # Batch-1 products are too small to share between threads (as `numrnn sample`). Set
     # before numpy/scipy load BLAS.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from numrnn_cli.generate_run import run_sample
+    from numrnn_cli.generate_sample import run_sample
 
     run_sample(
         checkpoint,

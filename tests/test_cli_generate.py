@@ -224,6 +224,30 @@ def test_sample_without_seed_says_which_seed(runner, trained):
     assert again.stdout == result.stdout
 
 
+def test_sample_writes_its_seed_line_and_names_without_a_rich_console(runner, trained, monkeypatch):
+    # as numrnn sample: with the kernels in the cache (the tests run without one), only a
+    # warning (a sample cut at --max-length here) needs rich's console
+    import numrnn.tunables
+    import numrnn_cli.console
+    import numrnn_cli.generate_sample
+
+    def no_console():
+        raise AssertionError("numrnn generate sample created a rich console")
+
+    _, _, out = trained
+    warnings = []
+    monkeypatch.setattr(numrnn.tunables, "kernels_compiled", lambda *names: True)
+    monkeypatch.setattr(numrnn_cli.console, "err_console", no_console)
+    monkeypatch.setattr(numrnn_cli.generate_sample, "err_console", no_console)
+    monkeypatch.setattr(numrnn_cli.generate_sample, "warn", warnings.append)
+    for args in (("--seed", "3"), ()):
+        result = sample(runner, out, "--label", "Beta", "-n", "3", "--max-length", "8", *args)
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 3
+    assert "pass --seed" in result.stderr
+    assert all("--max-length 8" in warning for warning in warnings), warnings
+
+
 def test_start_text_begins_every_sample(runner, trained):
     _, _, out = trained
     result = sample(runner, out, "--label", "Gamma", "--start", "Gr", "-n", "5", "--seed", "0")
