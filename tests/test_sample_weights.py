@@ -351,17 +351,28 @@ def test_packed_kernels_draw_the_tokens_of_the_float32_kernels_on_dequantised_we
 
 @pytest.mark.parametrize("weights", PACKED)
 @pytest.mark.parametrize("cell", CELLS)
-def test_packed_kernels_give_the_same_bits_on_one_thread_and_on_parts(weights, cell, rng, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_packed_kernels_give_the_same_bits_on_one_thread_and_on_parts(
+    weights, cell, threads, layers, rng, monkeypatch
+):
     # each row's sum is one thread's, in one order (int8: exact integers), and an int8 state is
-    # rounded unit by unit at its fixed step, so how the units are split changes nothing
+    # rounded unit by unit at its fixed step, so how the units are split, and which thread
+    # claims which part (numba running one thread, or fewer threads than parts), changes nothing
+    import numba
+
     monkeypatch.setattr(layers_module, "INPUT_TABLE_MAX_BYTES", 0)
     # no input table: layer 0 multiplies its embedding row (rounded by its largest element),
-    # layer 1 the state below it (rounded at the fixed step)
-    model = make_model(cell, rng, 2, embed=5, hidden=32)
+    # the layers above the state below them (rounded at the fixed step)
+    model = make_model(cell, rng, layers, embed=5, hidden=32)
     h, c = state_pair(model, rng)
     prime, uniforms = rng.integers(0, V, 9), rng.random(TOKENS)
     one = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"])
-    parts = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"], [0, 8, 16, 32])
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        parts = run_packed(model, weights, h, c, prime, 3, uniforms, DRAWS["sampled"], [0, 8, 16, 32])
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     for mine, theirs in zip(one[0] + (one[1],) + one[2], parts[0] + (parts[1],) + parts[2]):
         np.testing.assert_array_equal(mine, theirs)
 

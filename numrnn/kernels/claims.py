@@ -1,0 +1,118 @@
+"""Jobs that whichever thread reaches first does: a hand-off between threads without a lock,
+and without a barrier that could wait for a thread that is not running.
+
+A generation step on two threads is a chain of stages (each layer's parts, then the head),
+each stage's jobs to be done before the next stage starts. Opening a numba parallel region for
+every stage costs about 3 us (OpenMP, Zen 3), as much as a 2 x 512 layer's int8 products; a
+region held open for a whole chunk of characters needs the threads to wait for each other
+instead. Here a thread waits only for jobs some thread has already claimed and is running: a
+job nobody has claimed yet it claims and does itself (``claim``). So the threads share the
+work however the OS schedules them (one thread alone does all of it, a late one joins where
+the others are), and nothing can wait forever.
+
+``claims`` and ``done`` are int64 arrays, one element a job, holding the last step that
+claimed or finished the job (-1 before the first). The loads and stores are atomic, ordered
+acquire/release: what a job wrote is seen by a thread that saw it done.
+"""
+
+import numba
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from numrnn import tunables
+
+_JIT = tunables.jit_options(tunables.configure_numba())
+_kernel = numba.njit(**_JIT)
+# x86's pause hint in a spin loop: the waiting thread gives its core's pipelines to its sibling
+# and leaves the loop without a memory-order stall when the flag flips.
+_X86 = llvm.get_process_triple().startswith(("x86_64", "i386", "i686"))
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    return cgutils.get_item_pointer(
+        context, builder, array_type, context.make_array(array_type)(context, builder, array), [index]
+    )
+
+
+def _is_counter_array(a):
+    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int64
+
+
+@intrinsic
+def claim(typingctx, claims, job, step):
+    """Whether this thread takes job ``job`` of step ``step``: True for the one thread whose
+    compare-and-swap moves claims[job] from step - 1 to step (each step claims every job
+    once, in order)."""
+    if not (_is_counter_array(claims) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        claims_array, job_index, step_value = args
+        i64 = ir.IntType(64)
+        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
+        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
+        pointer = _element_pointer(context, builder, sig.args[0], claims_array, job_index)
+        previous = builder.sub(step_value, ir.Constant(i64, 1))
+        result = builder.cmpxchg(pointer, previous, step_value, "acq_rel", "acquire")
+        return builder.extract_value(result, 1)
+
+    return types.boolean(claims, job, step), codegen
+
+
+@intrinsic
+def finish(typingctx, done, job, step):
+    """Mark job ``job`` of step ``step`` done (a release store: its writes come first)."""
+    if not (_is_counter_array(done) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        done_array, job_index, step_value = args
+        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
+        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
+        pointer = _element_pointer(context, builder, sig.args[0], done_array, job_index)
+        builder.store_atomic(step_value, pointer, "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(done, job, step), codegen
+
+
+@intrinsic
+def finished(typingctx, done, job, step):
+    """Whether job ``job`` has finished step ``step`` (an acquire load: its writes are seen)."""
+    if not (_is_counter_array(done) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        done_array, job_index, step_value = args
+        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
+        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
+        pointer = _element_pointer(context, builder, sig.args[0], done_array, job_index)
+        value = builder.load_atomic(pointer, "acquire", 8)
+        return builder.icmp_signed(">=", value, step_value)
+
+    return types.boolean(done, job, step), codegen
+
+
+@intrinsic
+def pause(typingctx):
+    """A spin loop's hint to the CPU (x86's pause; nothing elsewhere)."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
+            builder.call(function, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@_kernel
+def wait_for(done, job, step):
+    # spin until job ``job`` has finished step ``step`` (someone has claimed it and is doing it)
+    while not finished(done, job, step):
+        pause()
