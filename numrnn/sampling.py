@@ -29,11 +29,15 @@ from numrnn.threads import ThreadGovernor
 # smaller layers lose more to the hand-off between threads than they gain.
 PARALLEL_MIN_LAYER_BYTES = 12 * 2**20
 # From bf16 or int8 weights a step is bound by widening and multiplying them more than by
-# reading them, so two threads pay off at smaller layers: measured on LSTMs (embedding 64,
-# vocabulary 65, chars/s two threads / one): 2 x 128 1.07 (bf16) and 1.10 (int8), 2 x 192 1.01
-# and 1.32, 2 x 256 1.28 and 1.21, 2 x 384 1.61 and 1.41, 2 x 512 1.8 and 1.5, 1 x 1024 1.5 and
-# 1.6. The rule counts the largest layer's weights (2 x 256: 512 x 1024).
-PACKED_PARALLEL_MIN_LAYER_WEIGHTS = 512 * 1024
+# reading them, so two threads pay off at smaller layers, all the more since the two threads
+# share a chunk in one parallel region (cpu.generate_tokens_packed_parallel). Measured on the
+# Zen 3 (embedding 64, vocabulary 65, chars/s two threads / one, medians of 5 alternating runs of
+# 3,000 characters, bf16 and int8; the rule counts the largest layer's weights): LSTM 2 x 128
+# (131,072 weights) 1.06 and 0.71 in one run, 1.47 and 1.41 in the next; 2 x 160 (204,800) 2.00
+# and 1.10; 2 x 192 1.71 and 1.48; 2 x 256 1.71 and 1.59; GRU 2 x 160 (153,600) 1.59 and 1.39,
+# 2 x 192 2.06 and 1.15; RNN 2 x 256 (131,072) 1.40 and 0.98, 2 x 384 1.27 and 1.23. With a
+# region a layer the break-even was 2 x 256 (2 x 192: 1.01 and 1.32).
+PACKED_PARALLEL_MIN_LAYER_WEIGHTS = 192 * 1024
 # Part boundaries fall on multiples of this many units (a 64-byte line of float32).
 PART_ALIGN = 16
 

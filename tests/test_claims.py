@@ -84,3 +84,26 @@ def test_threads_claiming_jobs_do_each_once_a_step_after_the_stage_before(thread
     np.testing.assert_array_equal(order, expected)
     np.testing.assert_array_equal(taken, steps - 1)
     np.testing.assert_array_equal(done, steps - 1)
+
+
+@numba.njit(parallel=True)
+def _late_finish(done, data, seen, spins):
+    # one job finishes after a long computation; the other side waits past SPINS pauses (then
+    # gives its core away between looks) and must still see the job's write
+    for p in numba.prange(2):
+        if p == 0:
+            total = 0.0
+            for i in range(spins):
+                total += np.sqrt(float(i))
+            data[0] = total
+            claims.finish(done, 0, 0)
+        else:
+            claims.wait_for(done, 0, 0)
+            seen[0] = data[0]
+
+
+def test_a_long_wait_gives_the_core_away_and_still_sees_the_job():
+    done, data, seen = np.full(1, -1, np.int64), np.zeros(1), np.zeros(1)
+    _late_finish(done, data, seen, 3_000_000)  # some milliseconds: far past SPINS pauses
+    assert seen[0] == data[0]
+    np.testing.assert_allclose(data[0], np.sqrt(np.arange(3_000_000, dtype=np.float64)).sum(), rtol=1e-12)

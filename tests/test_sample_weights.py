@@ -475,10 +475,19 @@ def test_threads_for_packed_weights_count_the_largest_layers_weights(rng, monkey
     assert [Sampler(model, VOCAB, weights=w).threads for w in ("float32", "bf16", "int8")] == [1, many, many]
     monkeypatch.setattr(sampling, "PACKED_PARALLEL_MIN_LAYER_WEIGHTS", 96 * 192 + 1)
     assert [Sampler(model, VOCAB, weights=w).threads for w in ("float32", "bf16", "int8")] == [1, 1, 1]
-    # The default train model (2 x 256 LSTM) and the speed benchmark's C and D: two threads.
-    for hidden, layers in [(256, 2), (512, 2), (1024, 1)]:
+    # LSTMs from 2 x 160 (the default train model, 2 x 256, and the speed benchmark's C and D
+    # among them): two threads; 2 x 128 (B): one.
+    monkeypatch.undo()
+    for hidden, layers, two in [
+        (128, 2, False),
+        (160, 2, True),
+        (256, 2, True),
+        (512, 2, True),
+        (1024, 1, True),
+    ]:
         config = ModelConfig(cell="lstm", vocab_size=65, hidden=hidden, layers=layers, embed=64)
-        assert sampling._largest_layer_weights(Model(config)) >= sampling.PACKED_PARALLEL_MIN_LAYER_WEIGHTS
+        large = sampling._largest_layer_weights(Model(config)) >= sampling.PACKED_PARALLEL_MIN_LAYER_WEIGHTS
+        assert large == two, (hidden, layers)
 
 
 # --------------------------------------------------------------------------- quality and the CLI
