@@ -2359,7 +2359,9 @@ def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_n
 # form (_packed_advance_part on the same units), so the two give the same bits, on any number of
 # threads. The states a character reads and those it writes are apart (two buffers, the
 # character's parity picking which is which), so no copy waits for every part; the head and the
-# draw run on the thread that claims them. Measured on the Zen 3 (2 threads, 3,000 characters,
+# draw run on the thread that claims them. A waiting thread spins about 30 us, then gives its
+# core away between looks (claims.wait_for), so a program busy on that core is not shut out
+# (and the thread governor sees it). Measured on the Zen 3 (2 threads, 3,000 characters,
 # medians of 5, chars/s against a region a layer): int8 C rnn 33,078 -> 50,054, C gru 15,608 ->
 # 17,960, C lstm 12,097 -> 13,822, D 13,848 -> 14,463; bf16 C rnn 30,251 -> 36,528.
 
