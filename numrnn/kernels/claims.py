@@ -39,14 +39,24 @@ SPINS = 1024
 _YIELDS = sys.platform != "win32"  # POSIX sched_yield; elsewhere the waiter only spins
 
 
-def _element_pointer(context, builder, array_type, array, index):
-    return cgutils.get_item_pointer(
-        context, builder, array_type, context.make_array(array_type)(context, builder, array), [index]
+def _is_counter_call(counters, job, step):
+    # the arguments every function here takes: an int64 array of one counter a job, an index, a step
+    return (
+        isinstance(counters, types.Array)
+        and counters.ndim == 1
+        and counters.dtype == types.int64
+        and isinstance(job, types.Integer)
+        and isinstance(step, types.Integer)
     )
 
 
-def _is_counter_array(a):
-    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int64
+def _counter_and_step(context, builder, sig, args):
+    # (a pointer to counters[job], step as int64) from a counter call's arguments
+    counters, job, step = args
+    job = context.cast(builder, job, sig.args[1], types.intp)
+    array = context.make_array(sig.args[0])(context, builder, counters)
+    pointer = cgutils.get_item_pointer(context, builder, sig.args[0], array, [job])
+    return pointer, context.cast(builder, step, sig.args[2], types.int64)
 
 
 @intrinsic
@@ -54,16 +64,12 @@ def claim(typingctx, claims, job, step):
     """Whether this thread takes job ``job`` of step ``step``: True for the one thread whose
     compare-and-swap moves claims[job] from step - 1 to step (each step claims every job
     once, in order)."""
-    if not (_is_counter_array(claims) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+    if not _is_counter_call(claims, job, step):
         return None
 
     def codegen(context, builder, sig, args):
-        claims_array, job_index, step_value = args
-        i64 = ir.IntType(64)
-        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
-        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
-        pointer = _element_pointer(context, builder, sig.args[0], claims_array, job_index)
-        previous = builder.sub(step_value, ir.Constant(i64, 1))
+        pointer, step_value = _counter_and_step(context, builder, sig, args)
+        previous = builder.sub(step_value, ir.Constant(ir.IntType(64), 1))
         result = builder.cmpxchg(pointer, previous, step_value, "acq_rel", "acquire")
         return builder.extract_value(result, 1)
 
@@ -73,14 +79,11 @@ def claim(typingctx, claims, job, step):
 @intrinsic
 def finish(typingctx, done, job, step):
     """Mark job ``job`` of step ``step`` done (a release store: its writes come first)."""
-    if not (_is_counter_array(done) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+    if not _is_counter_call(done, job, step):
         return None
 
     def codegen(context, builder, sig, args):
-        done_array, job_index, step_value = args
-        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
-        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
-        pointer = _element_pointer(context, builder, sig.args[0], done_array, job_index)
+        pointer, step_value = _counter_and_step(context, builder, sig, args)
         builder.store_atomic(step_value, pointer, "release", 8)
         return context.get_dummy_value()
 
@@ -90,14 +93,11 @@ def finish(typingctx, done, job, step):
 @intrinsic
 def finished(typingctx, done, job, step):
     """Whether job ``job`` has finished step ``step`` (an acquire load: its writes are seen)."""
-    if not (_is_counter_array(done) and isinstance(job, types.Integer) and isinstance(step, types.Integer)):
+    if not _is_counter_call(done, job, step):
         return None
 
     def codegen(context, builder, sig, args):
-        done_array, job_index, step_value = args
-        job_index = context.cast(builder, job_index, sig.args[1], types.intp)
-        step_value = context.cast(builder, step_value, sig.args[2], types.int64)
-        pointer = _element_pointer(context, builder, sig.args[0], done_array, job_index)
+        pointer, step_value = _counter_and_step(context, builder, sig, args)
         value = builder.load_atomic(pointer, "acquire", 8)
         return builder.icmp_signed(">=", value, step_value)
 

@@ -2383,32 +2383,16 @@ def _region_inputs(q_read, h_read, q_written, h_written, x_row, layer, token, em
 
 @parallel_kernel
 def _generate_packed_region(
-    out,
-    logits,
-    hb,
-    qb,
-    x_rows,
-    c,
-    token,
-    uniforms,
-    temperature,
-    top_k,
-    top_p,
-    greedy,
-    cell,
-    weights,
-    bounds,
-    xg,
-    hw,
-    probs,
-    ranked,
-    taken,
-    done,
+    out, logits, states, token, uniforms, draw, cell, weights, bounds, xg, hw, workspaces
 ):
-    # generate_tokens_packed_parallel's region: hb (2, L, H), qb (2, L + 2, max(E, H)) the two
-    # state buffers (character n reads buffer n % 2 and writes the other); x_rows (P, max(E, H))
-    # each part's rounded embedding row; taken, done (L * P + 1) the jobs' claims (job
-    # layer * P + part, then the head); out (N) the ids, each the next character's input
+    # generate_tokens_packed_parallel's region. states: (hb, qb, x_rows, c), hb (2, L, H) and qb
+    # (2, L + 2, max(E, H)) the two state buffers (character n reads buffer n % 2 and writes the
+    # other), x_rows (P, max(E, H)) each part's rounded embedding row, c (L, H) the cell state;
+    # draw: (temperature, top_k, top_p, greedy); workspaces: (probs, ranked, taken, done), taken
+    # and done (L * P + 1) the jobs' claims (job layer * P + part, then the head); out (N) the
+    # ids, each the next character's input
+    hb, qb, x_rows, c = states
+    probs, ranked, taken, done = workspaces
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     L = hb.shape[1]
     parts = bounds.shape[0] - 1
@@ -2419,6 +2403,7 @@ def _generate_packed_region(
             q_read, q_written = qb[n % 2], qb[1 - n % 2]
             step_token = token if n == 0 else out[n - 1]
             for layer in range(L):
+                layer_weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
                 for k in range(parts):
                     p = (thread + k) % parts
                     if claims.claim(taken, layer * parts + p, n):
@@ -2434,7 +2419,7 @@ def _generate_packed_region(
                             Wxs[layer],
                             Whs[layer],
                         )
-                        _packed_advance_part(
+                        step = (
                             h_read,
                             c,
                             h_written[layer],
@@ -2443,24 +2428,14 @@ def _generate_packed_region(
                             step_token,
                             cell,
                             embed,
-                            Wxs[layer],
-                            sxs[layer],
-                            Whs[layer],
-                            shs[layer],
-                            bxs[layer],
-                            bhs[layer],
-                            *inputs,
-                            xg,
-                            hw,
-                            bounds[p],
-                            bounds[p + 1],
                         )
+                        _packed_advance_part(*step, *layer_weights, *inputs, xg, hw, bounds[p], bounds[p + 1])
                         claims.finish(done, layer * parts + p, n)
                 for p in range(parts):
                     claims.wait_for(done, layer * parts + p, n)
             if claims.claim(taken, head, n):
                 _packed_head(logits, h_written, Wy, sy, by, q_written)
-                out[n] = draw_token(logits, probs, ranked, uniforms[n], temperature, top_k, top_p, greedy)
+                out[n] = draw_token(logits, probs, ranked, uniforms[n], *draw)
                 claims.finish(done, head, n)
             claims.wait_for(done, head, n)
 
@@ -2506,24 +2481,15 @@ def generate_tokens_packed_parallel(
     _generate_packed_region(
         out,
         logits,
-        hb,
-        qb,
-        x_rows,
-        c,
+        (hb, qb, x_rows, c),
         token,
         uniforms,
-        temperature,
-        top_k,
-        top_p,
-        greedy,
+        (temperature, top_k, top_p, greedy),
         cell,
         weights,
         bounds,
         xg,
         hw,
-        probs,
-        ranked,
-        taken,
-        done,
+        (probs, ranked, taken, done),
     )
     h[:] = hb[N % 2]
