@@ -33,8 +33,8 @@ _kernel = numba.njit(**_JIT)
 _X86 = llvm.get_process_triple().startswith(("x86_64", "i386", "i686"))
 # Pauses a waiting thread spins before it starts giving its core away between looks (about 28 ns
 # each on a Zen 3 core: 29 us, longer than a part of a C-sized layer takes). With another
-# program busy on the core, a thread that only spun kept it from that program, which then looked
-# idle to the thread governor (numrnn.threads), so generation stayed on two threads there.
+# program busy on one of two cores, waiting threads that only spun sampled at 0.89x one thread
+# (speed.py's under-load table, Zen 3); giving way, at 0.97-1.02x.
 SPINS = 1024
 _YIELDS = sys.platform != "win32"  # POSIX sched_yield; elsewhere the waiter only spins
 

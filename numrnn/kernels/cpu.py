@@ -2351,8 +2351,8 @@ def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_n
 # feed_tokens_packed_parallel opens a parallel region for every layer of every token, about 3 us
 # each (OpenMP, Zen 3): at C's 2 x 512 from int8 weights as long as the layer's products (two
 # threads generated 1.05x as fast as one that way). Generation opens one region for a whole
-# chunk (generate_tokens_packed_parallel) and hands the work between the threads as claimed
-# jobs (numrnn.kernels.claims): each layer's parts, then the head with the draw, each a job a
+# chunk (generate_tokens_packed_parallel) and hands the work between the threads as claimed jobs
+# (numrnn.kernels.claims): each layer's parts, then the head with the draw, each a job a
 # character. A thread tries its own part of a layer first (the same part every character, so its
 # rows of the weights stay in its core's cache), then any part no thread has taken, then waits
 # for the layer's parts to be done. Each part computes what it computes in the region-per-layer
@@ -2360,10 +2360,10 @@ def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_n
 # threads. The states a character reads and those it writes are apart (two buffers, the
 # character's parity picking which is which), so no copy waits for every part; the head and the
 # draw run on the thread that claims them. A waiting thread spins about 30 us, then gives its
-# core away between looks (claims.wait_for), so a program busy on that core is not shut out
-# (and the thread governor sees it). Measured on the Zen 3 (2 threads, 3,000 characters,
-# medians of 5, chars/s against a region a layer): int8 C rnn 33,078 -> 50,054, C gru 15,608 ->
-# 17,960, C lstm 12,097 -> 13,822, D 13,848 -> 14,463; bf16 C rnn 30,251 -> 36,528.
+# core away between looks (claims.wait_for), so a program busy on that core is not shut out.
+# Measured on the Zen 3 (2 threads, 3,000 characters, medians of 5, chars/s against a region a
+# layer): int8 C rnn 33,078 -> 50,054, C gru 15,608 -> 17,960, C lstm 12,097 -> 13,822, D 13,848
+# -> 14,463; bf16 C rnn 30,251 -> 36,528.
 
 
 @kernel
