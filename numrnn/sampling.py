@@ -422,11 +422,11 @@ class Sampler:
         if self._packed is not None and self._parts == 1:
             workspaces = (self._xg[0], self._hw[0], self._quantized)
             return cpu.feed_tokens_packed, cpu.generate_tokens_packed, workspaces
-        workspaces = (self._bounds, self._h_new, self._xg[0], self._hw[0])
         if self._packed is None:
+            workspaces = (self._bounds, self._h_new, self._xg[0], self._hw[0])
             return cpu.feed_tokens_parallel, cpu.generate_tokens_parallel, workspaces
         feed, generate = cpu.feed_tokens_packed_parallel, cpu.generate_tokens_packed_parallel
-        return feed, generate, (*workspaces, self._quantized)
+        return feed, generate, (self._bounds, self._xg[0], self._hw[0], self._quantized)
 
     def _feed(self, tokens, weights):
         """Advance the state over ``tokens`` (host ids)."""

@@ -293,7 +293,7 @@ def run_packed(model, weights, h, c, prime, token, uniforms, draw, bounds=None):
     """The packed kernels on ``model``'s weights converted to ``weights`` (on the parts
     ``bounds`` with the parallel kernels)."""
     cfg, packed = model.config, pack_weights(model, weights)
-    H, G, K = cfg.hidden, cfg.gate_width, cfg.outputs
+    G, K = cfg.gate_width, cfg.outputs
     h, c, logits = h.copy(), c.copy(), np.zeros(K, np.float32)
     xg, hw = np.zeros(G, np.float32), np.zeros(G, np.float32)
     quantized = cpu.packed_workspace(cfg)
@@ -307,8 +307,7 @@ def run_packed(model, weights, h, c, prime, token, uniforms, draw, bounds=None):
             out, logits, h, c, token, uniforms, *draw, cell, packed, xg, hw, quantized, probs, ranked
         )
     else:
-        bounds, h_new = np.asarray(bounds, np.int64), np.zeros(H, np.float32)
-        workspaces = (bounds, h_new, xg, hw, quantized)
+        workspaces = (np.asarray(bounds, np.int64), xg, hw, quantized)
         cpu.feed_tokens_packed_parallel(logits, h, c, prime, cell, packed, *workspaces)
         fed = (h.copy(), c.copy(), logits.copy())
         cpu.generate_tokens_packed_parallel(

@@ -1941,17 +1941,17 @@ def generate_tokens_parallel(
 # rounding tips a near-tie. A state (every |element| <= 1) is rounded at a fixed step instead
 # (int8dot.state_step), unit by unit, by the thread that computed the unit, right after its
 # cell update, so no serial pass a layer finds its largest element; the kernels round the state
-# they are given once, on entry. ``quantized`` (L + 2, max(E, H)) int16: row 0 layer 0's
-# embedding row, row 1 a layer's new state as its parts round it, row 2 + l layer l's state (the
-# next layer's input, and the top one the head's); unused by bf16.
+# they are given once, on entry. ``quantized`` (L + 1, max(E, H)) int16: row 0 layer 0's
+# embedding row, row 1 + l layer l's state (the next layer's input, and the top one the head's);
+# unused by bf16.
 
 packed_kernel = numba.njit(**dict(_JIT, fastmath=_JIT["fastmath"] or {"reassoc", "contract"}))
 
 
 def packed_workspace(config):
-    """The packed kernels' ``quantized`` workspace for a model of ``config``: (L + 2, max(E,
-    H)) int16, a row for layer 0's embedding row, one for a new state, one for each layer's."""
-    return np.zeros((config.layers + 2, max(config.embed, config.hidden)), np.int16)
+    """The packed kernels' ``quantized`` workspace for a model of ``config``: (L + 1, max(E,
+    H)) int16, a row for layer 0's embedding row and one for each layer's state."""
+    return np.zeros((config.layers + 1, max(config.embed, config.hidden)), np.int16)
 
 
 @intrinsic
@@ -2125,11 +2125,11 @@ def _state_input(quantized, h, layer, W):
 
 @overload(_state_input)
 def _state_input_overload(quantized, h, layer, W):
-    # int8 rows: the state as rounded by _round_state (quantized row 2 + layer) and its fixed
+    # int8 rows: the state as rounded by _round_state (quantized row 1 + layer) and its fixed
     # step; bf16 rows: h[layer] itself
     if _is_int8(W):
         return lambda quantized, h, layer, W: (
-            quantized[2 + layer, : h.shape[1]],
+            quantized[1 + layer, : h.shape[1]],
             int8dot.state_step(h.shape[1]),
         )
     return lambda quantized, h, layer, W: (h[layer], np.float32(1.0))
@@ -2150,28 +2150,10 @@ def _round_state_overload(rounded, h_layer, j0, j1, W):
 
 @kernel
 def _round_states(quantized, h, W):
-    # every layer's state h[layer] rounded into quantized[2 + layer] (int8 rows W; nothing for
+    # every layer's state h[layer] rounded into quantized[1 + layer] (int8 rows W; nothing for
     # bf16): what a kernel does first, for states set from outside (zeros, a prime, a caller's)
     for layer in range(h.shape[0]):
-        _round_state(quantized[2 + layer], h[layer], 0, h.shape[1], W)
-
-
-def _keep_new_state(quantized, layer, H, W):
-    """int8 rows: the new state's units, rounded by the parts into quantized[1], become layer
-    ``layer``'s (after its parallel region, when no product reads the old one any more);
-    nothing for bf16; compiled code only."""
-    raise NotImplementedError("_keep_new_state runs in compiled code only")
-
-
-@overload(_keep_new_state)
-def _keep_new_state_overload(quantized, layer, H, W):
-    if _is_int8(W):
-
-        def keep(quantized, layer, H, W):
-            quantized[2 + layer, :H] = quantized[1, :H]
-
-        return keep
-    return lambda quantized, layer, H, W: None
+        _round_state(quantized[1 + layer], h[layer], 0, h.shape[1], W)
 
 
 @kernel
@@ -2251,33 +2233,10 @@ def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, 
     for layer in range(h.shape[0]):
         inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
         weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
-        h_rounded = quantized[2 + layer]
+        h_rounded = quantized[1 + layer]
         _packed_advance_part(
             h, c, h[layer], h_rounded, layer, token, cell, embed, *weights, *inputs, xg, hw, 0, H
         )
-
-
-@parallel_kernel
-def _packed_advance_parallel(
-    h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
-):
-    # _advance_parallel from packed weights: each layer's units split into the parts of
-    # ``bounds`` (P+1 offsets), one thread each. h_new (H), xg, hw (G), quantized workspaces.
-    # int8: each part rounds its own units of the new state (into quantized[1]); only layer 0's
-    # embedding row, when it has one, is rounded before the parts start, once for all of them.
-    H = h.shape[1]
-    for layer in range(h.shape[0]):
-        inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
-        weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
-        # the parts' shared arguments: the new state goes to h_new, int8's rounded to quantized[1]
-        step = (h, c, h_new, quantized[1], layer, token, cell, embed)
-        for p in numba.prange(bounds.shape[0] - 1):
-            _packed_advance_part(*step, *weights, *inputs, xg, hw, bounds[p], bounds[p + 1])
-        # Every part has read the whole previous state: now it may be replaced.
-        h_layer = h[layer]
-        for j in range(H):
-            h_layer[j] = h_new[j]
-        _keep_new_state(quantized, layer, H, Whs[layer])
 
 
 @kernel
@@ -2333,37 +2292,22 @@ def generate_tokens_packed(
         out[n] = token
 
 
-@kernel
-def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, h_new, xg, hw, quantized):
-    # feed_tokens_packed on parts (see generation on two threads); h_new (H), xg, hw (G),
-    # quantized workspaces
-    embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
-    _round_states(quantized, h, Whs[0])
-    for t in range(tokens.shape[0]):
-        _packed_advance_parallel(
-            h, c, tokens[t], cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, bounds, h_new, xg, hw, quantized
-        )
-    if tokens.shape[0] > 0:
-        _packed_head(logits, h, Wy, sy, by, quantized)
-
-
-# --------------------------------------------------------------------------- generation in one region
-# feed_tokens_packed_parallel opens a parallel region for every layer of every token, about 3 us
-# each (OpenMP, Zen 3): at C's 2 x 512 from int8 weights as long as the layer's products (two
-# threads generated 1.05x as fast as one that way). Generation opens one region for a whole
-# chunk (generate_tokens_packed_parallel) and hands the work between the threads as claimed jobs
-# (numrnn.kernels.claims): each layer's parts, then the head with the draw, each a job a
-# character. A thread tries its own part of a layer first (the same part every character, so its
+# --------------------------------------------------------------------------- packed generation on parts
+# On parts (``bounds``: P+1 unit offsets), packed generation opens one parallel region for a
+# whole chunk of tokens and hands the work between the threads as claimed jobs
+# (numrnn.kernels.claims): each layer's parts, then (generating) the head with the draw, each a
+# job a token. A thread tries its own part of a layer first (the same part every token, so its
 # rows of the weights stay in its core's cache), then any part no thread has taken, then waits
-# for the layer's parts to be done. Each part computes what it computes in the region-per-layer
-# form (_packed_advance_part on the same units), so the two give the same bits, on any number of
-# threads. The states a character reads and those it writes are apart (two buffers, the
-# character's parity picking which is which), so no copy waits for every part; the head and the
-# draw run on the thread that claims them. A waiting thread spins about 30 us, then gives its
-# core away between looks (claims.wait_for), so a program busy on that core is not shut out.
-# Measured on the Zen 3 (2 threads, 3,000 characters, medians of 5, chars/s against a region a
-# layer): int8 C rnn 33,078 -> 50,054, C gru 15,608 -> 17,960, C lstm 12,097 -> 13,822, D 13,848
-# -> 14,463; bf16 C rnn 30,251 -> 36,528.
+# for the layer's parts to be done; a waiting thread spins about 30 us, then gives its core away
+# between looks (claims.wait_for), so a program busy on that core is not shut out. Each part is
+# _packed_advance_part on its units, the one-thread kernels' step on all of them, so both give
+# the same bits on any number of threads. The states a token reads and those it writes are apart
+# (two buffers, the token's parity picking which is which), so no copy waits for every part.
+# Opening a region for every layer of every token instead cost about 3 us each (OpenMP, Zen 3):
+# at C's 2 x 512 from int8 weights as long as the layer's products (two threads generated 1.05x
+# as fast as one that way). Measured on the Zen 3 (2 threads, 3,000 characters, medians of 5,
+# chars/s, a region a layer -> one a chunk): int8 C rnn 33,078 -> 50,054, C gru 15,608 -> 17,960,
+# C lstm 12,097 -> 13,822, D 13,848 -> 14,463; bf16 C rnn 30,251 -> 36,528.
 
 
 @kernel
@@ -2382,26 +2326,30 @@ def _region_inputs(q_read, h_read, q_written, h_written, x_row, layer, token, em
 
 
 @parallel_kernel
-def _generate_packed_region(
-    out, logits, states, token, uniforms, draw, cell, weights, bounds, xg, hw, workspaces
-):
-    # generate_tokens_packed_parallel's region. states: (hb, qb, x_rows, c), hb (2, L, H) and qb
-    # (2, L + 2, max(E, H)) the two state buffers (character n reads buffer n % 2 and writes the
-    # other), x_rows (P, max(E, H)) each part's rounded embedding row, c (L, H) the cell state;
-    # draw: (temperature, top_k, top_p, greedy); workspaces: (probs, ranked, taken, done), taken
-    # and done (L * P + 1) the jobs' claims (job layer * P + part, then the head); out (N) the
-    # ids, each the next character's input
+def _packed_region(out, tokens, logits, states, token, uniforms, draw, cell, weights, bounds, xg, hw, jobs):
+    # The region of feed_tokens_packed_parallel (out empty: the steps read ``tokens``, the head
+    # runs after the last) and generate_tokens_packed_parallel (the steps read ``token``, then
+    # each drawn id; out (N) the ids). states: (hb, qb, x_rows, c), hb (2, L, H) and qb (2, L + 1,
+    # max(E, H)) the two state buffers (token n reads buffer n % 2 and writes the other), x_rows
+    # (P, max(E, H)) each part's rounded embedding row, c (L, H) the cell state; draw:
+    # (temperature, top_k, top_p, greedy); jobs: (probs, ranked, taken, done), taken and done
+    # (L * P + 1) the jobs' claims (job layer * P + part, then the head)
     hb, qb, x_rows, c = states
-    probs, ranked, taken, done = workspaces
+    probs, ranked, taken, done = jobs
     embed, Wxs, sxs, Whs, shs, bxs, bhs, Wy, sy, by = weights
     L = hb.shape[1]
     parts = bounds.shape[0] - 1
     head = L * parts
+    feeding = out.shape[0] == 0
+    steps = tokens.shape[0] if feeding else out.shape[0]
     for thread in numba.prange(parts):
-        for n in range(out.shape[0]):
+        for n in range(steps):
             h_read, h_written = hb[n % 2], hb[1 - n % 2]
             q_read, q_written = qb[n % 2], qb[1 - n % 2]
-            step_token = token if n == 0 else out[n - 1]
+            if feeding:
+                step_token = tokens[n]
+            else:
+                step_token = token if n == 0 else out[n - 1]
             for layer in range(L):
                 layer_weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
                 for k in range(parts):
@@ -2423,7 +2371,7 @@ def _generate_packed_region(
                             h_read,
                             c,
                             h_written[layer],
-                            q_written[2 + layer],
+                            q_written[1 + layer],
                             layer,
                             step_token,
                             cell,
@@ -2433,11 +2381,48 @@ def _generate_packed_region(
                         claims.finish(done, layer * parts + p, n)
                 for p in range(parts):
                     claims.wait_for(done, layer * parts + p, n)
-            if claims.claim(taken, head, n):
+            # every layer of step n is done (each thread waited for it): the next step may write
+            # the buffer this one read. Feeding, the head runs once, as job step 0 after the last.
+            head_step = 0 if feeding else n
+            if (not feeding or n == steps - 1) and claims.claim(taken, head, head_step):
                 _packed_head(logits, h_written, Wy, sy, by, q_written)
-                out[n] = draw_token(logits, probs, ranked, uniforms[n], *draw)
-                claims.finish(done, head, n)
-            claims.wait_for(done, head, n)
+                if not feeding:
+                    out[n] = draw_token(logits, probs, ranked, uniforms[n], *draw)
+                claims.finish(done, head, head_step)
+            if not feeding or n == steps - 1:
+                claims.wait_for(done, head, head_step)
+
+
+@kernel
+def _run_region(
+    out, tokens, logits, h, c, token, uniforms, draw, cell, weights, bounds, xg, hw, quantized, probs, ranked
+):
+    # _packed_region's buffers, made here (a few kilobytes a chunk), h's state in and out
+    steps = tokens.shape[0] if out.shape[0] == 0 else out.shape[0]
+    if steps == 0:
+        return
+    L, H = h.shape
+    parts = bounds.shape[0] - 1
+    hb = np.empty((2, L, H), h.dtype)
+    hb[0] = h
+    qb = np.zeros((2, quantized.shape[0], quantized.shape[1]), quantized.dtype)
+    _round_states(qb[0], hb[0], weights[3][0])
+    x_rows = np.zeros((parts, quantized.shape[1]), quantized.dtype)
+    taken = np.full(L * parts + 1, -1, np.int64)
+    done = np.full(L * parts + 1, -1, np.int64)
+    states, jobs = (hb, qb, x_rows, c), (probs, ranked, taken, done)
+    _packed_region(out, tokens, logits, states, token, uniforms, draw, cell, weights, bounds, xg, hw, jobs)
+    h[:] = hb[steps % 2]
+
+
+@kernel
+def feed_tokens_packed_parallel(logits, h, c, tokens, cell, weights, bounds, xg, hw, quantized):
+    # feed_tokens_packed on parts, in one parallel region (see the section header); bounds (P+1)
+    # the parts' first units; xg, hw (G), quantized workspaces
+    no_ids, no_floats = np.empty(0, np.int64), np.empty(0, logits.dtype)
+    draw = (np.float64(1.0), np.int64(0), np.float64(1.0), False)  # no draws when feeding
+    region = (no_ids, tokens, logits, h, c, np.int64(0), np.empty(0, np.float64), draw, cell)
+    _run_region(*region, weights, bounds, xg, hw, quantized, no_floats, no_floats)
 
 
 @kernel
@@ -2455,41 +2440,14 @@ def generate_tokens_packed_parallel(
     cell,
     weights,
     bounds,
-    h_new,
     xg,
     hw,
     quantized,
     probs,
     ranked,
 ):
-    # generate_tokens_packed on parts, in one parallel region (see the section header)
-    # bounds (P+1) the parts' first units; h_new (H) unused (the state's two buffers are made
-    # here); xg, hw (G), quantized workspaces
-    N = out.shape[0]
-    if N == 0:
-        return
-    Whs = weights[3]
-    L, H = h.shape
-    parts = bounds.shape[0] - 1
-    hb = np.empty((2, L, H), h.dtype)
-    hb[0] = h
-    qb = np.zeros((2, quantized.shape[0], quantized.shape[1]), quantized.dtype)
-    _round_states(qb[0], hb[0], Whs[0])
-    x_rows = np.zeros((parts, quantized.shape[1]), quantized.dtype)
-    taken = np.full(L * parts + 1, -1, np.int64)
-    done = np.full(L * parts + 1, -1, np.int64)
-    _generate_packed_region(
-        out,
-        logits,
-        (hb, qb, x_rows, c),
-        token,
-        uniforms,
-        (temperature, top_k, top_p, greedy),
-        cell,
-        weights,
-        bounds,
-        xg,
-        hw,
-        (probs, ranked, taken, done),
-    )
-    h[:] = hb[N % 2]
+    # generate_tokens_packed on parts, in one parallel region (see the section header); bounds
+    # (P+1) the parts' first units; xg, hw (G), quantized workspaces
+    draw = (temperature, top_k, top_p, greedy)
+    region = (out, np.empty(0, np.int64), logits, h, c, token, uniforms, draw, cell)
+    _run_region(*region, weights, bounds, xg, hw, quantized, probs, ranked)
