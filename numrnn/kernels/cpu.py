@@ -2157,17 +2157,20 @@ def _round_states(quantized, h, W):
 
 
 @kernel
-def _packed_inputs(quantized, h, layer, token, embed, Wx, Wh):
+def _packed_inputs(q_read, h_read, q_written, h_written, x_row, layer, token, embed, Wx, Wh):
     # (x_in, x_step, h_in, h_step): what layer ``layer``'s products read, its input (none, an
     # empty x_in, when layer 0 reads rows of Wx) and its previous state (see _product_input and
-    # _state_input)
-    h_in, h_step = _state_input(quantized, h, layer, Wh)
+    # _state_input): the previous state from (q_read, h_read), the input from the layer below's
+    # new state in (q_written, h_written), an embedding row rounded into x_row. The one-thread
+    # kernels update the state in place (the same buffers twice); the parts' region reads one
+    # buffer and writes the other.
+    h_in, h_step = _state_input(q_read, h_read, layer, Wh)
     if layer == 0 and embed.shape[0] == 0:
         return h_in[:0], h_step, h_in, h_step
     if layer == 0:
-        x_in, x_step = _product_input(quantized[0], embed[token], Wx)
+        x_in, x_step = _product_input(x_row, embed[token], Wx)
     else:
-        x_in, x_step = _state_input(quantized, h, layer - 1, Wx)
+        x_in, x_step = _state_input(q_written, h_written, layer - 1, Wx)
     return x_in, x_step, h_in, h_step
 
 
@@ -2231,7 +2234,9 @@ def _packed_advance(h, c, token, cell, embed, Wxs, sxs, Whs, shs, bxs, bhs, xg, 
     # _advance from packed weights, on one thread; xg, hw (G), quantized workspaces
     H = h.shape[1]
     for layer in range(h.shape[0]):
-        inputs = _packed_inputs(quantized, h, layer, token, embed, Wxs[layer], Whs[layer])
+        inputs = _packed_inputs(
+            quantized, h, quantized, h, quantized[0], layer, token, embed, Wxs[layer], Whs[layer]
+        )
         weights = (Wxs[layer], sxs[layer], Whs[layer], shs[layer], bxs[layer], bhs[layer])
         h_rounded = quantized[1 + layer]
         _packed_advance_part(
@@ -2310,21 +2315,6 @@ def generate_tokens_packed(
 # C lstm 12,097 -> 13,822, D 13,848 -> 14,463; bf16 C rnn 30,251 -> 36,528.
 
 
-@kernel
-def _region_inputs(q_read, h_read, q_written, h_written, x_row, layer, token, embed, Wx, Wh):
-    # _packed_inputs with the state buffers apart: the previous state from (q_read, h_read), a
-    # layer's input from the layer below's new state in (q_written, h_written), an embedding
-    # row rounded into x_row (each part its own)
-    h_in, h_step = _state_input(q_read, h_read, layer, Wh)
-    if layer == 0 and embed.shape[0] == 0:
-        return h_in[:0], h_step, h_in, h_step
-    if layer == 0:
-        x_in, x_step = _product_input(x_row, embed[token], Wx)
-    else:
-        x_in, x_step = _state_input(q_written, h_written, layer - 1, Wx)
-    return x_in, x_step, h_in, h_step
-
-
 @parallel_kernel
 def _packed_region(out, tokens, logits, states, token, uniforms, draw, cell, weights, bounds, xg, hw, jobs):
     # The region of feed_tokens_packed_parallel (out empty: the steps read ``tokens``, the head
@@ -2355,7 +2345,7 @@ def _packed_region(out, tokens, logits, states, token, uniforms, draw, cell, wei
                 for k in range(parts):
                     p = (thread + k) % parts
                     if claims.claim(taken, layer * parts + p, n):
-                        inputs = _region_inputs(
+                        inputs = _packed_inputs(
                             q_read,
                             h_read,
                             q_written,
@@ -2383,13 +2373,13 @@ def _packed_region(out, tokens, logits, states, token, uniforms, draw, cell, wei
                     claims.wait_for(done, layer * parts + p, n)
             # every layer of step n is done (each thread waited for it): the next step may write
             # the buffer this one read. Feeding, the head runs once, as job step 0 after the last.
-            head_step = 0 if feeding else n
-            if (not feeding or n == steps - 1) and claims.claim(taken, head, head_step):
-                _packed_head(logits, h_written, Wy, sy, by, q_written)
-                if not feeding:
-                    out[n] = draw_token(logits, probs, ranked, uniforms[n], *draw)
-                claims.finish(done, head, head_step)
             if not feeding or n == steps - 1:
+                head_step = 0 if feeding else n
+                if claims.claim(taken, head, head_step):
+                    _packed_head(logits, h_written, Wy, sy, by, q_written)
+                    if not feeding:
+                        out[n] = draw_token(logits, probs, ranked, uniforms[n], *draw)
+                    claims.finish(done, head, head_step)
                 claims.wait_for(done, head, head_step)
 
 
