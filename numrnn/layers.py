@@ -579,11 +579,23 @@ class RecurrentStack:
         ws.dh0 = zeros(L * R, B, H)
         ws.dc0 = zeros(L * R, B, H)
         D0 = self.input_width(0)
+        # A stacked LSTM layer's two weight gradients are one product (stacked_weight_grads):
+        # its rows [x_t | h_{t-1}] on the CPU, nothing on a GPU.
+        stacked = self._stacks_weight_grads(1)
+        ws.joined = zeros(T * B * (W + H) if xp is np else 1, zeroed=False) if stacked else None
+        ws.no_weight_grad = xp.empty((0, G), dtype) if stacked else None
+        ws.no_bias_grad = xp.empty(0, dtype) if stacked else None
+        joined_scratch = 2 * (W + H + 1) * G if stacked else 0
         # The largest kernel workspace: a weight gradient's two (D, G) or (H, G) partial
-        # products (cpu._weight_grad_tn; the caller's own products', also twice theirs), or a
-        # cell backward's (B, H) per-step product.
-        ws.scratch = zeros(max(2 * max(D0 * G, W * G, H * G, scratch), H * B, 1))
+        # products (cpu._weight_grad_tn; the caller's own products', also twice theirs), the
+        # stacked layers' (W + H, G) ones, or a cell backward's (B, H) per-step product.
+        ws.scratch = zeros(max(2 * max(D0 * G, W * G, H * G, scratch), joined_scratch, H * B, 1))
         return ws
+
+    def _stacks_weight_grads(self, layer):
+        # Whether ``layer``'s input and recurrent weight gradients are one product: a stacked
+        # LSTM layer (an RNN's measured level; a GRU's n gate has two gradients) in one direction.
+        return self.cell.name == "lstm" and self.directions == 1 and 0 < layer < self.layers
 
     # ------------------------------------------------------------------ forward
 
@@ -702,10 +714,16 @@ class RecurrentStack:
             x = None if layer == 0 else self.layer_input(ws, layer)
             if R > 1 and layer > 0:
                 ws.dinputs[...] = 0.0
+            stacked = self._stacks_weight_grads(layer)
             for d in range(R):
-                self._recur_backward(k, w, dw, ws, layer, d, dstate, state_grad)
+                self._recur_backward(k, w, dw, ws, layer, d, dstate, state_grad, not stacked)
                 Wx, _, _, _ = (w[name] for name in self._names(layer, d))
-                dWx, _, dbx, _ = (dw[name] for name in self._names(layer, d))
+                dWx, dWh, dbx, dbh = (dw[name] for name in self._names(layer, d))
+                if stacked:
+                    k.stacked_weight_grads(
+                        dWx, dbx, dWh, dbh, x, ws.hs[(layer, d)], ws.dgates, ws.scratch, ws.joined
+                    )
+                    dWx, dbx = ws.no_weight_grad, ws.no_bias_grad
                 if layer == 0:
                     if input_dgates is not None:
                         input_dgates(dgate_rows, bool(d))
@@ -753,9 +771,12 @@ class RecurrentStack:
         )
         ws.dinputs += take_rows(dx, ws.reverse) if d else dx
 
-    def _recur_backward(self, k, w, dw, ws, layer, d, dstate, state_grad):
+    def _recur_backward(self, k, w, dw, ws, layer, d, dstate, state_grad, weight_grad=True):
+        # without weight_grad the caller adds dWh and dbh itself (stacked_weight_grads)
         _, Wh, _, _ = (w[name] for name in self._names(layer, d))
         _, dWh, _, dbh = (dw[name] for name in self._names(layer, d))
+        if not weight_grad:
+            dWh, dbh = ws.no_weight_grad, ws.no_bias_grad
         unit, index = (layer, d), layer * self.directions + d
         dhT = ws.zero_bh if dstate is None else ws.xp.ascontiguousarray(dstate["h"][index], ws.hw.dtype)
         hs, dhs = ws.hs[unit], ws.dhs[d]

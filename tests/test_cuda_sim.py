@@ -237,10 +237,36 @@ def test_dense_and_lookup_launchers_match_cpu(dtype, rng):
     for name, args in cases.items():
         expected, got = run_both(name, args)
         assert_same(expected, got, dtype, skip=("scratch",))
-    # linear_backward skips dx when it has no rows (an input that needs no gradient)
+    # linear_backward skips dx when it has no rows (an input that needs no gradient), and dW
+    # and db when dW has none (a stacked layer's: stacked_weight_grads adds them)
     args = dict(dx=np.zeros((0, D), dtype), dW=u(D, K), db=u(K), dy=dy, x=x, W=W, scratch=u(D * K))
     expected, got = run_both("linear_backward", args)
     assert_same(expected, got, dtype, skip=("scratch",))
+    args = dict(dx=np.zeros((N, D), dtype), dW=u(0, K), db=u(0), dy=dy, x=x, W=W, scratch=u(D * K))
+    expected, got = run_both("linear_backward", args)
+    assert_same(expected, got, dtype, skip=("scratch",))
+    assert np.abs(got["dx"]).max() > 0.05
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stacked_weight_grads_match_cpu(dtype, rng):
+    u = lambda *shape: rng.uniform(-1, 1, shape).astype(dtype)  # noqa: E731
+    T, B, D, H = 3, 2, 5, 4
+    G = 4 * H
+    args = dict(
+        dWx=u(D, G),  # accumulated into
+        dbx=u(G),
+        dWh=u(H, G),
+        dbh=u(G),
+        x=u(T, B, D),
+        hs=u(T + 1, B, H),
+        dpre=u(T, B, G),
+        scratch=u(2 * (D + H + 1) * G),
+        joined=u(T * B * (D + H)),
+    )
+    expected, got = run_both("stacked_weight_grads", args)
+    assert_same(expected, got, dtype, skip=("scratch", "joined"))
+    assert np.abs(got["dWh"] - args["dWh"]).max() > 1e-3  # gradients accumulated
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

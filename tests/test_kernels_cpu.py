@@ -50,18 +50,24 @@ class LayerRun:
             cpu.gru_forward(self.hs, self.gates, self.hn, self.active, c["Wh"], c["bh"], hw, self.packed)
         return self
 
-    def backward(self, dhs, dhT, dcT, initial_grad=True):
+    def backward(self, dhs, dhT, dcT, initial_grad=True, weight_grad=True):
+        # without weight_grad the kernels get weight gradients of no rows (the stacked layers'
+        # calls): the returned ones stay zero
         c, T, B, H, G = self.c, self.T, self.B, self.H, self.G
         dhs, dhT, dcT = (np.ascontiguousarray(a, self.dtype) for a in (dhs, dhT, dcT))
         g = {name: np.zeros_like(c[name]) for name in ("Wx", "Wh", "bx", "bh")}
+
+        def dW(name):
+            return g[name] if weight_grad else np.empty((0,) + g[name].shape[1:], self.dtype)
+
         dxg = np.zeros((T, B, G), self.dtype)
         g["h0"] = np.zeros((B, H), self.dtype)
         if self.cell == "rnn":
             cpu.rnn_backward(
                 dxg,
                 g["h0"],
-                g["Wh"],
-                g["bh"],
+                dW("Wh"),
+                dW("bh"),
                 dhs,
                 dhT,
                 self.hs,
@@ -77,8 +83,8 @@ class LayerRun:
                 dxg,
                 g["h0"],
                 g["c0"],
-                g["Wh"],
-                g["bh"],
+                dW("Wh"),
+                dW("bh"),
                 dhs,
                 dhT,
                 dcT,
@@ -95,8 +101,8 @@ class LayerRun:
             cpu.gru_backward(
                 dxg,
                 g["h0"],
-                g["Wh"],
-                g["bh"],
+                dW("Wh"),
+                dW("bh"),
                 dhs,
                 dhT,
                 self.hs,
@@ -112,8 +118,8 @@ class LayerRun:
         g["x"] = np.zeros_like(c["x"])
         cpu.linear_backward(
             g["x"].reshape(T * B, -1),
-            g["Wx"],
-            g["bx"],
+            dW("Wx"),
+            dW("bx"),
             dxg.reshape(T * B, G),
             c["x"].reshape(T * B, -1),
             c["Wx"],
@@ -520,6 +526,41 @@ def test_linear_matches_reference(dtype, rtol, rng):
     np.testing.assert_allclose(dx, expected["x"], rtol=rtol, atol=rtol)
     np.testing.assert_allclose(dW, expected["W"] + 1, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(db, expected["b"] + 1, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, F64_RTOL), (np.float32, F32_RTOL)])
+@pytest.mark.parametrize("T,B,D,H", [(3, 2, 4, 5), (10, 20, 24, 32)], ids=["whole", "two-parts"])
+def test_stacked_weight_grads_match_two_products(T, B, D, H, dtype, rtol, rng):
+    # A stacked layer's [x_t | h_{t-1}] product equals the input's and the recurrence's own
+    # (the larger shape runs on two parts: cpu._dense_parts); the gradients accumulate.
+    G = 4 * H
+    x, hs, dpre = (rng.standard_normal(s).astype(dtype) for s in [(T, B, D), (T + 1, B, H), (T, B, G)])
+    assert cpu._dense_parts(T * B, D + H, G) == (2 if T == 10 else 1)
+    dWx, dWh, dbx, dbh = (np.ones(s, dtype) for s in [(D, G), (H, G), G, G])
+    scratch = np.full(2 * (D + H + 1) * G, np.nan, dtype)  # overwritten before it is read
+    joined = np.full(T * B * (D + H), np.nan, dtype)
+    cpu.stacked_weight_grads(dWx, dbx, dWh, dbh, x, hs, dpre, scratch, joined)
+    rows = dpre.reshape(T * B, G).astype(np.float64)
+    np.testing.assert_allclose(dWx, x.reshape(T * B, D).T @ rows + 1, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dWh, hs[:T].reshape(T * B, H).T @ rows + 1, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dbx, rows.sum(axis=0) + 1, rtol=rtol, atol=rtol)
+    np.testing.assert_array_equal(dbh, dbx)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_gradients_of_no_rows_are_skipped(cell, rng):
+    # The stacked layers' calls (layers.py): a cell backward given dWh of no rows and
+    # linear_backward given dW of no rows add no weight or bias gradient and compute the rest.
+    case = cell_case(cell, rng)
+    dhs, dhT, dcT = _grads_of_outputs(rng, 4, 3, 4)
+    run = LayerRun(cell, case, np.float64).forward()
+    whole = run.backward(dhs, dhT, dcT)
+    skipped = run.backward(dhs, dhT, dcT, weight_grad=False)
+    for name in ("Wx", "Wh", "bx", "bh"):
+        assert not skipped[name].any(), name
+        assert whole[name].any(), name
+    for name in ("dxg", "h0", "x") + (("c0",) if cell == "lstm" else ()):
+        np.testing.assert_array_equal(skipped[name], whole[name], err_msg=name)
 
 
 def test_embedding_and_onehot_projection_match_reference(rng):

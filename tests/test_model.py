@@ -60,7 +60,10 @@ def make_case(cell, rng, layers=2, embed=4, last_only=False, dropout=0.0, dtype=
 def test_loss_and_gradients_match_reference(cell, layers, embed, last_only, T, B, table, rng):
     model, tokens, targets, state = make_case(cell, rng, layers, embed, last_only, T=T, B=B)
     result = model.loss_and_grad(tokens, targets, state=state)
-    assert model._workspace(T, B).stack.embedding[0].table == (table and embed > 0)
+    stack = model._workspace(T, B).stack
+    assert stack.embedding[0].table == (table and embed > 0)
+    # a stacked LSTM layer's two weight gradients run as one product (stacked_weight_grads)
+    assert (stack.joined is not None) == (cell == "lstm" and layers > 1)
     loss, grads = ref.model_loss(
         cell, reference_weights(model), tokens, targets, state.h, state.c, last_only=last_only
     )

@@ -210,9 +210,12 @@ def _is_zero(a):
 
 @kernel
 def _accumulate_recurrent(dWh, dbh, hs, dpre, scratch):
-    # dWh (H, G) += hs[:T] rows.T @ dpre rows;  dbh (G) += column sums of dpre
+    # dWh (H, G) += hs[:T] rows.T @ dpre rows;  dbh (G) += column sums of dpre; neither when
+    # dWh has no rows (the caller adds both: stacked_weight_grads)
     # hs (T+1, B, H): the states, hs[t] the previous state of step t; dpre (T, B, G)
     # A zero initial state's rows add nothing to dWh, so the product starts after them.
+    if dWh.shape[0] == 0:
+        return
     T = dpre.shape[0]
     start = 1 if _is_zero(hs[0]) else 0
     if start < T:
@@ -255,11 +258,76 @@ def linear_forward(y, x, W, b):
 @kernel
 def linear_backward(dx, dW, db, dy, x, W, scratch):
     # dx (N, D) out = dy @ W.T, skipped when dx has no rows (input needs no gradient)
-    # dW (D, K) += x.T @ dy;  db (K) += column sums of dy
+    # dW (D, K) += x.T @ dy;  db (K) += column sums of dy; neither when dW has no rows (the
+    #   caller adds both: stacked_weight_grads)
     # dy (N, K); x (N, D); W (D, K); scratch (>= 2*D*K) workspace
-    _accumulate_tn(dW, db, x, dy, scratch)
+    if dW.shape[0] > 0:
+        _accumulate_tn(dW, db, x, dy, scratch)
     if dx.shape[0] > 0:
         _product_rows(dx, dy, W.T)
+
+
+@kernel
+def stacked_weight_grads(dWx, dbx, dWh, dbh, x, hs, dpre, scratch, joined):
+    # dWx (D, G) += x rows.T @ dpre rows;  dWh (H, G) += hs[:T] rows.T @ dpre rows
+    # dbx, dbh (G) += column sums of dpre
+    # x (T, B, D): a stacked layer's input; hs (T+1, B, H): its states; dpre (T, B, G): the
+    #   gradient of its pre-activations, one for the input and the recurrent products (rnn,
+    #   lstm; a GRU's reset gate scales the recurrent part of n apart)
+    # scratch (>= 2*(D+H+1)*G), joined (>= T*B*(D+H)) workspaces
+    # One (D+H)-row product over [x_t | h_{t-1}] in place of a D-row and an H-row one, the copy
+    # included, and the column sums once for both biases, on the product's threads.
+    T, B, D = x.shape
+    H = hs.shape[2]
+    G = dpre.shape[2]
+    N = T * B
+    X = D + H
+    rows = joined[: N * X].reshape((N, X))
+    parts = _dense_parts(N, X, G)
+    partial = scratch[: parts * X * G].reshape((parts, X, G))
+    sums = scratch[parts * X * G : parts * (X + 1) * G].reshape((parts, G))
+    _joined_partials_tn(partial, sums, rows, x, hs, _rows(dpre))
+    for p in range(parts):
+        for k in range(G):
+            dbx[k] += sums[p, k]
+            dbh[k] += sums[p, k]
+        for i in range(D):
+            dWx_i = dWx[i]
+            partial_i = partial[p, i]
+            for k in range(G):
+                dWx_i[k] += partial_i[k]
+        for i in range(H):
+            dWh_i = dWh[i]
+            partial_i = partial[p, D + i]
+            for k in range(G):
+                dWh_i[k] += partial_i[k]
+
+
+@parallel_kernel
+def _joined_partials_tn(partial, sums, rows, x, hs, dY):
+    # partial (P, D+H, K) out: partial[p] = rows[part p].T @ dY[part p], after each part's
+    # thread writes its rows (N, D+H) of [x_t | h_{t-1}] (hot in its cache for the product)
+    # sums (P, K) out: the column sums of dY[part p]
+    # x (T, B, D); hs (T+1, B, H); dY (N, K)
+    parts = partial.shape[0]
+    B, D = x.shape[1], x.shape[2]
+    N = rows.shape[0]
+    for p in numba.prange(parts):
+        r0 = p * N // parts
+        r1 = (p + 1) * N // parts
+        for n in range(r0, r1):
+            t = n // B
+            b = n - t * B
+            row = rows[n]
+            x_n = x[t, b]
+            h_n = hs[t, b]
+            for i in range(D):
+                row[i] = x_n[i]
+            for i in range(h_n.shape[0]):
+                row[D + i] = h_n[i]
+        np.dot(rows[r0:r1].T, dY[r0:r1], partial[p])
+        sums[p] = 0.0
+        bias_backward(sums[p], dY[r0:r1])
 
 
 @kernel

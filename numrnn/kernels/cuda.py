@@ -164,7 +164,10 @@ def _rows(a):
 
 
 def _accumulate_recurrent(dWh, dbh, hs, dpre):
-    # dWh (H, G) += hs[:T] rows.T @ dpre rows; dbh (G) += column sums of dpre
+    # dWh (H, G) += hs[:T] rows.T @ dpre rows; dbh (G) += column sums of dpre; neither when dWh
+    # has no rows (the caller adds both: stacked_weight_grads)
+    if dWh.shape[0] == 0:
+        return
     T = dpre.shape[0]
     _gemm(dWh, _rows(hs[:T]), _rows(dpre), trans_a=True, accumulate=True)
     blocks, threads = _grid(1, dbh.shape[0])
@@ -427,12 +430,22 @@ def linear_forward(y, x, W, b):
 
 
 def linear_backward(dx, dW, db, dy, x, W, scratch):
-    """As ``cpu.linear_backward`` (scratch unused): dW += x.T @ dy, db += column sums of dy,
-    dx = dy @ W.T unless dx has no rows."""
-    _gemm(dW, x, dy, trans_a=True, accumulate=True)
-    bias_backward(db, dy)
+    """As ``cpu.linear_backward`` (scratch unused): dW += x.T @ dy and db += column sums of dy
+    unless dW has no rows, dx = dy @ W.T unless dx has no rows."""
+    if dW.shape[0] > 0:
+        _gemm(dW, x, dy, trans_a=True, accumulate=True)
+        bias_backward(db, dy)
     if dx.shape[0] > 0:
         _gemm(dx, dy, W, trans_b=True)
+
+
+def stacked_weight_grads(dWx, dbx, dWh, dbh, x, hs, dpre, scratch, joined):
+    """As ``cpu.stacked_weight_grads`` (scratch and joined unused): dWx += x rows.T @ dpre rows,
+    dWh += hs[:T] rows.T @ dpre rows, dbx and dbh += column sums of dpre; two products here,
+    which cuBLAS runs without the CPU's copy."""
+    _gemm(dWx, _rows(x), _rows(dpre), trans_a=True, accumulate=True)
+    bias_backward(dbx, _rows(dpre))
+    _accumulate_recurrent(dWh, dbh, hs, dpre)
 
 
 def matmul(y, x, W):
