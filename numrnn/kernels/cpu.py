@@ -134,23 +134,29 @@ def _dense_parts(N, D, K):
 
 
 @kernel
-def _product_rows(y, x, W):
-    # y (N, K) out = x (N, D) @ W (D, K); W may be a transposed view
+def _product_rows(y, x, W, b):
+    # y (N, K) out = x (N, D) @ W (D, K) + b (K), b of no elements adding nothing; W may be a
+    # transposed view
     parts = _dense_parts(x.shape[0], x.shape[1], W.shape[1])
     if parts == 1:
         np.dot(x, W, y)
+        if b.shape[0] > 0:
+            bias_forward(y, b)
     else:
-        _product_row_parts(y, x, W, parts)
+        _product_row_parts(y, x, W, b, parts)
 
 
 @parallel_kernel
-def _product_row_parts(y, x, W, parts):
-    # _product_rows' split: ``parts`` row ranges, one thread each
+def _product_row_parts(y, x, W, b, parts):
+    # _product_rows' split: ``parts`` row ranges, one thread each, each adding the bias to its
+    # rows while they are in its cache
     N = x.shape[0]
     for p in numba.prange(parts):
         r0 = p * N // parts
         r1 = (p + 1) * N // parts
         np.dot(x[r0:r1], W, y[r0:r1])
+        if b.shape[0] > 0:
+            bias_forward(y[r0:r1], b)
 
 
 @parallel_kernel
@@ -251,8 +257,7 @@ def _pass_rows(dpre_t, dh_carry, dhs_t, n, r1):
 def linear_forward(y, x, W, b):
     # y (N, K) out = x @ W + b
     # x (N, D); W (D, K); b (K)
-    _product_rows(y, x, W)
-    bias_forward(y, b)
+    _product_rows(y, x, W, b)
 
 
 @kernel
@@ -264,7 +269,7 @@ def linear_backward(dx, dW, db, dy, x, W, scratch):
     if dW.shape[0] > 0:
         _accumulate_tn(dW, db, x, dy, scratch)
     if dx.shape[0] > 0:
-        _product_rows(dx, dy, W.T)
+        _product_rows(dx, dy, W.T, W.T[0, :0])
 
 
 @kernel
@@ -336,7 +341,7 @@ def matmul(y, x, W):
     # Every product goes through a kernel: numba's BLAS is scipy's, numpy's is another
     # OpenBLAS with its own threads, and the two pools spinning side by side on two cores made
     # a training step 5-9x slower (measured on the translator).
-    _product_rows(y, x, W)
+    _product_rows(y, x, W, W[0, :0])
 
 
 @kernel
@@ -344,7 +349,7 @@ def matmul_backward(dx, dW, dy, x, W, scratch):
     # dx (N, D) out = dy @ W.T;  dW (D, K) += x.T @ dy
     # dy (N, K); x (N, D); W (D, K); scratch (>= 2*D*K) workspace
     _weight_grad_tn(dW, x, dy, scratch)
-    _product_rows(dx, dy, W.T)
+    _product_rows(dx, dy, W.T, W.T[0, :0])
 
 
 @kernel
