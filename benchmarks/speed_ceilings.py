@@ -178,11 +178,13 @@ def dense_product_seconds(row, seed, min_seconds, min_calls=10):
     """Seconds a training step of ``row`` spends in its products that are not per time step,
     through the calls numrnn's layers make (``_product_rows`` and ``_weight_grad_tn``: two
     halves of the rows on numrnn's threads), the fastest of many calls of each: for each layer
-    above the first its input projection ``x @ W_ih``, input gradient ``dgates @ W_ih.T`` and
-    weight gradient ``x.T @ dgates``; for every layer the recurrent weight gradient ``h.T @
-    dgates``; the head's ``h @ W``, ``dlogits @ W.T`` and ``h.T @ dlogits`` (T*B rows each).
-    Layer 0 looks up rows (of W_ih, or of its embedding's V x G table, whose V x E by E x G
-    products take under 0.1% of a step): left out."""
+    above the first its input projection ``x @ W_ih`` (with its bias), input gradient ``dgates
+    @ W_ih.T`` and weight gradient ``x.T @ dgates``; for every layer the recurrent weight
+    gradient ``h.T @ dgates``; the head's ``h @ W``, ``dlogits @ W.T`` and ``h.T @ dlogits``
+    (T*B rows each). An LSTM layer above the first computes its two weight gradients as one
+    product, ``[x | h].T @ dgates``, with its bias gradients (``stacked_weight_grads``). Layer 0
+    looks up rows (of W_ih, or of its embedding's V x G table, whose V x E by E x G products
+    take under 0.1% of a step): left out."""
     import numpy as np
 
     from numrnn.kernels import cpu
@@ -191,17 +193,33 @@ def dense_product_seconds(row, seed, min_seconds, min_calls=10):
     N, H, G, V = row.seq_len * row.batch, row.hidden, row.gate_width, row.vocab
     draw = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
     h, dgates, dlogits, W, Wy = draw(N, H), draw(N, G), draw(N, V), draw(H, G), draw(H, V)
+    b = draw(G)
     empty = lambda *shape: np.empty(shape, np.float32)  # noqa: E731
     gates, logits, dh, dW, dWy = empty(N, G), empty(N, V), empty(N, H), empty(H, G), empty(H, V)
-    scratch = empty(2 * H * max(G, V))
+    scratch = empty(2 * (2 * H + 1) * max(G, V))
     above = row.layers - 1
+    stacked = above if row.cell == "lstm" else 0
+    states = draw(row.seq_len + 1, row.batch, H)
+    stacked_grads = partial(
+        cpu.stacked_weight_grads,
+        dW,
+        empty(G),
+        empty(H, G),
+        empty(G),
+        h.reshape(row.seq_len, row.batch, H),
+        states,
+        dgates.reshape(row.seq_len, row.batch, G),
+        scratch,
+        empty(N * 2 * H),
+    )
     # (how many a step, call); the weight gradient of W_ih and of W_hh: the same product
     calls = (
-        (above, partial(cpu._product_rows, gates, h, W)),
-        (above, partial(cpu._product_rows, dh, dgates, W.T)),
-        (above + row.layers, partial(cpu._weight_grad_tn, dW, h, dgates, scratch)),
-        (1, partial(cpu._product_rows, logits, h, Wy)),
-        (1, partial(cpu._product_rows, dh, dlogits, Wy.T)),
+        (above, partial(cpu._product_rows, gates, h, W, b)),
+        (above, partial(cpu._product_rows, dh, dgates, W.T, b[:0])),
+        (above - stacked + row.layers - stacked, partial(cpu._weight_grad_tn, dW, h, dgates, scratch)),
+        (stacked, stacked_grads),
+        (1, partial(cpu._product_rows, logits, h, Wy, b[:0])),
+        (1, partial(cpu._product_rows, dh, dlogits, Wy.T, b[:0])),
         (1, partial(cpu._weight_grad_tn, dWy, h, dlogits, scratch)),
     )
     timing = dict(warmup=2, min_calls=min_calls, min_seconds=min_seconds, max_calls=500)
