@@ -580,7 +580,7 @@ class RecurrentStack:
         ws.dc0 = zeros(L * R, B, H)
         D0 = self.input_width(0)
         # A stacked LSTM layer's two weight gradients are one product (stacked_weight_grads):
-        # its rows [x_t | h_{t-1}] on the CPU, nothing on a GPU.
+        # its rows [x_t | h_{t-1}] on the CPU, nothing on a GPU. Layer 1 stacks if any does.
         stacked = self._stacks_weight_grads(1)
         ws.joined = zeros(T * B * (W + H) if xp is np else 1, zeroed=False) if stacked else None
         ws.no_weight_grad = xp.empty((0, G), dtype) if stacked else None
