@@ -186,11 +186,18 @@ def _weight_grad_tn(dW, A, dY, scratch):
         np.dot(A.T, dY, partial[0])
     else:
         _partial_products_tn(partial, A, dY)
-    for p in range(parts):
-        for x in range(X):
+    _add_partials(dW, partial, 0)
+
+
+@kernel
+def _add_partials(dW, partial, first):
+    # dW (X, K) += partial[p, first : first + X] for each part p in order (fixed: the same bits
+    # on one thread or two); partial (P, >= first + X, K)
+    for p in range(partial.shape[0]):
+        for x in range(dW.shape[0]):
             dW_x = dW[x]
-            partial_x = partial[p, x]
-            for k in range(K):
+            partial_x = partial[p, first + x]
+            for k in range(dW.shape[1]):
                 dW_x[k] += partial_x[k]
 
 
@@ -292,20 +299,12 @@ def stacked_weight_grads(dWx, dbx, dWh, dbh, x, hs, dpre, scratch, joined):
     partial = scratch[: parts * X * G].reshape((parts, X, G))
     sums = scratch[parts * X * G : parts * (X + 1) * G].reshape((parts, G))
     _joined_partials_tn(partial, sums, rows, x, hs, _rows(dpre))
+    _add_partials(dWx, partial, 0)
+    _add_partials(dWh, partial, D)
     for p in range(parts):
         for k in range(G):
             dbx[k] += sums[p, k]
             dbh[k] += sums[p, k]
-        for i in range(D):
-            dWx_i = dWx[i]
-            partial_i = partial[p, i]
-            for k in range(G):
-                dWx_i[k] += partial_i[k]
-        for i in range(H):
-            dWh_i = dWh[i]
-            partial_i = partial[p, D + i]
-            for k in range(G):
-                dWh_i[k] += partial_i[k]
 
 
 @parallel_kernel
